@@ -1,0 +1,114 @@
+"""The Python API: ``pointdet.load(path).predict(images)`` and ``pointdet.build(preset, num_classes)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from pointdet.configs import ExperimentConfig, config_from_dict, get_preset
+from pointdet.data.images import pil_to_tensor_rgb, read_image
+from pointdet.data.transforms import Letterbox, Sample
+from pointdet.distributed import device_for_process
+from pointdet.engine.checkpoint import load_checkpoint, load_model_weights
+from pointdet.engine.inference import predict_images, to_original_pixels
+from pointdet.models.build import build_model
+from pointdet.models.detector import Detector
+from pointdet.structures import Detections, Instances
+
+ImageInput = str | Path | Image.Image | np.ndarray | Tensor
+
+
+def as_image_tensor(image: ImageInput) -> Tensor:
+    """A file path, PIL image, HxWx3 uint8 array or (3, H, W) uint8 tensor -> (3, H, W) uint8 RGB."""
+    if isinstance(image, str | Path):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_tensor_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"numpy images must be HxWx3 (or HxW) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if isinstance(image, Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+            raise ValueError(f"tensor images must be (3, H, W) uint8, got shape {tuple(image.shape)} dtype {image.dtype}")
+        return image
+    raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+class Predictor:
+    """A trained detector with its class names and input size, ready for batched inference.
+
+    Attributes:
+        model: the ``Detector`` (eval mode).
+        class_names: C names; ``Detections.labels`` index into it.
+        category_ids: C original dataset category ids.
+        input_size: long side images are resized to.
+    """
+
+    def __init__(self, model: Detector, class_names: Sequence[str], category_ids: Sequence[int], input_size: int) -> None:
+        self.model = model.eval()
+        self.class_names, self.category_ids, self.input_size = list(class_names), list(category_ids), input_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> Predictor:
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        flip: bool = False,
+        scales: Sequence[float] = (1.0,),
+        score_threshold: float = 0.0,
+        batch_size: int = 16,
+        k: int = 100,
+    ) -> list[Detections]:
+        """Detect objects in one image or a list; returns one ``Detections`` per image in its original pixels."""
+        if isinstance(images, str | Path | Image.Image | np.ndarray | Tensor):
+            images = [images]
+        letterbox = Letterbox(self.input_size)
+        results: list[Detections] = []
+        for start in range(0, len(images), batch_size):
+            samples = []
+            for image in images[start : start + batch_size]:
+                tensor = as_image_tensor(image)
+                sample = Sample(tensor, Instances.empty(), orig_size=tuple(tensor.shape[-2:]))
+                samples.append(letterbox(sample))
+            batch = torch.stack([s.image for s in samples])
+            detections = predict_images(self.model, batch, flip=flip, scales=scales, k=k)
+            factors = torch.tensor([s.scale for s in samples], device=self.device)
+            for dets in to_original_pixels(detections, factors, [s.orig_size for s in samples]):
+                results.append(dets[dets.scores >= score_threshold].to("cpu"))
+        return results
+
+
+def load(path: str | Path, device: str | torch.device | None = None) -> Predictor:
+    """Load a trained model from a checkpoint (``best.pt``/``last.pt``) or a run folder.
+
+    Raises:
+        CheckpointError: the file is not a pointdet checkpoint or its weights do not fit the recorded model.
+    """
+    state = load_checkpoint(path)
+    config = config_from_dict(ExperimentConfig, state["config"])
+    # The checkpoint holds the trained weights; the ImageNet file the run started from is not needed.
+    model = build_model(replace(config.model, backbone_weights=None), len(state["class_names"]))
+    load_model_weights(model, state["model"], path)
+    predictor = Predictor(model, state["class_names"], state["category_ids"], config.data.input_size)
+    return predictor.to(device if device is not None else device_for_process())
+
+
+def build(preset: str, num_classes: int) -> Detector:
+    """An untrained detector of a preset (``pointdet presets`` lists them)."""
+    return build_model(get_preset(preset).model, num_classes)

@@ -1,0 +1,176 @@
+"""Command line: ``pointdet train|eval|predict|presets``. Run ``pointdet COMMAND --help`` for details."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pointdet.configs import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_overrides, config_from_dict, get_preset
+from pointdet.configs.overrides import ConfigError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    if "=" in args.preset:  # `pointdet train key=value ...`: the first override landed in the preset slot
+        args.overrides.insert(0, args.preset)
+        args.preset = DEFAULT_PRESET
+    from pointdet.engine.checkpoint import load_checkpoint
+    from pointdet.engine.trainer import Trainer
+    from pointdet.evaluation import format_metrics
+
+    if args.resume is not None:
+        resume = args.resume if args.resume != "latest" else _latest_run(args.preset)
+        config = config_from_dict(ExperimentConfig, load_checkpoint(resume)["config"])
+        print(f"resuming {resume}")
+    else:
+        resume, config = None, get_preset(args.preset)
+    config = apply_overrides(config, args.overrides)
+    started = time.time()
+    trainer = Trainer(config, resume=resume)
+    metrics = trainer.train()
+    from pointdet.distributed import is_main_process
+
+    if is_main_process():
+        print(f"\nfinished in {time.time() - started:.0f} s — run folder: {trainer.run_dir}")
+        print(f"box AP on {trainer.val_set.annotation_file}:\n{format_metrics(metrics)}")
+
+
+def _latest_run(preset: str | None) -> Path:
+    name = preset or DEFAULT_PRESET
+    runs = sorted(Path("runs").glob(f"{name}-*/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise SystemExit(f"--resume: no runs/{name}-*/last.pt found; pass the run folder: --resume runs/NAME")
+    return runs[-1].parent
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import pointdet
+    from pointdet.data.coco import CocoDataset
+    from pointdet.engine.checkpoint import load_checkpoint
+    from pointdet.engine.data import eval_loader, resolve_data_paths
+    from pointdet.engine.evaluate import evaluate_detector
+    from pointdet.evaluation import format_metrics
+
+    config = apply_overrides(config_from_dict(ExperimentConfig, load_checkpoint(args.weights)["config"]), args.overrides)
+    paths = resolve_data_paths(config.data)
+    predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
+    dataset = CocoDataset(paths.val_json, paths.val_images)
+    loader = eval_loader(dataset, config.data.input_size, config.eval.batch_size, config.data.num_workers)
+    metrics = evaluate_detector(predictor.model, loader, dataset, args.flip, args.scales, config.eval.topk, args.backend, args.results)
+    mode = "flip" if args.flip else "plain"
+    mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
+    print(f"box AP of {args.weights} on {paths.val_json} ({mode}):\n{format_metrics(metrics)}")
+
+
+def _collect_images(inputs: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"predict: {path} is neither an image file nor a folder")
+    if not files:
+        raise SystemExit(f"predict: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {inputs}")
+    return files
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    import pointdet
+    from pointdet.data.images import read_image
+    from pointdet.engine.visualize import draw_detections
+
+    files = _collect_images(args.images)
+    predictor = pointdet.load(args.weights)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, started = [], time.time()
+    for start in tqdm(range(0, len(files), args.batch_size), desc="predict", unit="batch"):
+        chunk = files[start : start + args.batch_size]
+        images = [read_image(f) for f in chunk]
+        detections = predictor.predict(images, flip=args.flip, scales=args.scales, batch_size=args.batch_size)
+        for offset, (path, image, dets) in enumerate(zip(chunk, images, detections, strict=True)):
+            draw_detections(image, dets, predictor.class_names, args.score_threshold).save(out / f"{path.stem}.jpg", quality=92)
+            boxes = dets.boxes.clone()
+            boxes[:, 2:] -= boxes[:, :2]
+            for box, score, label in zip(boxes.tolist(), dets.scores.tolist(), dets.labels.tolist(), strict=True):
+                records.append(
+                    {
+                        "image_id": start + offset,
+                        "file_name": str(path),
+                        "category_id": predictor.category_ids[label],
+                        "category_name": predictor.class_names[label],
+                        "bbox": [round(v, 2) for v in box],
+                        "score": round(score, 5),
+                    }
+                )
+    elapsed = time.time() - started
+    (out / "detections.json").write_text(json.dumps(records))
+    print(f"{len(files)} image(s) in {elapsed:.2f} s ({1000 * elapsed / len(files):.1f} ms/image on {predictor.device}); "
+          f"drawn images and detections.json (COCO results format) in {out}")
+
+
+def cmd_presets(_: argparse.Namespace) -> None:
+    for name, fn in PRESETS.items():
+        marker = " (default)" if name == DEFAULT_PRESET else ""
+        print(f"{name:24s}{(fn.__doc__ or '').strip().splitlines()[0]}{marker}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pointdet", description="Point-based detection: train, evaluate, predict.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a preset (default: CenterNet on generated shapes)")
+    train.add_argument("preset", nargs="?", default=DEFAULT_PRESET, help=f"preset name (default {DEFAULT_PRESET}); see `pointdet presets`")
+    train.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. optim.epochs=10 data.train_json=a.json")
+    train.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
+                       help="continue a run folder or last.pt (no value: the newest run of the preset)")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="COCO box AP of a checkpoint")
+    evaluate.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
+    evaluate.add_argument("overrides", nargs="*", help="e.g. data.val_json=val.json data.val_images=images/")
+    evaluate.add_argument("--flip", action="store_true", help="flip test")
+    evaluate.add_argument("--scales", type=_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5")
+    evaluate.add_argument("--backend", choices=["pycocotools", "faster_coco_eval"], default="pycocotools")
+    evaluate.add_argument("--results", default=None, help="also write the COCO results JSON here")
+    evaluate.set_defaults(func=cmd_eval)
+
+    predict = sub.add_parser("predict", help="detect objects in images or folders; writes drawn images + detections.json")
+    predict.add_argument("images", nargs="+", help="image files and/or folders")
+    predict.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
+    predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    predict.add_argument("--flip", action="store_true")
+    predict.add_argument("--scales", type=_floats, default=(1.0,))
+    predict.add_argument("--score-threshold", type=float, default=0.3, help="minimum score drawn (the JSON keeps all top-100)")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.set_defaults(func=cmd_predict)
+
+    presets = sub.add_parser("presets", help="list the named presets")
+    presets.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as error:
+        raise SystemExit(f"config error: {error}") from None
+    except KeyError as error:
+        raise SystemExit(str(error.args[0])) from None

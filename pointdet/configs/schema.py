@@ -1,0 +1,133 @@
+"""The experiment configuration, as frozen dataclasses. Components never see these; ``build`` unpacks them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The CenterNet model.
+
+    Attributes:
+        backbone: ``resnet18``, ``resnet50``, ``resnet101`` or ``dla34``.
+        backbone_weights: local ImageNet checkpoint for the backbone (torchvision/timm file); None = random init.
+        head_conv: hidden channels of the head branches; None = the official default (64 ResNet, 256 DLA).
+        radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
+        min_overlap: IoU ``t`` of the Gaussian radius.
+        size_weight, offset_weight: loss weights of the size and offset terms.
+    """
+
+    backbone: Literal["resnet18", "resnet50", "resnet101", "dla34"] = "resnet18"
+    backbone_weights: str | None = None
+    head_conv: int | None = None
+    radius_mode: Literal["centernet", "cornernet"] = "centernet"
+    min_overlap: float = 0.7
+    size_weight: float = 0.1
+    offset_weight: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Training and validation data. With no ``train_json`` the embedded shapes dataset is generated.
+
+    Attributes:
+        train_json, train_images, val_json, val_images: COCO annotation files and their image folders.
+        shapes_train, shapes_val, shapes_image_size: size of the generated shapes dataset.
+        input_size: square training input side (and the long side at test time).
+        scales: random scale choices of the training crop.
+        flip: horizontal flip probability.
+        color_jitter: brightness/contrast/saturation strength.
+        num_workers: data loader processes per training process.
+    """
+
+    train_json: str | None = None
+    train_images: str | None = None
+    val_json: str | None = None
+    val_images: str | None = None
+    shapes_train: int = 1000
+    shapes_val: int = 200
+    shapes_image_size: int = 128
+    input_size: int = 512
+    scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+    flip: float = 0.5
+    color_jitter: float = 0.4
+    num_workers: int = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Adam with step decay and the linear learning-rate scaling rule.
+
+    Attributes:
+        lr: learning rate at ``base_batch`` images per step; the run uses ``lr * batch_size * world / base_batch``.
+        base_batch: the batch ``lr`` was tuned for.
+        batch_size: images per step per process.
+        weight_decay: Adam weight decay (0 in the reference).
+        epochs: training length.
+        lr_steps: epochs after which the learning rate is divided by 10.
+        warmup_iters: linear warm-up steps from 0.1 x lr (0 in the reference).
+        grad_clip: max gradient norm, None = off.
+        amp: mixed precision on CUDA, ``none``, ``bf16`` or ``fp16``.
+    """
+
+    lr: float = 5e-4
+    base_batch: int = 128
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    epochs: int = 140
+    lr_steps: tuple[int, ...] = (90, 120)
+    warmup_iters: int = 0
+    grad_clip: float | None = None
+    amp: Literal["none", "bf16", "fp16"] = "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Evaluation during and after training.
+
+    Attributes:
+        every: evaluate every N epochs (and always after the last).
+        flip: flip test.
+        scales: test scales (multi-scale merges with Gaussian soft-NMS).
+        topk: detections per image.
+        backend: ``pycocotools`` or ``faster_coco_eval`` (same numbers).
+        batch_size: images per inference batch.
+    """
+
+    every: int = 10
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    topk: int = 100
+    backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
+    batch_size: int = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """Everything a run needs; written as YAML into the run folder.
+
+    Attributes:
+        name: preset name, used in the run folder's name.
+        out_dir: parent of run folders.
+        run_dir: explicit run folder (default: ``out_dir/name-<time>``).
+        seed: seed of initialisation, data order and augmentation.
+        device: ``auto``, ``cpu``, ``cuda``.
+        checkpoint_every: also write ``last.pt`` every N steps (0 = at epoch ends only).
+        num_visualizations: validation images drawn into the run folder.
+        max_steps: stop after this many steps (0 = the full schedule); for smoke tests.
+    """
+
+    name: str = "centernet"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out_dir: str = "runs"
+    run_dir: str | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = 0
+    num_visualizations: int = 8
+    max_steps: int = 0

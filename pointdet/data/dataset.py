@@ -1,0 +1,124 @@
+"""Torch datasets over a ``CocoDataset``: decoding, seeded augmentation, collation and samplers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from pointdet.data.coco import CocoDataset
+from pointdet.data.images import read_image
+from pointdet.distributed import world
+from pointdet.data.transforms import Sample, Transform
+from pointdet.structures import Instances
+
+
+class TransformedDataset(Dataset):
+    """Decode record ``index`` and run ``transform`` on it.
+
+    Keys are either an index or ``(index, seed)``; with a seed, every random choice of the transform is drawn
+    from a generator seeded by it, so augmentation depends only on the key — not on the worker that ran
+    it or on what ran before — which makes resumed and distributed runs reproducible.
+    """
+
+    def __init__(self, coco: CocoDataset, transform: Transform) -> None:
+        self.coco, self.transform = coco, transform
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        record = self.coco.records[index]
+        image = read_image(record.path)
+        height, width = image.shape[-2:]
+        sample = Sample(image, self.coco.instances(index, height, width), record.image_id, (height, width))
+        if seed is None:
+            return self.transform(sample)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(sample)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A collated batch.
+
+    Attributes:
+        images: (B, 3, H, W) uint8, all padded to the same size.
+        instances: B ground truths in the pixel frame of ``images``.
+        image_ids: B dataset image ids.
+        scales: (B,) factors from original to ``images`` pixels.
+        orig_sizes: B ``(height, width)`` of the original files.
+    """
+
+    images: Tensor
+    instances: list[Instances]
+    image_ids: list[int]
+    scales: Tensor
+    orig_sizes: list[tuple[int, int]]
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    height = max(s.image.shape[-2] for s in samples)
+    width = max(s.image.shape[-1] for s in samples)
+    images = torch.zeros(len(samples), 3, height, width, dtype=torch.uint8)
+    for i, sample in enumerate(samples):
+        images[i, :, : sample.image.shape[-2], : sample.image.shape[-1]] = sample.image
+    return Batch(
+        images=images,
+        instances=[s.instances for s in samples],
+        image_ids=[s.image_id for s in samples],
+        scales=torch.tensor([s.scale for s in samples], dtype=torch.float32),
+        orig_sizes=[s.orig_size for s in samples],
+    )
+
+
+class SeededShuffleSampler(Sampler):
+    """Epoch-wise shuffled, rank-sharded keys ``(index, seed)`` that can start mid-epoch.
+
+    The permutation depends only on ``(seed, epoch)``; each rank takes every ``world_size``-th element of it
+    (the tail is dropped so ranks see equal counts). ``set_epoch(epoch, skip=n)`` skips the first ``n`` keys
+    of this rank, which is how a resumed run continues with the exact data order it stopped in.
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int | None = None, world_size: int | None = None) -> None:
+        default_rank, default_world = world()
+        self.size, self.seed = size, seed
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        self.per_rank = size // self.world_size
+        if self.per_rank == 0:
+            raise ValueError(f"dataset of {size} images cannot be split over {self.world_size} processes")
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)[: self.per_rank * self.world_size]
+        mine = order[self.rank :: self.world_size].tolist()
+        for position in range(self.skip, self.per_rank):
+            sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + position * self.world_size + self.rank
+            yield mine[position], sample_seed % (2**63)
+
+
+class ShardSampler(Sampler):
+    """Evaluation keys of this rank: every ``world_size``-th index, no padding, no duplicates."""
+
+    def __init__(self, size: int) -> None:
+        self.rank, self.world_size = world()
+        self.indices = list(range(self.rank, size, self.world_size))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)

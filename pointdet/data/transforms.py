@@ -1,0 +1,192 @@
+"""Sample -> Sample transforms on torchvision.transforms.v2: image, boxes, masks and keypoints move together.
+
+Images stay uint8 here; normalisation happens on the model's device (``Detector.preprocess``). Keypoints are
+plain (N, K, 3) tensors moved by the same affine maps as the boxes, in continuous pixel coordinates (a flip
+maps x to W - x, as it does box edges), with left/right indices swapped on flips.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from pointdet.structures import Instances
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its ground truth on the way through the pipeline.
+
+    Attributes:
+        image: (3, H, W) uint8.
+        instances: ground truth in the pixel frame of ``image``.
+        image_id: dataset image id (for evaluation).
+        orig_size: ``(height, width)`` of the decoded file.
+        scale: factor from original to current pixels (``current = original * scale``); set by ``Letterbox``.
+    """
+
+    image: Tensor
+    instances: Instances
+    image_id: int = -1
+    orig_size: tuple[int, int] = (0, 0)
+    scale: float = 1.0
+
+
+Transform = Callable[[Sample], Sample]
+
+
+def _geometric(sample: Sample, op: Callable, keypoint_map: Callable[[Tensor], Tensor]) -> Sample:
+    """Apply a tv2 functional ``op`` to image, boxes and masks, and ``keypoint_map`` to keypoint xy."""
+    height, width = sample.image.shape[-2:]
+    inst = sample.instances
+    image = op(tv_tensors.Image(sample.image))
+    boxes = op(tv_tensors.BoundingBoxes(inst.boxes, format="XYXY", canvas_size=(height, width)))
+    masks = op(tv_tensors.Mask(inst.masks)) if inst.masks is not None else None
+    keypoints = inst.keypoints.clone()
+    keypoints[..., :2] = keypoint_map(keypoints[..., :2])
+    instances = Instances(boxes.as_subclass(Tensor), inst.labels, keypoints, None if masks is None else masks.as_subclass(Tensor))
+    return replace(sample, image=image.as_subclass(Tensor), instances=instances)
+
+
+def resize(sample: Sample, height: int, width: int) -> Sample:
+    old_h, old_w = sample.image.shape[-2:]
+    factor = torch.tensor([width / old_w, height / old_h])
+    return _geometric(sample, lambda x: F.resize(x, [height, width], antialias=True), lambda xy: xy * factor)
+
+
+def crop(sample: Sample, top: int, left: int, height: int, width: int) -> Sample:
+    """Crop (zero-padding outside the image)."""
+    shift = torch.tensor([left, top], dtype=torch.float32)
+    return _geometric(sample, lambda x: F.crop(x, top, left, height, width), lambda xy: xy - shift)
+
+
+def horizontal_flip(sample: Sample, flip_pairs: Sequence[tuple[int, int]]) -> Sample:
+    width = sample.image.shape[-1]
+
+    def flip_keypoints(xy: Tensor) -> Tensor:
+        return torch.stack([width - xy[..., 0], xy[..., 1]], dim=-1)
+
+    flipped = _geometric(sample, F.horizontal_flip, flip_keypoints)
+    if not flip_pairs:
+        return flipped
+    order = list(range(flipped.instances.keypoints.shape[1]))
+    for left, right in flip_pairs:
+        order[left], order[right] = order[right], order[left]
+    return replace(flipped, instances=replace(flipped.instances, keypoints=flipped.instances.keypoints[:, order]))
+
+
+def sanitize(sample: Sample, min_size: float = 1.0) -> Sample:
+    """Clip boxes to the image, drop those smaller than ``min_size``, and mark off-image keypoints invisible."""
+    height, width = sample.image.shape[-2:]
+    inst = sample.instances
+    boxes = inst.boxes.clone()
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    keypoints = inst.keypoints[keep].clone()
+    x, y = keypoints[..., 0], keypoints[..., 1]
+    outside = (x < 0) | (y < 0) | (x >= width) | (y >= height)
+    keypoints[..., 2][outside] = 0
+    masks = inst.masks[keep] if inst.masks is not None else None
+    return replace(sample, instances=Instances(boxes[keep], inst.labels[keep], keypoints, masks))
+
+
+class RandomScaleCrop:
+    """CenterNet's training crop: pick a scale s, view an ``s * max(H, W)`` square around a random centre,
+    resize it to ``size x size`` (zero padding outside the image).
+
+    The centre stays at least ``size / 4`` output pixels from the border, halved until it fits, as the
+    reference's 128-pixel border at 512 (METHODS.md §2a(f)).
+    """
+
+    def __init__(self, size: int, scales: Sequence[float]) -> None:
+        self.size, self.scales = size, tuple(scales)
+
+    def __call__(self, sample: Sample) -> Sample:
+        height, width = sample.image.shape[-2:]
+        scale = self.scales[int(torch.randint(len(self.scales), ()))]
+        factor = self.size / (scale * max(height, width))
+        new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+        sample = resize(sample, new_h, new_w)
+        center_y, center_x = self._center(new_h), self._center(new_w)
+        return crop(sample, center_y - self.size // 2, center_x - self.size // 2, self.size, self.size)
+
+    def _center(self, extent: int) -> int:
+        border = self.size // 4
+        while border > 1 and extent - border <= border:
+            border //= 2
+        low, high = border, max(border, extent - border)
+        return int(torch.randint(low, high + 1, ()))
+
+
+class RandomHorizontalFlip:
+    def __init__(self, flip_pairs: Sequence[tuple[int, int]], p: float = 0.5) -> None:
+        self.flip_pairs, self.p = list(flip_pairs), p
+
+    def __call__(self, sample: Sample) -> Sample:
+        return horizontal_flip(sample, self.flip_pairs) if float(torch.rand(())) < self.p else sample
+
+
+class ColorJitter:
+    """Brightness/contrast/saturation jitter in random order (torchvision's ``ColorJitter``)."""
+
+    def __init__(self, strength: float) -> None:
+        self.jitter = v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength)
+
+    def __call__(self, sample: Sample) -> Sample:
+        return replace(sample, image=self.jitter(tv_tensors.Image(sample.image)).as_subclass(Tensor))
+
+
+class Letterbox:
+    """Resize the long side to ``size`` keeping the aspect ratio, then pad bottom/right to ``size x size``.
+
+    The applied factor is stored in ``Sample.scale`` so predictions map back with ``boxes / scale``.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, sample: Sample) -> Sample:
+        height, width = sample.image.shape[-2:]
+        factor = self.size / max(height, width)
+        new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+        sample = crop(resize(sample, new_h, new_w), 0, 0, self.size, self.size)
+        return replace(sample, scale=sample.scale * factor)
+
+
+class Compose:
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for transform in self.transforms:
+            sample = transform(sample)
+        return sample
+
+
+def train_transforms(
+    size: int, scales: Sequence[float], flip: float, color_jitter: float, flip_pairs: Sequence[tuple[int, int]]
+) -> Compose:
+    """The CenterNet recipe: random scale + crop, horizontal flip, colour jitter, then box clean-up."""
+    steps: list[Transform] = [RandomScaleCrop(size, scales)]
+    if flip > 0:
+        steps.append(RandomHorizontalFlip(flip_pairs, flip))
+    if color_jitter > 0:
+        steps.append(ColorJitter(color_jitter))
+    steps.append(sanitize)
+    return Compose(steps)
+
+
+def eval_transforms(size: int) -> Compose:
+    return Compose([Letterbox(size), sanitize])
+
+
+def round_to_multiple(value: float, multiple: int = 32) -> int:
+    return max(multiple, int(math.ceil(value / multiple)) * multiple)

@@ -1,0 +1,1 @@
+"""Decoders: raw network maps -> Detections."""

@@ -1,0 +1,39 @@
+"""CenterNet decoding (METHODS.md §2a(d)): heatmap peaks -> boxes from size and offset, batched on device."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pointdet.ops.peaks import peak_topk
+from pointdet.structures import Detections
+
+
+def gather_at(maps: Tensor, flat_index: Tensor) -> Tensor:
+    """Values of ``maps`` (B, D, H, W) at positions ``flat_index`` (B, K) -> (B, K, D)."""
+    batch, channels = maps.shape[:2]
+    flat = maps.reshape(batch, channels, -1)
+    return flat.gather(2, flat_index.unsqueeze(1).expand(-1, channels, -1)).transpose(1, 2)
+
+
+def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int, k: int = 100) -> list[Detections]:
+    """Top-K centre peaks turned into boxes in input-image pixels.
+
+    Args:
+        heatmap: (B, C, H, W) probabilities (after sigmoid, possibly flip-averaged).
+        size: (B, 2, H, W) ``(w, h)`` in output pixels.
+        offset: (B, 2, H, W) sub-pixel centre offsets.
+        stride: output stride R.
+        k: detections per image.
+
+    Returns:
+        B ``Detections`` with K boxes each, sorted by score.
+    """
+    peaks = peak_topk(heatmap, k)
+    wh = gather_at(size, peaks.flat_index)  # (B, K, 2)
+    delta = gather_at(offset, peaks.flat_index)  # (B, K, 2)
+    cx = peaks.xs.to(wh.dtype) + delta[..., 0]
+    cy = peaks.ys.to(wh.dtype) + delta[..., 1]
+    boxes = torch.stack([cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], dim=-1)
+    boxes = boxes.float() * stride
+    return [Detections(boxes[b], peaks.scores[b].float(), peaks.labels[b]) for b in range(heatmap.shape[0])]

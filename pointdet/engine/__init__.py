@@ -1,0 +1,1 @@
+"""Training, evaluation, prediction and checkpoints; knows no model family."""

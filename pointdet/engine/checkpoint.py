@@ -1,0 +1,66 @@
+"""Checkpoints: written atomically, read without unpickling (``weights_only=True``), validated on load."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "pointdet-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a pointdet checkpoint, or one that does not fit the model; the message names it."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` via a temporary file and ``os.replace``: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a pointdet checkpoint safely.
+
+    Raises:
+        CheckpointError: missing file, a file torch cannot read safely, or not a pointdet checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"{path}: cannot be read as a safe torch checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a pointdet checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``load_state_dict`` with an error that says which parameters disagree, e.g. a checkpoint of another model."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{source}: weights do not fit this model — {len(missing)} missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(mismatched)} of another shape (e.g. {mismatched[:2]})"
+        )
+    model.load_state_dict(state_dict)

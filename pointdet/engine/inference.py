@@ -1,0 +1,66 @@
+"""Batched inference with test-time augmentation: flip and multi-scale merged by Gaussian soft-NMS.
+
+Multi-scale follows CenterNet (METHODS.md §2a(d) step 5): run (flip) at each scale, concatenate the
+detections, Gaussian soft-NMS (sigma 0.5) per class, keep the top ``k`` over all classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pointdet.ops.nms import soft_nms
+from pointdet.structures import Detections
+
+
+def _resize_batch(images: Tensor, scale: float, multiple: int = 32) -> tuple[Tensor, float, float]:
+    """Resize a uint8 batch by ``scale`` to a size divisible by ``multiple``; returns the exact x/y factors."""
+    height, width = images.shape[-2:]
+    new_h = max(multiple, round(height * scale / multiple) * multiple)
+    new_w = max(multiple, round(width * scale / multiple) * multiple)
+    resized = F.interpolate(images.float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1)
+    return resized.round().clamp(0, 255).to(torch.uint8), new_w / width, new_h / height
+
+
+def predict_images(
+    model: torch.nn.Module, images: Tensor, flip: bool = False, scales: Sequence[float] = (1.0,), k: int = 100,
+    soft_nms_sigma: float = 0.5,
+) -> list[Detections]:
+    """Detections in the pixels of ``images`` ((B, 3, H, W) uint8, H and W multiples of 32).
+
+    Args:
+        model: has ``predict(images, flip, k)``.
+        flip: flip test at every scale.
+        scales: test scales; more than one triggers the soft-NMS merge.
+        k: detections kept per image.
+    """
+    images = images.to(next(model.parameters()).device)
+    if tuple(scales) == (1.0,):
+        return model.predict(images, flip=flip, k=k)
+    per_scale = []
+    for scale in scales:
+        resized, factor_x, factor_y = _resize_batch(images, scale) if scale != 1.0 else (images, 1.0, 1.0)
+        detections = model.predict(resized, flip=flip, k=k)
+        factor = torch.tensor([factor_x, factor_y, factor_x, factor_y], device=images.device)
+        per_scale.append([Detections(d.boxes / factor, d.scores, d.labels) for d in detections])
+    merged = []
+    for parts in zip(*per_scale, strict=True):
+        combined = Detections.cat(list(parts))
+        keep, scores = soft_nms(combined.boxes, combined.scores, combined.labels, sigma=soft_nms_sigma)
+        keep, scores = keep[:k], scores[:k]
+        merged.append(Detections(combined.boxes[keep], scores, combined.labels[keep]))
+    return merged
+
+
+def to_original_pixels(detections: list[Detections], scales: Tensor, orig_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+    """Undo the letterbox resize (``boxes / scale``) and clip to the original image."""
+    out = []
+    for dets, scale, (height, width) in zip(detections, scales.tolist(), orig_sizes, strict=True):
+        boxes = dets.boxes / scale
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        out.append(Detections(boxes, dets.scores, dets.labels))
+    return out

@@ -1,0 +1,233 @@
+"""The training loop: one readable ``Trainer`` (AMP, DDP, checkpoints with exact resume, TensorBoard, tqdm).
+
+Resume is exact: data order and augmentation are functions of ``(seed, epoch, position)``
+(``SeededShuffleSampler``), the learning rate a function of the step, so restoring the weights, the optimizer
+and ``(epoch, step_in_epoch)`` continues the run as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from pointdet.configs import ExperimentConfig, config_to_dict
+from pointdet.data.coco import CocoDataset
+from pointdet.distributed import barrier, broadcast_object, device_for_process, is_main_process, mean_over_processes, world
+from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from pointdet.engine.data import eval_loader, resolve_data_paths, train_loader
+from pointdet.engine.evaluate import evaluate_detector, run_inference
+from pointdet.engine.visualize import draw_detections
+from pointdet.evaluation import format_metrics
+from pointdet.models.build import build_model
+
+logger = logging.getLogger(__name__)
+
+
+def init_distributed() -> None:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL on GPU, gloo on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+
+
+def learning_rate(config: ExperimentConfig, step: int, steps_per_epoch: int) -> float:
+    """Scaled base lr x warm-up x step decay (x0.1 after each of ``lr_steps`` epochs)."""
+    optim = config.optim
+    base = optim.lr * optim.batch_size * world()[1] / optim.base_batch
+    warmup = 1.0
+    if step < optim.warmup_iters:
+        warmup = 0.1 + 0.9 * step / optim.warmup_iters
+    epoch = step // steps_per_epoch
+    return base * warmup * 0.1 ** sum(epoch >= s for s in optim.lr_steps)
+
+
+class Trainer:
+    """Trains ``config`` from scratch, or continues the checkpoint ``resume`` (a run folder or a ``.pt``)."""
+
+    def __init__(self, config: ExperimentConfig, resume: str | Path | None = None) -> None:
+        init_distributed()
+        self.config = config
+        self.device = torch.device("cpu") if config.device == "cpu" else device_for_process()
+        if config.device == "cuda" and self.device.type != "cuda":
+            raise RuntimeError("device=cuda was asked for but CUDA is not available")
+        torch.manual_seed(config.seed)
+        paths = resolve_data_paths(config.data)
+        if config.data.val_json is None and config.data.train_json is not None:
+            logger.warning("no data.val_json given: validating on the training set")
+        self.train_set = CocoDataset(paths.train_json, paths.train_images)
+        self.val_set = CocoDataset(paths.val_json, paths.val_images)
+        self.loader, self.sampler = train_loader(self.train_set, config)
+        self.val_loader = eval_loader(self.val_set, config.data.input_size, config.eval.batch_size, config.data.num_workers)
+        self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.train_set)} training images give no full batch of {config.optim.batch_size} per process")
+        self.model = build_model(config.model, len(self.train_set.class_names)).to(self.device)
+        self.ddp_model = self.model
+        if world()[1] > 1:
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.optim.amp] if self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_ap, self.history = -1.0, []
+        self.run_dir = Path(config.run_dir) if config.run_dir else Path(config.out_dir) / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        if resume is not None:
+            self._restore(resume)
+        self.run_dir = Path(broadcast_object(str(self.run_dir)))
+        self.writer = None
+        if is_main_process():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # ----------------------------------------------------------------------------------------------- state
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_ap": self.best_ap,
+            "history": json.dumps(self.history),
+            "config": config_to_dict(self.config),
+            "class_names": list(self.train_set.class_names),
+            "category_ids": list(self.train_set.category_ids),
+            "world_size": world()[1],
+        }
+
+    def _restore(self, source: str | Path) -> None:
+        state = load_checkpoint(source)
+        load_model_weights(self.model, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.best_ap, self.history = state["best_ap"], json.loads(state["history"])
+        if state["world_size"] != world()[1]:
+            logger.warning("resuming a %d-process run with %d processes: data order differs from here on", state["world_size"], world()[1])
+        source = Path(source)
+        self.run_dir = source if source.is_dir() else source.parent
+
+    def save(self, name: str) -> None:
+        if is_main_process():
+            save_checkpoint(self._state(), self.run_dir / name)
+
+    # ------------------------------------------------------------------------------------------- training
+    @property
+    def total_steps(self) -> int:
+        full = self.steps_per_epoch * self.config.optim.epochs
+        return min(full, self.config.max_steps) if self.config.max_steps else full
+
+    def train(self) -> dict:
+        """Run (or continue) the schedule; returns the final metrics (also in ``metrics.json``)."""
+        start = time.time()
+        try:
+            while self.global_step < self.total_steps:
+                self._train_epoch()
+                if self.step_in_epoch == 0 and (self.epoch % self.config.eval.every == 0 or self.global_step >= self.total_steps):
+                    self._evaluate_and_keep_best()
+        except KeyboardInterrupt:
+            self.save("last.pt")
+            if is_main_process():
+                print(f"\ninterrupted at step {self.global_step}; continue with: pointdet train --resume {self.run_dir}")
+            raise
+        metrics = self.history[-1]["metrics"] if self.history else self._evaluate_and_keep_best()
+        if is_main_process():
+            self._write_visualizations()
+            summary = {"final": metrics, "best_ap": self.best_ap, "history": self.history, "train_seconds": round(time.time() - start, 1)}
+            (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+            self.writer.close()
+        barrier()
+        return metrics
+
+    def _train_epoch(self) -> None:
+        self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.config.optim.batch_size)
+        self.ddp_model.train()
+        remaining = min(self.steps_per_epoch - self.step_in_epoch, self.total_steps - self.global_step)
+        bar = tqdm(total=remaining, desc=f"epoch {self.epoch + 1}/{self.config.optim.epochs}", disable=not is_main_process(), leave=False)
+        for batch in self.loader:
+            losses = self._step(batch)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{sum(losses.values()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            if self.writer is not None and self.global_step % 10 == 0:
+                for name, value in losses.items():
+                    self.writer.add_scalar(f"train/{name}", value, self.global_step)
+                self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+            if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
+                self.save("last.pt")
+            if self.step_in_epoch == self.steps_per_epoch or self.global_step >= self.total_steps:
+                break
+        bar.close()
+        if self.step_in_epoch == self.steps_per_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.save("last.pt")
+
+    def _step(self, batch) -> dict[str, float]:
+        lr = learning_rate(self.config, self.global_step, self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = self.model.preprocess(batch.images)
+        instances = [inst.to(self.device) for inst in batch.instances]
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            outputs = self.ddp_model(images)
+        losses = self.model.loss(outputs, instances)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss became {total.item()} at step {self.global_step}: {({k: v.item() for k, v in losses.items()})}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.config.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {name: mean_over_processes(value.detach()).item() for name, value in losses.items()}
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _evaluate_and_keep_best(self) -> dict[str, float]:
+        evaluation = self.config.eval
+        metrics = evaluate_detector(
+            self.model, self.val_loader, self.val_set, evaluation.flip, evaluation.scales, evaluation.topk, evaluation.backend
+        )
+        self.history.append({"epoch": self.epoch, "step": self.global_step, "metrics": metrics})
+        if is_main_process():
+            tqdm.write(f"epoch {self.epoch} step {self.global_step} — {self.val_set.annotation_file.name}\n{format_metrics(metrics)}")
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"val/{name}", value, self.global_step)
+        if metrics["AP"] > self.best_ap:
+            self.best_ap = metrics["AP"]
+            self.save("best.pt")
+        self.save("last.pt")
+        return metrics
+
+    def _write_visualizations(self) -> None:
+        count = self.config.num_visualizations
+        if count <= 0:
+            return
+        folder = self.run_dir / "visualizations"
+        folder.mkdir(exist_ok=True)
+        subset = torch.utils.data.Subset(self.val_loader.dataset, range(min(count, len(self.val_loader.dataset))))
+        loader = torch.utils.data.DataLoader(subset, batch_size=count, collate_fn=self.val_loader.collate_fn)
+        batch = next(iter(loader))
+        detections, _ = run_inference(self.model, [batch], flip=False, scales=(1.0,), k=self.config.eval.topk, progress=False)
+        for image_id, dets, scale, image in zip(batch.image_ids, detections, batch.scales.tolist(), batch.images, strict=True):
+            scaled = replace(dets, boxes=dets.boxes * scale)
+            draw_detections(image, scaled, self.val_set.class_names).save(folder / f"{image_id}.jpg", quality=92)
+

@@ -1,0 +1,6 @@
+"""Loss functions (functional, testable on hand-made tensors)."""
+
+from pointdet.losses.focal import penalty_reduced_focal_loss
+from pointdet.losses.regression import masked_l1
+
+__all__ = ["masked_l1", "penalty_reduced_focal_loss"]

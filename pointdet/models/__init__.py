@@ -1,0 +1,1 @@
+"""Backbones, necks, heads and the detector that composes them."""

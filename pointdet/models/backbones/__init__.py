@@ -1,0 +1,6 @@
+"""Backbones return a list of feature maps and declare ``out_channels`` and ``strides`` for each."""
+
+from pointdet.models.backbones.dla import DLA34
+from pointdet.models.backbones.resnet import ResNet
+
+__all__ = ["DLA34", "ResNet"]

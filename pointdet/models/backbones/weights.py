@@ -1,0 +1,48 @@
+"""Loading ImageNet weights for a backbone from a local file (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (read with ``weights_only=True``, never unpickled).
+
+    Accepts plain state dicts and the common wrappers ``{"state_dict": ...}`` / ``{"model": ...}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...] = ("fc.",)) -> None:
+    """Load a classification checkpoint (torchvision or timm naming) into ``module``, skipping the classifier.
+
+    Raises:
+        ValueError: backbone parameters are missing from the file or have other shapes (names the first ones).
+    """
+    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or mismatched:
+        raise ValueError(
+            f"{path}: not weights for this backbone ({len(missing)} missing, e.g. {missing[:3]}; "
+            f"{len(mismatched)} with other shapes, e.g. {mismatched[:3]})"
+        )
+    module.load_state_dict({k: state[k] for k in own})

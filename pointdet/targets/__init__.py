@@ -1,0 +1,1 @@
+"""Target builders: pure functions from ground truth (and geometry) to training targets."""
