@@ -38,6 +38,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return tuple(_coerce(v, args[0], key) for v in items)
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if annotation in (int, str, bool) and type(value) is annotation:
