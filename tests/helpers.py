@@ -9,7 +9,7 @@ from pointdet.configs import DataConfig, EvalConfig, ExperimentConfig, OptimConf
 
 def tiny_config(shapes, run_dir, **optim) -> ExperimentConfig:
     """ResNet-18 CenterNet on the tiny 64 px shapes fixture, 2 images per step, no workers."""
-    base = get_preset("centernet_r18_shapes")
+    base = get_preset("centernet_r18")
     return replace(
         base,
         data=DataConfig(

@@ -40,7 +40,7 @@ def test_cli_train_resume_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
         "data.input_size=64", "data.num_workers=0", "optim.batch_size=4", "optim.base_batch=4", "optim.epochs=2",
         "eval.every=1", "device=cpu", "num_visualizations=3",
     ]
-    main(["train", "centernet_r18_shapes", *data, f"run_dir={run}", "max_steps=3"])
+    main(["train", "centernet_r18", *data, f"run_dir={run}", "max_steps=3"])
     assert load_checkpoint(run / "last.pt")["global_step"] == 3
     main(["train", "--resume", str(run), "max_steps=0"])
     out = capsys.readouterr().out
@@ -80,7 +80,7 @@ def test_checkpoint_errors(tmp_path, tiny_shapes):
         pointdet.load(tmp_path / "garbage.pt")
     # A checkpoint from another model: weights of a 3-class model under a config saying ResNet-50.
     config = tiny_config(tiny_shapes, tmp_path / "run")
-    model = pointdet.build("centernet_r18_shapes", num_classes=3)
+    model = pointdet.build("centernet_r18", num_classes=3)
     from pointdet.configs import config_to_dict
 
     other = config_to_dict(replace(config, model=replace(config.model, backbone="resnet50")))

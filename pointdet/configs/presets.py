@@ -33,22 +33,25 @@ def centernet_dla34() -> ExperimentConfig:
     return ExperimentConfig(name="centernet_dla34", model=ModelConfig(backbone="dla34"))
 
 
-def centernet_r18_shapes() -> ExperimentConfig:
-    """The embedded default: ResNet-18 CenterNet on generated shapes at 128 px, minutes on a CPU."""
-    base = centernet_r18()
+def centernet_dla34_shapes() -> ExperimentConfig:
+    """The embedded default: DLA-34 CenterNet on generated shapes at 128 px, about 10 minutes on 2 CPU cores."""
+    # DLA-34 rather than ResNet-18: trained from scratch at 128 px, ResNet-18 + deconv (no skip connections,
+    # a 4x4 C5 map) stays on the heatmap-prior plateau for hundreds of steps, while DLA-up's skip
+    # aggregation starts localising within one epoch (measured; see the issue notes).
+    base = centernet_dla34()
     return replace(
         base,
-        name="centernet_r18_shapes",
+        name="centernet_dla34_shapes",
         data=DataConfig(input_size=128, scales=(0.8, 0.9, 1.0, 1.1, 1.2), num_workers=2),
-        optim=OptimConfig(lr=1.25e-3, base_batch=32, batch_size=32, epochs=14, lr_steps=(11,), warmup_iters=50),
-        eval=EvalConfig(every=5, batch_size=32),
+        optim=OptimConfig(lr=5e-4, base_batch=8, batch_size=8, epochs=4, lr_steps=(3,)),
+        eval=EvalConfig(every=2, batch_size=32),
     )
 
 
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
-    fn.__name__: fn for fn in (centernet_r18_shapes, centernet_r18, centernet_r50, centernet_r101, centernet_dla34)
+    fn.__name__: fn for fn in (centernet_dla34_shapes, centernet_r18, centernet_r50, centernet_r101, centernet_dla34)
 }
-DEFAULT_PRESET = "centernet_r18_shapes"
+DEFAULT_PRESET = "centernet_dla34_shapes"
 
 
 def get_preset(name: str) -> ExperimentConfig:
