@@ -34,11 +34,15 @@ def as_image_tensor(image: ImageInput) -> Tensor:
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"numpy images must be HxWx3 (or HxW) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+            raise ValueError(
+                f"numpy images must be HxWx3 (or HxW) uint8 RGB, got shape {image.shape} dtype {image.dtype}"
+            )
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
-            raise ValueError(f"tensor images must be (3, H, W) uint8, got shape {tuple(image.shape)} dtype {image.dtype}")
+            raise ValueError(
+                f"tensor images must be (3, H, W) uint8, got shape {tuple(image.shape)} dtype {image.dtype}"
+            )
         return image
     raise TypeError(f"unsupported image type {type(image).__name__}")
 
@@ -53,7 +57,9 @@ class Predictor:
         input_size: long side images are resized to.
     """
 
-    def __init__(self, model: Detector, class_names: Sequence[str], category_ids: Sequence[int], input_size: int) -> None:
+    def __init__(
+        self, model: Detector, class_names: Sequence[str], category_ids: Sequence[int], input_size: int
+    ) -> None:
         self.model = model.eval()
         self.class_names, self.category_ids, self.input_size = list(class_names), list(category_ids), input_size
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from pointdet.configs import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_overrides, config_from_dict, get_preset
@@ -61,12 +59,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from pointdet.engine.evaluate import evaluate_detector
     from pointdet.evaluation import format_metrics
 
-    config = apply_overrides(config_from_dict(ExperimentConfig, load_checkpoint(args.weights)["config"]), args.overrides)
+    config = apply_overrides(
+        config_from_dict(ExperimentConfig, load_checkpoint(args.weights)["config"]), args.overrides
+    )
     paths = resolve_data_paths(config.data)
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
     dataset = CocoDataset(paths.val_json, paths.val_images)
     loader = eval_loader(dataset, config.data.input_size, config.eval.batch_size, config.data.num_workers)
-    metrics = evaluate_detector(predictor.model, loader, dataset, args.flip, args.scales, config.eval.topk, args.backend, args.results)
+    metrics = evaluate_detector(
+        predictor.model, loader, dataset, args.flip, args.scales, config.eval.topk, args.backend, args.results
+    )
     mode = "flip" if args.flip else "plain"
     mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
     print(f"box AP of {args.weights} on {paths.val_json} ({mode}):\n{format_metrics(metrics)}")
@@ -104,7 +106,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         images = [read_image(f) for f in chunk]
         detections = predictor.predict(images, flip=args.flip, scales=args.scales, batch_size=args.batch_size)
         for offset, (path, image, dets) in enumerate(zip(chunk, images, detections, strict=True)):
-            draw_detections(image, dets, predictor.class_names, args.score_threshold).save(out / f"{path.stem}.jpg", quality=92)
+            draw_detections(image, dets, predictor.class_names, args.score_threshold).save(
+                out / f"{path.stem}.jpg", quality=92
+            )
             boxes = dets.boxes.clone()
             boxes[:, 2:] -= boxes[:, :2]
             for box, score, label in zip(boxes.tolist(), dets.scores.tolist(), dets.labels.tolist(), strict=True):
@@ -120,8 +124,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 )
     elapsed = time.time() - started
     (out / "detections.json").write_text(json.dumps(records))
-    print(f"{len(files)} image(s) in {elapsed:.2f} s ({1000 * elapsed / len(files):.1f} ms/image on {predictor.device}); "
-          f"drawn images and detections.json (COCO results format) in {out}")
+    print(
+        f"{len(files)} image(s) in {elapsed:.2f} s ({1000 * elapsed / len(files):.1f} ms/image on {predictor.device}); "
+        f"drawn images and detections.json (COCO results format) in {out}"
+    )
 
 
 def cmd_presets(_: argparse.Namespace) -> None:
@@ -135,10 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a preset (default: CenterNet on generated shapes)")
-    train.add_argument("preset", nargs="?", default=DEFAULT_PRESET, help=f"preset name (default {DEFAULT_PRESET}); see `pointdet presets`")
-    train.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. optim.epochs=10 data.train_json=a.json")
-    train.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
-                       help="continue a run folder or last.pt (no value: the newest run of the preset)")
+    train.add_argument(
+        "preset",
+        nargs="?",
+        default=DEFAULT_PRESET,
+        help=f"preset name (default {DEFAULT_PRESET}); see `pointdet presets`",
+    )
+    train.add_argument(
+        "overrides", nargs="*", help="config overrides key=value, e.g. optim.epochs=10 data.train_json=a.json"
+    )
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN",
+        help="continue a run folder or last.pt (no value: the newest run of the preset)",
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="COCO box AP of a checkpoint")
@@ -150,13 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--results", default=None, help="also write the COCO results JSON here")
     evaluate.set_defaults(func=cmd_eval)
 
-    predict = sub.add_parser("predict", help="detect objects in images or folders; writes drawn images + detections.json")
+    predict = sub.add_parser(
+        "predict", help="detect objects in images or folders; writes drawn images + detections.json"
+    )
     predict.add_argument("images", nargs="+", help="image files and/or folders")
     predict.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--flip", action="store_true")
     predict.add_argument("--scales", type=_floats, default=(1.0,))
-    predict.add_argument("--score-threshold", type=float, default=0.3, help="minimum score drawn (the JSON keeps all top-100)")
+    predict.add_argument(
+        "--score-threshold", type=float, default=0.3, help="minimum score drawn (the JSON keeps all top-100)"
+    )
     predict.add_argument("--batch-size", type=int, default=8)
     predict.set_defaults(func=cmd_predict)
 

@@ -13,9 +13,13 @@ def tiny_config(shapes, run_dir, **optim) -> ExperimentConfig:
     return replace(
         base,
         data=DataConfig(
-            train_json=str(shapes.train_json), train_images=str(shapes.train_images),
-            val_json=str(shapes.val_json), val_images=str(shapes.val_images),
-            input_size=64, scales=(0.9, 1.0, 1.1), num_workers=0,
+            train_json=str(shapes.train_json),
+            train_images=str(shapes.train_images),
+            val_json=str(shapes.val_json),
+            val_images=str(shapes.val_images),
+            input_size=64,
+            scales=(0.9, 1.0, 1.1),
+            num_workers=0,
         ),
         optim=OptimConfig(**{"lr": 1e-3, "base_batch": 2, "batch_size": 2, "epochs": 2, "lr_steps": (1,), **optim}),
         eval=EvalConfig(every=1, batch_size=4),

@@ -49,7 +49,9 @@ def test_missing_image_file(tmp_path, tiny_shapes, document):
 
 def test_unknown_category(tmp_path, tiny_shapes, document):
     document["annotations"][2]["category_id"] = 99
-    with pytest.raises(DatasetError, match=r"bad.json annotations\[2\] \(id=3\): field 'category_id' = 99 is an unknown"):
+    with pytest.raises(
+        DatasetError, match=r"bad.json annotations\[2\] \(id=3\): field 'category_id' = 99 is an unknown"
+    ):
         CocoDataset(_write(tmp_path, document), tiny_shapes.train_images)
 
 

@@ -5,7 +5,10 @@ from pointdet.configs.overrides import ConfigError
 
 
 def test_overrides_are_typed():
-    config = apply_overrides(get_preset("centernet_r18"), ["optim.lr=2e-4", "optim.weight_decay=1.0e-4", "data.scales=[0.5,1]", "optim.grad_clip=35", "seed=3"])
+    config = apply_overrides(
+        get_preset("centernet_r18"),
+        ["optim.lr=2e-4", "optim.weight_decay=1.0e-4", "data.scales=[0.5,1]", "optim.grad_clip=35", "seed=3"],
+    )
     assert config.optim.lr == 2e-4 and config.optim.weight_decay == 1e-4 and config.data.scales == (0.5, 1.0)
     assert config.optim.grad_clip == 35.0 and config.seed == 3
 

@@ -35,10 +35,18 @@ def test_resume_continues_exactly(tiny_shapes, tmp_path):
 def test_cli_train_resume_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
     run = tmp_path / "run"
     data = [
-        f"data.train_json={tiny_shapes.train_json}", f"data.train_images={tiny_shapes.train_images}",
-        f"data.val_json={tiny_shapes.val_json}", f"data.val_images={tiny_shapes.val_images}",
-        "data.input_size=64", "data.num_workers=0", "optim.batch_size=4", "optim.base_batch=4", "optim.epochs=2",
-        "eval.every=1", "device=cpu", "num_visualizations=3",
+        f"data.train_json={tiny_shapes.train_json}",
+        f"data.train_images={tiny_shapes.train_images}",
+        f"data.val_json={tiny_shapes.val_json}",
+        f"data.val_images={tiny_shapes.val_images}",
+        "data.input_size=64",
+        "data.num_workers=0",
+        "optim.batch_size=4",
+        "optim.base_batch=4",
+        "optim.epochs=2",
+        "eval.every=1",
+        "device=cpu",
+        "num_visualizations=3",
     ]
     main(["train", "centernet_r18", *data, f"run_dir={run}", "max_steps=3"])
     assert load_checkpoint(run / "last.pt")["global_step"] == 3
@@ -53,19 +61,43 @@ def test_cli_train_resume_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
     drawn = sorted((run / "visualizations").glob("*.jpg"))
     assert len(drawn) == 3 and Image.open(drawn[0]).size == (64, 64)
 
-    main(["eval", "--weights", str(run / "best.pt"), "--flip", "--scales", "0.75,1,1.25", "--results", str(tmp_path / "r.json")])
+    main(
+        [
+            "eval",
+            "--weights",
+            str(run / "best.pt"),
+            "--flip",
+            "--scales",
+            "0.75,1,1.25",
+            "--results",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert "flip, scales 0.75,1.0,1.25" in capsys.readouterr().out
     assert isinstance(json.loads((tmp_path / "r.json").read_text()), list)
 
     predictions = tmp_path / "predictions"
-    main(["predict", str(tiny_shapes.val_images), "--weights", str(run / "best.pt"), "--out", str(predictions), "--batch-size", "3"])
+    main(
+        [
+            "predict",
+            str(tiny_shapes.val_images),
+            "--weights",
+            str(run / "best.pt"),
+            "--out",
+            str(predictions),
+            "--batch-size",
+            "3",
+        ]
+    )
     assert "ms/image" in capsys.readouterr().out
     assert len(list(predictions.glob("*.jpg"))) == 8
     records = json.loads((predictions / "detections.json").read_text())
     assert records and {"file_name", "bbox", "score", "category_id", "category_name"} <= set(records[0])
 
     model = pointdet.load(run / "best.pt", device="cpu")
-    detections = model.predict([tiny_shapes.val_images / "000001.png", Image.open(tiny_shapes.val_images / "000002.png")])
+    detections = model.predict(
+        [tiny_shapes.val_images / "000001.png", Image.open(tiny_shapes.val_images / "000002.png")]
+    )
     assert len(detections) == 2 and isinstance(detections[0], pointdet.Detections)
     assert detections[0].boxes.shape[1] == 4 and (detections[0].scores[:-1] >= detections[0].scores[1:]).all()
     assert model.class_names == ["circle", "triangle", "square"]
@@ -84,7 +116,10 @@ def test_checkpoint_errors(tmp_path, tiny_shapes):
     from pointdet.configs import config_to_dict
 
     other = config_to_dict(replace(config, model=replace(config.model, backbone="resnet50")))
-    save_checkpoint({"model": model.state_dict(), "config": other, "class_names": ["a", "b", "c"], "category_ids": [1, 2, 3]}, tmp_path / "mixed.pt")
+    save_checkpoint(
+        {"model": model.state_dict(), "config": other, "class_names": ["a", "b", "c"], "category_ids": [1, 2, 3]},
+        tmp_path / "mixed.pt",
+    )
     with pytest.raises(CheckpointError, match="mixed.pt: weights do not fit this model"):
         pointdet.load(tmp_path / "mixed.pt")
 

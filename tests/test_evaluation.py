@@ -57,10 +57,15 @@ def test_wrapper_equals_pycocotools_and_faster_coco_eval(tiny_shapes):
 
 def test_perfect_detections_score_one(tiny_shapes):
     document = json.loads(tiny_shapes.val_json.read_text())
-    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0} for a in document["annotations"]]
+    results = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in document["annotations"]
+    ]
     assert evaluate_coco(tiny_shapes.val_json, results)["AP"] == pytest.approx(1.0)
 
 
 def test_results_use_original_category_ids_and_xywh():
     dets = Detections(torch.tensor([[10.0, 20.0, 30.0, 60.0]]), torch.tensor([0.5]), torch.tensor([1]))
-    assert detections_to_coco([dets], [42], [7, 9]) == [{"image_id": 42, "category_id": 9, "bbox": [10.0, 20.0, 20.0, 40.0], "score": 0.5}]
+    assert detections_to_coco([dets], [42], [7, 9]) == [
+        {"image_id": 42, "category_id": 9, "bbox": [10.0, 20.0, 20.0, 40.0], "score": 0.5}
+    ]

@@ -17,7 +17,9 @@ def _save(tmp_path, image: Image.Image, name: str, **kwargs):
 def test_grayscale_rgba_palette_cmyk_become_rgb(tmp_path):
     gray = _save(tmp_path, Image.new("L", (5, 4), 100), "gray.png")
     rgba = _save(tmp_path, Image.new("RGBA", (5, 4), (10, 20, 30, 255)), "rgba.png")
-    palette = _save(tmp_path, Image.new("RGB", (5, 4), (200, 0, 0)).convert("P", palette=Image.Palette.ADAPTIVE), "palette.png")
+    palette = _save(
+        tmp_path, Image.new("RGB", (5, 4), (200, 0, 0)).convert("P", palette=Image.Palette.ADAPTIVE), "palette.png"
+    )
     cmyk = _save(tmp_path, Image.new("CMYK", (5, 4), (0, 255, 255, 0)), "cmyk.jpg")
     assert read_image(gray)[:, 0, 0].tolist() == [100, 100, 100]
     assert read_image(rgba)[:, 0, 0].tolist() == [10, 20, 30]

@@ -16,7 +16,9 @@ def test_focal_loss_hand_computed():
     )
     got = penalty_reduced_focal_loss(logits, target.view(1, 1, 1, 3), 1.0)
     assert got.item() == pytest.approx(expected, rel=1e-5)
-    assert penalty_reduced_focal_loss(logits, target.view(1, 1, 1, 3), 2.0).item() == pytest.approx(expected / 2, rel=1e-5)
+    assert penalty_reduced_focal_loss(logits, target.view(1, 1, 1, 3), 2.0).item() == pytest.approx(
+        expected / 2, rel=1e-5
+    )
 
 
 def test_focal_loss_clamps_like_reference():

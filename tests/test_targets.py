@@ -13,7 +13,9 @@ def _instances(boxes, labels):
 
 def test_known_scene():
     # One 40x24 box at stride 4 in a 128x128 input: output 32x32, centre (10.5, 6.5) -> int (10, 6).
-    targets = build_centernet_targets([_instances([[22, 14, 62, 38]], [1])], num_classes=2, output_size=(32, 32), stride=4)
+    targets = build_centernet_targets(
+        [_instances([[22, 14, 62, 38]], [1])], num_classes=2, output_size=(32, 32), stride=4
+    )
     assert targets.heatmap.shape == (1, 2, 32, 32)
     assert targets.heatmap[0, 1, 6, 10] == 1.0 and targets.heatmap[0, 0].sum() == 0
     assert torch.equal(targets.index, torch.tensor([[6 * 32 + 10]]))
@@ -30,7 +32,9 @@ def test_batched_splat_equals_per_object_reference():
     for _ in range(3):
         xy = torch.rand(6, 2, generator=generator) * 100
         wh = torch.rand(6, 2, generator=generator) * 60 + 2
-        instances.append(Instances(torch.cat([xy, xy + wh], 1), torch.randint(0, 3, (6,), generator=generator), torch.zeros(6, 0, 3)))
+        instances.append(
+            Instances(torch.cat([xy, xy + wh], 1), torch.randint(0, 3, (6,), generator=generator), torch.zeros(6, 0, 3))
+        )
     for mode in ("centernet", "cornernet"):
         targets = build_centernet_targets(instances, 3, (32, 40), 4, radius_mode=mode)
         reference = torch.zeros(3, 3, 32, 40)

@@ -1,6 +1,15 @@
 import torch
 
-from pointdet.data.transforms import Letterbox, RandomScaleCrop, Sample, crop, horizontal_flip, resize, sanitize, train_transforms
+from pointdet.data.transforms import (
+    Letterbox,
+    RandomScaleCrop,
+    Sample,
+    crop,
+    horizontal_flip,
+    resize,
+    sanitize,
+    train_transforms,
+)
 from pointdet.structures import Instances
 
 
@@ -10,7 +19,9 @@ def _sample():
     masks[0, 10:20, 5:25] = 1
     image[:, 10:20, 5:25] = 255
     keypoints = torch.tensor([[[15.0, 10.0, 2.0], [25.0, 15.0, 2.0], [15.0, 20.0, 2.0], [5.0, 15.0, 2.0]]])
-    return Sample(image, Instances(torch.tensor([[5.0, 10.0, 25.0, 20.0]]), torch.tensor([1]), keypoints, masks), 7, (40, 60))
+    return Sample(
+        image, Instances(torch.tensor([[5.0, 10.0, 25.0, 20.0]]), torch.tensor([1]), keypoints, masks), 7, (40, 60)
+    )
 
 
 def _mask_box(mask):

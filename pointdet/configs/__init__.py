@@ -1,7 +1,7 @@
 """Experiment configuration: frozen dataclasses, named presets and ``key=value`` overrides."""
 
 from pointdet.configs.overrides import apply_overrides, config_from_dict, config_to_dict
-from pointdet.configs.presets import PRESETS, DEFAULT_PRESET, get_preset
+from pointdet.configs.presets import DEFAULT_PRESET, PRESETS, get_preset
 from pointdet.configs.schema import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OptimConfig
 
 __all__ = [

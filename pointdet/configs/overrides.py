@@ -75,7 +75,9 @@ def _set(config: Any, path: list[str], value: Any, full_key: str) -> Any:
             raise ConfigError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
         return dataclasses.replace(config, **{path[0]: _set(current, path[1:], value, full_key)})
     if dataclasses.is_dataclass(current):
-        raise ConfigError(f"{full_key!r} is a section; set one of its keys, e.g. {full_key}.{dataclasses.fields(current)[0].name}=...")
+        raise ConfigError(
+            f"{full_key!r} is a section; set one of its keys, e.g. {full_key}.{dataclasses.fields(current)[0].name}=..."
+        )
     annotation = _field_types(type(config))[path[0]]
     return dataclasses.replace(config, **{path[0]: _coerce(value, annotation, full_key)})
 

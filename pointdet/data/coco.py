@@ -87,7 +87,9 @@ class CocoDataset:
         except json.JSONDecodeError as error:
             raise DatasetError(f"{self.annotation_file}: not valid JSON ({error})") from error
         if not isinstance(data, dict):
-            raise DatasetError(f"{self.annotation_file}: top level must be an object with images/annotations/categories")
+            raise DatasetError(
+                f"{self.annotation_file}: top level must be an object with images/annotations/categories"
+            )
         _require(data, ("images", "annotations", "categories"), str(self.annotation_file))
         self.skipped: Counter[str] = Counter()
         self._read_categories(data["categories"])

@@ -11,8 +11,8 @@ from torch.utils.data import Dataset, Sampler
 
 from pointdet.data.coco import CocoDataset
 from pointdet.data.images import read_image
-from pointdet.distributed import world
 from pointdet.data.transforms import Sample, Transform
+from pointdet.distributed import world
 from pointdet.structures import Instances
 
 

@@ -48,6 +48,12 @@ def _polygon(kind: str, cx: float, cy: float, radius: float, angle: float) -> np
     return np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], axis=1)
 
 
+def _polygon_area(polygon: np.ndarray) -> float:
+    """Shoelace formula."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
 def _extreme_points(polygon: np.ndarray) -> np.ndarray:
     """(4, 2) top, right, bottom, left vertices."""
     return polygon[[polygon[:, 1].argmin(), polygon[:, 0].argmax(), polygon[:, 1].argmax(), polygon[:, 0].argmin()]]
@@ -95,7 +101,7 @@ def _make_image(rng: np.random.Generator, size: int, image_id: int, first_ann_id
                 "image_id": image_id,
                 "category_id": label + 1,
                 "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
-                "area": round(float(0.5 * abs(np.cross(polygon - polygon.mean(0), np.roll(polygon, -1, 0) - polygon.mean(0)).sum())), 2),
+                "area": round(_polygon_area(polygon), 2),
                 "segmentation": [[round(float(v), 2) for v in polygon.reshape(-1)]],
                 "keypoints": [round(float(v), 2) for v in keypoints.reshape(-1)],
                 "num_keypoints": 4,
@@ -117,7 +123,13 @@ def _write_split(folder: Path, name: str, count: int, size: int, seed: int) -> N
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
         annotations.extend(anns)
     categories = [
-        {"id": i + 1, "name": n, "supercategory": "shape", "keypoints": list(KEYPOINT_NAMES), "skeleton": [[1, 2], [2, 3], [3, 4], [4, 1]]}
+        {
+            "id": i + 1,
+            "name": n,
+            "supercategory": "shape",
+            "keypoints": list(KEYPOINT_NAMES),
+            "skeleton": [[1, 2], [2, 3], [3, 4], [4, 1]],
+        }
         for i, n in enumerate(CLASS_NAMES)
     ]
     document = {"images": images, "annotations": annotations, "categories": categories}
@@ -148,4 +160,6 @@ def generate_shapes(
             os.replace(staging, folder)  # atomic: a half-written dataset is never seen
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return ShapesSplits(folder, folder / "instances_train.json", folder / "train", folder / "instances_val.json", folder / "val")
+    return ShapesSplits(
+        folder, folder / "instances_train.json", folder / "train", folder / "instances_val.json", folder / "val"
+    )

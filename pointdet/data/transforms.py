@@ -51,7 +51,9 @@ def _geometric(sample: Sample, op: Callable, keypoint_map: Callable[[Tensor], Te
     masks = op(tv_tensors.Mask(inst.masks)) if inst.masks is not None else None
     keypoints = inst.keypoints.clone()
     keypoints[..., :2] = keypoint_map(keypoints[..., :2])
-    instances = Instances(boxes.as_subclass(Tensor), inst.labels, keypoints, None if masks is None else masks.as_subclass(Tensor))
+    instances = Instances(
+        boxes.as_subclass(Tensor), inst.labels, keypoints, None if masks is None else masks.as_subclass(Tensor)
+    )
     return replace(sample, image=image.as_subclass(Tensor), instances=instances)
 
 

@@ -46,7 +46,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: cannot be read as a safe torch checkpoint ({type(error).__name__}: {error})") from error
+        raise CheckpointError(
+            f"{path}: cannot be read as a safe torch checkpoint ({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a pointdet checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return state
@@ -57,10 +59,15 @@ def load_model_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tenso
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    mismatched = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"{source}: weights do not fit this model — {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(mismatched)} of another shape (e.g. {mismatched[:2]})"
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+            f"{len(mismatched)} of another shape (e.g. {mismatched[:2]})"
         )
     model.load_state_dict(state_dict)

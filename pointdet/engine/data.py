@@ -31,10 +31,14 @@ def resolve_data_paths(config: DataConfig) -> DataPaths:
         shapes = generate_shapes(None, config.shapes_train, config.shapes_val, config.shapes_image_size)
         return DataPaths(shapes.train_json, shapes.train_images, shapes.val_json, shapes.val_images)
     if config.train_images is None:
-        raise ValueError("data.train_json is set but data.train_images is not: give the folder its file_names are relative to")
+        raise ValueError(
+            "data.train_json is set but data.train_images is not: give the folder its file_names are relative to"
+        )
     train_json, train_images = Path(config.train_json), Path(config.train_images)
     val_json = Path(config.val_json) if config.val_json else train_json
-    val_images = Path(config.val_images) if config.val_images else (train_images if config.val_json is None else val_json.parent)
+    val_images = (
+        Path(config.val_images) if config.val_images else (train_images if config.val_json is None else val_json.parent)
+    )
     return DataPaths(train_json, train_images, val_json, val_images)
 
 
@@ -60,4 +64,6 @@ def train_loader(coco: CocoDataset, config: ExperimentConfig) -> tuple[DataLoade
 def eval_loader(coco: CocoDataset, input_size: int, batch_size: int, num_workers: int) -> DataLoader:
     """Loader over this process's shard of ``coco``, letterboxed to ``input_size``."""
     dataset = TransformedDataset(coco, eval_transforms(input_size))
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), num_workers=num_workers, collate_fn=collate)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), num_workers=num_workers, collate_fn=collate
+    )

@@ -27,7 +27,10 @@ def run_inference(
     detections, image_ids = [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main_process())):
         predictions = predict_images(model, batch.images, flip=flip, scales=scales, k=k)
-        detections += [d.to("cpu") for d in to_original_pixels(predictions, batch.scales.to(predictions[0].boxes.device), batch.orig_sizes)]
+        detections += [
+            d.to("cpu")
+            for d in to_original_pixels(predictions, batch.scales.to(predictions[0].boxes.device), batch.orig_sizes)
+        ]
         image_ids += batch.image_ids
     model.train(was_training)
     return detections, image_ids

@@ -21,12 +21,18 @@ def _resize_batch(images: Tensor, scale: float, multiple: int = 32) -> tuple[Ten
     height, width = images.shape[-2:]
     new_h = max(multiple, round(height * scale / multiple) * multiple)
     new_w = max(multiple, round(width * scale / multiple) * multiple)
-    resized = F.interpolate(images.float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1)
+    resized = F.interpolate(
+        images.float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1
+    )
     return resized.round().clamp(0, 255).to(torch.uint8), new_w / width, new_h / height
 
 
 def predict_images(
-    model: torch.nn.Module, images: Tensor, flip: bool = False, scales: Sequence[float] = (1.0,), k: int = 100,
+    model: torch.nn.Module,
+    images: Tensor,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    k: int = 100,
     soft_nms_sigma: float = 0.5,
 ) -> list[Detections]:
     """Detections in the pixels of ``images`` ((B, 3, H, W) uint8, H and W multiples of 32).
@@ -55,7 +61,9 @@ def predict_images(
     return merged
 
 
-def to_original_pixels(detections: list[Detections], scales: Tensor, orig_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+def to_original_pixels(
+    detections: list[Detections], scales: Tensor, orig_sizes: Sequence[tuple[int, int]]
+) -> list[Detections]:
     """Undo the letterbox resize (``boxes / scale``) and clip to the original image."""
     out = []
     for dets, scale, (height, width) in zip(detections, scales.tolist(), orig_sizes, strict=True):

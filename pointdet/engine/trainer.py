@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 from pointdet.configs import ExperimentConfig, config_to_dict
 from pointdet.data.coco import CocoDataset
-from pointdet.distributed import barrier, broadcast_object, device_for_process, is_main_process, mean_over_processes, world
+from pointdet.distributed import (
+    barrier,
+    broadcast_object,
+    device_for_process,
+    is_main_process,
+    mean_over_processes,
+    world,
+)
 from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from pointdet.engine.data import eval_loader, resolve_data_paths, train_loader
 from pointdet.engine.evaluate import evaluate_detector, run_inference
@@ -71,20 +78,36 @@ class Trainer:
         self.train_set = CocoDataset(paths.train_json, paths.train_images)
         self.val_set = CocoDataset(paths.val_json, paths.val_images)
         self.loader, self.sampler = train_loader(self.train_set, config)
-        self.val_loader = eval_loader(self.val_set, config.data.input_size, config.eval.batch_size, config.data.num_workers)
+        self.val_loader = eval_loader(
+            self.val_set, config.data.input_size, config.eval.batch_size, config.data.num_workers
+        )
         self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.train_set)} training images give no full batch of {config.optim.batch_size} per process")
+            raise ValueError(
+                f"{len(self.train_set)} training images give no full batch of {config.optim.batch_size} per process"
+            )
         self.model = build_model(config.model, len(self.train_set.class_names)).to(self.device)
         self.ddp_model = self.model
         if world()[1] > 1:
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.optim.amp] if self.device.type == "cuda" else None
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.amp_dtype = (
+            {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.optim.amp]
+            if self.device.type == "cuda"
+            else None
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_ap, self.history = -1.0, []
-        self.run_dir = Path(config.run_dir) if config.run_dir else Path(config.out_dir) / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        self.run_dir = (
+            Path(config.run_dir)
+            if config.run_dir
+            else Path(config.out_dir) / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        )
         if resume is not None:
             self._restore(resume)
         self.run_dir = Path(broadcast_object(str(self.run_dir)))
@@ -119,7 +142,11 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best_ap, self.history = state["best_ap"], json.loads(state["history"])
         if state["world_size"] != world()[1]:
-            logger.warning("resuming a %d-process run with %d processes: data order differs from here on", state["world_size"], world()[1])
+            logger.warning(
+                "resuming a %d-process run with %d processes: data order differs from here on",
+                state["world_size"],
+                world()[1],
+            )
         source = Path(source)
         self.run_dir = source if source.is_dir() else source.parent
 
@@ -139,17 +166,26 @@ class Trainer:
         try:
             while self.global_step < self.total_steps:
                 self._train_epoch()
-                if self.step_in_epoch == 0 and (self.epoch % self.config.eval.every == 0 or self.global_step >= self.total_steps):
+                if self.step_in_epoch == 0 and (
+                    self.epoch % self.config.eval.every == 0 or self.global_step >= self.total_steps
+                ):
                     self._evaluate_and_keep_best()
         except KeyboardInterrupt:
             self.save("last.pt")
             if is_main_process():
-                print(f"\ninterrupted at step {self.global_step}; continue with: pointdet train --resume {self.run_dir}")
+                print(
+                    f"\ninterrupted at step {self.global_step}; continue with: pointdet train --resume {self.run_dir}"
+                )
             raise
         metrics = self.history[-1]["metrics"] if self.history else self._evaluate_and_keep_best()
         if is_main_process():
             self._write_visualizations()
-            summary = {"final": metrics, "best_ap": self.best_ap, "history": self.history, "train_seconds": round(time.time() - start, 1)}
+            summary = {
+                "final": metrics,
+                "best_ap": self.best_ap,
+                "history": self.history,
+                "train_seconds": round(time.time() - start, 1),
+            }
             (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
             self.writer.close()
         barrier()
@@ -159,7 +195,12 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.config.optim.batch_size)
         self.ddp_model.train()
         remaining = min(self.steps_per_epoch - self.step_in_epoch, self.total_steps - self.global_step)
-        bar = tqdm(total=remaining, desc=f"epoch {self.epoch + 1}/{self.config.optim.epochs}", disable=not is_main_process(), leave=False)
+        bar = tqdm(
+            total=remaining,
+            desc=f"epoch {self.epoch + 1}/{self.config.optim.epochs}",
+            disable=not is_main_process(),
+            leave=False,
+        )
         for batch in self.loader:
             losses = self._step(batch)
             self.step_in_epoch += 1
@@ -190,7 +231,9 @@ class Trainer:
         losses = self.model.loss(outputs, instances)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at step {self.global_step}: {({k: v.item() for k, v in losses.items()})}")
+            raise FloatingPointError(
+                f"loss became {total.item()} at step {self.global_step}: { ({k: v.item() for k, v in losses.items()}) }"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.config.optim.grad_clip:
@@ -204,11 +247,18 @@ class Trainer:
     def _evaluate_and_keep_best(self) -> dict[str, float]:
         evaluation = self.config.eval
         metrics = evaluate_detector(
-            self.model, self.val_loader, self.val_set, evaluation.flip, evaluation.scales, evaluation.topk, evaluation.backend
+            self.model,
+            self.val_loader,
+            self.val_set,
+            evaluation.flip,
+            evaluation.scales,
+            evaluation.topk,
+            evaluation.backend,
         )
         self.history.append({"epoch": self.epoch, "step": self.global_step, "metrics": metrics})
         if is_main_process():
-            tqdm.write(f"epoch {self.epoch} step {self.global_step} — {self.val_set.annotation_file.name}\n{format_metrics(metrics)}")
+            where = f"epoch {self.epoch} step {self.global_step} — {self.val_set.annotation_file.name}"
+            tqdm.write(f"{where}\n{format_metrics(metrics)}")
             for name, value in metrics.items():
                 self.writer.add_scalar(f"val/{name}", value, self.global_step)
         if metrics["AP"] > self.best_ap:
@@ -226,8 +276,11 @@ class Trainer:
         subset = torch.utils.data.Subset(self.val_loader.dataset, range(min(count, len(self.val_loader.dataset))))
         loader = torch.utils.data.DataLoader(subset, batch_size=count, collate_fn=self.val_loader.collate_fn)
         batch = next(iter(loader))
-        detections, _ = run_inference(self.model, [batch], flip=False, scales=(1.0,), k=self.config.eval.topk, progress=False)
-        for image_id, dets, scale, image in zip(batch.image_ids, detections, batch.scales.tolist(), batch.images, strict=True):
+        detections, _ = run_inference(
+            self.model, [batch], flip=False, scales=(1.0,), k=self.config.eval.topk, progress=False
+        )
+        for image_id, dets, scale, image in zip(
+            batch.image_ids, detections, batch.scales.tolist(), batch.images, strict=True
+        ):
             scaled = replace(dets, boxes=dets.boxes * scale)
             draw_detections(image, scaled, self.val_set.class_names).save(folder / f"{image_id}.jpg", quality=92)
-

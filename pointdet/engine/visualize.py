@@ -18,13 +18,17 @@ def class_color(label: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_detections(image: Tensor, detections: Detections, class_names: Sequence[str], score_threshold: float = 0.3) -> Image.Image:
+def draw_detections(
+    image: Tensor, detections: Detections, class_names: Sequence[str], score_threshold: float = 0.3
+) -> Image.Image:
     """(3, H, W) uint8 image with boxes, class names and scores of detections above ``score_threshold``."""
     canvas = Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy()))
     draw = ImageDraw.Draw(canvas)
     keep = detections.scores >= score_threshold
     line = max(1, round(max(canvas.size) / 300))
-    for box, score, label in zip(detections.boxes[keep].tolist(), detections.scores[keep].tolist(), detections.labels[keep].tolist(), strict=True):
+    for box, score, label in zip(
+        detections.boxes[keep].tolist(), detections.scores[keep].tolist(), detections.labels[keep].tolist(), strict=True
+    ):
         color = class_color(label)
         draw.rectangle(box, outline=color, width=line)
         text = f"{class_names[label]} {score:.2f}"

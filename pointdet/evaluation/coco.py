@@ -13,7 +13,9 @@ from pointdet.structures import Detections
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def detections_to_coco(detections: Sequence[Detections], image_ids: Sequence[int], category_ids: Sequence[int]) -> list[dict]:
+def detections_to_coco(
+    detections: Sequence[Detections], image_ids: Sequence[int], category_ids: Sequence[int]
+) -> list[dict]:
     """COCO result records (``bbox`` as ``[x, y, w, h]``) from per-image detections in original pixels."""
     results = []
     for dets, image_id in zip(detections, image_ids, strict=True):

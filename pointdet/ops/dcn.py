@@ -20,7 +20,14 @@ from torchvision.ops import deform_conv2d
 
 
 def deform_conv2d_sampled(
-    x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int, dilation: int, mask: Tensor | None
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int,
+    padding: int,
+    dilation: int,
+    mask: Tensor | None,
 ) -> Tensor:
     """Deformable convolution with torchvision's semantics, built from ``grid_sample`` and ``einsum``.
 
@@ -51,7 +58,9 @@ def deform_conv2d_sampled(
     # Pixel index u maps to normalised (2u + 1) / size - 1 with align_corners=False; zero padding outside,
     # exactly torchvision's bilinear rule.
     grid = torch.stack([(2 * sample_x + 1) / width - 1, (2 * sample_y + 1) / height - 1], dim=-1)
-    sampled = F.grid_sample(x, grid.view(batch, points * out_h, out_w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = F.grid_sample(
+        x, grid.view(batch, points * out_h, out_w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     sampled = sampled.view(batch, channels, points, out_h, out_w)
     if mask is not None:
         sampled = sampled * mask.view(batch, 1, points, out_h, out_w)
@@ -105,9 +114,17 @@ class ModulatedDeformConv2d(nn.Module):
         if use_torchvision:
             # Under autocast torchvision runs deform_conv2d in float32 (its registered autocast rule).
             return deform_conv2d(
-                x, offset, self.weight, self.bias, (self.stride, self.stride), (self.padding, self.padding),
-                (self.dilation, self.dilation), mask,
+                x,
+                offset,
+                self.weight,
+                self.bias,
+                (self.stride, self.stride),
+                (self.padding, self.padding),
+                (self.dilation, self.dilation),
+                mask,
             )
         weight = self.weight.to(x.dtype)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return deform_conv2d_sampled(x, offset.to(x.dtype), weight, bias, self.stride, self.padding, self.dilation, mask.to(x.dtype))
+        return deform_conv2d_sampled(
+            x, offset.to(x.dtype), weight, bias, self.stride, self.padding, self.dilation, mask.to(x.dtype)
+        )

@@ -33,7 +33,9 @@ class CenterNetTargets(NamedTuple):
     mask: Tensor
 
 
-def splat_gaussians(heatmap: Tensor, flat_channel: Tensor, centers: Tensor, radii: Tensor, chunk: int = 1 << 22) -> Tensor:
+def splat_gaussians(
+    heatmap: Tensor, flat_channel: Tensor, centers: Tensor, radii: Tensor, chunk: int = 1 << 22
+) -> Tensor:
     """Paste one Gaussian per object into ``heatmap`` with element-wise max, all objects at once.
 
     Equivalent to calling ``ops.draw_gaussian`` per object (tested), but batched with ``scatter_reduce`` so it

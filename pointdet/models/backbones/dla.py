@@ -57,7 +57,13 @@ class Tree(nn.Module):
     """Hierarchical deep aggregation node of ``levels`` levels (Fig. 3 of the DLA paper)."""
 
     def __init__(
-        self, levels: int, in_channels: int, out_channels: int, stride: int = 1, level_root: bool = False, root_dim: int = 0
+        self,
+        levels: int,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        level_root: bool = False,
+        root_dim: int = 0,
     ) -> None:
         super().__init__()
         root_dim = root_dim or 2 * out_channels
@@ -73,7 +79,9 @@ class Tree(nn.Module):
         self.levels, self.level_root = levels, level_root
         self.downsample = nn.MaxPool2d(stride, stride=stride) if stride > 1 else None
         self.project = None
-        if in_channels != out_channels:
+        # Only a leaf node uses its projected residual (an inner node's tree1 computes its own), so inner
+        # nodes get no projection: the reference's unused one would break DistributedDataParallel.
+        if in_channels != out_channels and levels == 1:
             self.project = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM)
             )

@@ -37,7 +37,7 @@ def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: 
     """
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
-    own = module.state_dict()
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore_prefixes)}
     missing = [k for k in own if k not in state]
     mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or mismatched:
@@ -45,4 +45,4 @@ def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: 
             f"{path}: not weights for this backbone ({len(missing)} missing, e.g. {missing[:3]}; "
             f"{len(mismatched)} with other shapes, e.g. {mismatched[:3]})"
         )
-    module.load_state_dict({k: state[k] for k in own})
+    module.load_state_dict({k: state[k] for k in own}, strict=False)

@@ -9,16 +9,15 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 from pointdet.decoders.centernet import decode_centernet, gather_at
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import masked_l1, penalty_reduced_focal_loss
+from pointdet.models.heads.branches import prediction_branch
 from pointdet.ops.gaussian import RadiusMode
 from pointdet.structures import Detections, Instances
 from pointdet.targets.centernet import build_centernet_targets
-from pointdet.models.heads.branches import prediction_branch
 
 HEATMAP_PRIOR = 0.1  # bias -2.19, so the initial focal loss is not dominated by easy negatives
 
@@ -39,12 +38,12 @@ class CenterNetOutputs(NamedTuple):
 
 class CenterNetHead(nn.Module):
     """Args:
-        in_channels: channels of the neck output.
-        num_classes: C.
-        head_conv: hidden channels of each branch.
-        stride: output stride R.
-        size_weight, offset_weight: loss weights (0.1 and 1 in the paper).
-        min_overlap, radius_mode: Gaussian radius settings (METHODS.md §1.1; CenterNet's code formula by default).
+    in_channels: channels of the neck output.
+    num_classes: C.
+    head_conv: hidden channels of each branch.
+    stride: output stride R.
+    size_weight, offset_weight: loss weights (0.1 and 1 in the paper).
+    min_overlap, radius_mode: Gaussian radius settings (METHODS.md §1.1; CenterNet's code formula by default).
     """
 
     def __init__(
@@ -62,7 +61,9 @@ class CenterNetHead(nn.Module):
         self.num_classes, self.stride = num_classes, stride
         self.size_weight, self.offset_weight = size_weight, offset_weight
         self.min_overlap, self.radius_mode = min_overlap, radius_mode
-        self.heatmap = prediction_branch(in_channels, head_conv, num_classes, bias=-math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+        self.heatmap = prediction_branch(
+            in_channels, head_conv, num_classes, bias=-math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR)
+        )
         self.size = prediction_branch(in_channels, head_conv, 2)
         self.offset = prediction_branch(in_channels, head_conv, 2)
 
@@ -72,7 +73,12 @@ class CenterNetHead(nn.Module):
     def loss(self, outputs: CenterNetOutputs, instances: list[Instances]) -> dict[str, Tensor]:
         """Weighted loss terms ``loss_heatmap``, ``loss_size``, ``loss_offset`` (METHODS.md §2a(c))."""
         targets = build_centernet_targets(
-            instances, self.num_classes, tuple(outputs.heatmap.shape[-2:]), self.stride, self.min_overlap, self.radius_mode
+            instances,
+            self.num_classes,
+            tuple(outputs.heatmap.shape[-2:]),
+            self.stride,
+            self.min_overlap,
+            self.radius_mode,
         )
         num_objects = mean_over_processes(targets.mask.sum()).clamp(min=1)
         size = gather_at(outputs.size, targets.index)  # (B, M, 2)
@@ -83,7 +89,9 @@ class CenterNetHead(nn.Module):
             "loss_offset": self.offset_weight * masked_l1(offset, targets.offset, targets.mask, 2 * num_objects),
         }
 
-    def decode(self, outputs: CenterNetOutputs, flipped: CenterNetOutputs | None = None, k: int = 100) -> list[Detections]:
+    def decode(
+        self, outputs: CenterNetOutputs, flipped: CenterNetOutputs | None = None, k: int = 100
+    ) -> list[Detections]:
         """Detections in input pixels. With ``flipped`` (outputs of the mirrored batch), heatmaps and sizes of
         both passes are averaged and offsets come from the plain pass, as in the reference flip test."""
         heatmap, size = outputs.heatmap.sigmoid(), outputs.size

@@ -31,7 +31,9 @@ class IDAUp(nn.Module):
         self.nodes = nn.ModuleList()
         for in_ch, factor in zip(in_channels[1:], up_factors[1:], strict=True):
             self.projections.append(deform_conv_bn_relu(in_ch, channels))
-            up = nn.ConvTranspose2d(channels, channels, factor * 2, stride=factor, padding=factor // 2, groups=channels, bias=False)
+            up = nn.ConvTranspose2d(
+                channels, channels, factor * 2, stride=factor, padding=factor // 2, groups=channels, bias=False
+            )
             self.upsamplers.append(bilinear_upsampling_(up))
             self.nodes.append(deform_conv_bn_relu(channels, channels))
 
