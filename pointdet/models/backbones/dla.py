@@ -103,7 +103,8 @@ class DLA34(nn.Module):
     """DLA-34: levels [1, 1, 1, 2, 2, 1], channels [16, 32, 64, 128, 256, 512].
 
     Args:
-        weights: optional local ImageNet ``dla34`` checkpoint (official or timm naming).
+        weights: optional local ImageNet ``dla34`` checkpoint in the official DLA release naming
+            (e.g. ``dla34-ba72cf86.pth``).
 
     Shapes:
         (B, 3, H, W) -> six maps at strides 1, 2, 4, 8, 16, 32.
