@@ -7,7 +7,6 @@ maps x to W - x, as it does box edges), with left/right indices swapped on flips
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -189,6 +188,3 @@ def train_transforms(
 def eval_transforms(size: int) -> Compose:
     return Compose([Letterbox(size), sanitize])
 
-
-def round_to_multiple(value: float, multiple: int = 32) -> int:
-    return max(multiple, int(math.ceil(value / multiple)) * multiple)
