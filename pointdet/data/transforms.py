@@ -187,4 +187,3 @@ def train_transforms(
 
 def eval_transforms(size: int) -> Compose:
     return Compose([Letterbox(size), sanitize])
-
