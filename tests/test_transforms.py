@@ -2,6 +2,7 @@ import torch
 
 from pointdet.data.transforms import (
     Letterbox,
+    PCALighting,
     RandomScaleCrop,
     Sample,
     crop,
@@ -81,3 +82,24 @@ def test_random_scale_crop_output_size_and_seeded_determinism():
     assert torch.equal(outputs[0].instances.boxes, outputs[1].instances.boxes)
     crop_only = RandomScaleCrop(64, (1.0,))(_sample())
     assert crop_only.image.shape == (3, 64, 64)
+
+
+def test_pca_lighting_adds_the_reference_colour_shift():
+    sample = _sample()
+    sample = type(sample)(torch.full((3, 4, 4), 100, dtype=torch.uint8), sample.instances)
+    torch.manual_seed(0)
+    alpha = torch.randn(3) * 0.1
+    eigenvalues = torch.tensor([0.2141788, 0.01817699, 0.00341571])
+    eigenvectors_bgr = torch.tensor(
+        [
+            [-0.58752847, -0.69563484, 0.41340352],
+            [-0.5832747, 0.00994535, -0.81221408],
+            [-0.56089297, 0.71832671, 0.41158938],
+        ]
+    )
+    shift_bgr = eigenvectors_bgr @ (eigenvalues * alpha) * 255
+    torch.manual_seed(0)
+    lit = PCALighting(0.1)(sample)
+    expected_rgb = (100 + shift_bgr.flip(0)).round()
+    assert lit.image[:, 0, 0].tolist() == expected_rgb.tolist()
+    assert torch.equal(PCALighting(0.0)(sample).image, sample.image)

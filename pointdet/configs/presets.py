@@ -42,7 +42,7 @@ def centernet_dla34_shapes() -> ExperimentConfig:
     return replace(
         base,
         name="centernet_dla34_shapes",
-        data=DataConfig(input_size=128, scales=(0.8, 0.9, 1.0, 1.1, 1.2), num_workers=2),
+        data=DataConfig(input_size=128, scales=(0.8, 0.9, 1.0, 1.1, 1.2), lighting=0.0, num_workers=2),
         optim=OptimConfig(lr=5e-4, base_batch=8, batch_size=8, epochs=4, lr_steps=(3,)),
         eval=EvalConfig(every=2, batch_size=32),
     )

@@ -39,6 +39,7 @@ class DataConfig:
         scales: random scale choices of the training crop.
         flip: horizontal flip probability.
         color_jitter: brightness/contrast/saturation strength.
+        lighting: standard deviation of the PCA lighting noise (0.1 in the reference; 0 = off).
         num_workers: data loader processes per training process.
     """
 
@@ -53,6 +54,7 @@ class DataConfig:
     scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
     flip: float = 0.5
     color_jitter: float = 0.4
+    lighting: float = 0.1
     num_workers: int = 2
 
 

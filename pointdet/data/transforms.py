@@ -145,6 +145,33 @@ class ColorJitter:
         return replace(sample, image=self.jitter(tv_tensors.Image(sample.image)).as_subclass(Tensor))
 
 
+# ImageNet RGB-covariance eigen-decomposition used by CenterNet's ``lighting_`` (its rows index B, G, R).
+_EIGENVALUES = (0.2141788, 0.01817699, 0.00341571)
+_EIGENVECTORS_BGR = (
+    (-0.58752847, -0.69563484, 0.41340352),
+    (-0.5832747, 0.00994535, -0.81221408),
+    (-0.56089297, 0.71832671, 0.41158938),
+)
+
+
+class PCALighting:
+    """AlexNet-style PCA lighting noise: add ``V @ (lambda * alpha)``, ``alpha ~ N(0, std)``, to every pixel.
+
+    The colour shift is computed in the reference's BGR order and applied to our RGB image reversed.
+    """
+
+    def __init__(self, std: float) -> None:
+        self.std = std
+        self.eigenvalues = torch.tensor(_EIGENVALUES)
+        self.eigenvectors_bgr = torch.tensor(_EIGENVECTORS_BGR)
+
+    def __call__(self, sample: Sample) -> Sample:
+        alpha = torch.randn(3) * self.std
+        shift_rgb = (self.eigenvectors_bgr @ (self.eigenvalues * alpha)).flip(0) * 255
+        image = (sample.image.float() + shift_rgb.view(3, 1, 1)).round().clamp(0, 255).to(torch.uint8)
+        return replace(sample, image=image)
+
+
 class Letterbox:
     """Resize the long side to ``size`` keeping the aspect ratio, then pad bottom/right to ``size x size``.
 
@@ -173,14 +200,21 @@ class Compose:
 
 
 def train_transforms(
-    size: int, scales: Sequence[float], flip: float, color_jitter: float, flip_pairs: Sequence[tuple[int, int]]
+    size: int,
+    scales: Sequence[float],
+    flip: float,
+    color_jitter: float,
+    flip_pairs: Sequence[tuple[int, int]],
+    lighting: float = 0.0,
 ) -> Compose:
-    """The CenterNet recipe: random scale + crop, horizontal flip, colour jitter, then box clean-up."""
+    """The CenterNet recipe: random scale + crop, horizontal flip, colour jitter, PCA lighting, box clean-up."""
     steps: list[Transform] = [RandomScaleCrop(size, scales)]
     if flip > 0:
         steps.append(RandomHorizontalFlip(flip_pairs, flip))
     if color_jitter > 0:
         steps.append(ColorJitter(color_jitter))
+    if lighting > 0:
+        steps.append(PCALighting(lighting))
     steps.append(sanitize)
     return Compose(steps)
 

@@ -45,7 +45,8 @@ def resolve_data_paths(config: DataConfig) -> DataPaths:
 def train_loader(coco: CocoDataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:
     data = config.data
     dataset = TransformedDataset(
-        coco, train_transforms(data.input_size, data.scales, data.flip, data.color_jitter, coco.flip_pairs)
+        coco,
+        train_transforms(data.input_size, data.scales, data.flip, data.color_jitter, coco.flip_pairs, data.lighting),
     )
     sampler = SeededShuffleSampler(len(dataset), seed=config.seed)
     loader = DataLoader(
