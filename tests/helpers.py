@@ -27,3 +27,15 @@ def tiny_config(shapes, run_dir, **optim) -> ExperimentConfig:
         num_visualizations=2,
         device="cpu",
     )
+
+
+def tiny_data_overrides(shapes) -> list[str]:
+    """CLI overrides that point a run at the tiny shapes fixture at 64 px, without loader workers."""
+    return [
+        f"data.train_json={shapes.train_json}",
+        f"data.train_images={shapes.train_images}",
+        f"data.val_json={shapes.val_json}",
+        f"data.val_images={shapes.val_images}",
+        "data.input_size=64",
+        "data.num_workers=0",
+    ]

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from pointdet.engine.checkpoint import load_checkpoint
 from pointdet.engine.trainer import Trainer
 
-from .helpers import tiny_config
+from .helpers import tiny_config, tiny_data_overrides
 
 
 def _free_port() -> int:
@@ -75,12 +75,8 @@ def test_torchrun_cli(tiny_shapes, tmp_path):
         "-m",
         "pointdet",
         "train",
-        f"data.train_json={tiny_shapes.train_json}",
-        f"data.train_images={tiny_shapes.train_images}",
-        f"data.val_json={tiny_shapes.val_json}",
-        f"data.val_images={tiny_shapes.val_images}",
-        "data.input_size=64",
-        "data.num_workers=0",
+        "centernet_r18",
+        *tiny_data_overrides(tiny_shapes),
         "optim.batch_size=2",
         "max_steps=2",
         "device=cpu",

@@ -10,7 +10,7 @@ from pointdet.cli import main
 from pointdet.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pointdet.engine.trainer import Trainer
 
-from .helpers import tiny_config
+from .helpers import tiny_config, tiny_data_overrides
 
 
 def _weights(path):
@@ -35,12 +35,7 @@ def test_resume_continues_exactly(tiny_shapes, tmp_path):
 def test_cli_train_resume_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
     run = tmp_path / "run"
     data = [
-        f"data.train_json={tiny_shapes.train_json}",
-        f"data.train_images={tiny_shapes.train_images}",
-        f"data.val_json={tiny_shapes.val_json}",
-        f"data.val_images={tiny_shapes.val_images}",
-        "data.input_size=64",
-        "data.num_workers=0",
+        *tiny_data_overrides(tiny_shapes),
         "optim.batch_size=4",
         "optim.base_batch=4",
         "optim.epochs=2",
