@@ -1,8 +1,10 @@
 """pointdet: point-based visual recognition in pure PyTorch.
 
-import pointdet
-model = pointdet.load("runs/x/best.pt")
-detections = model.predict(["a.jpg", "b.jpg"])   # list[Detections]: boxes (xyxy px), scores, labels
+Example::
+
+    import pointdet
+    model = pointdet.load("runs/x/best.pt")
+    detections = model.predict(["a.jpg", "b.jpg"])  # list[Detections]: boxes (xyxy px), scores, labels
 """
 
 from pointdet.api import Predictor, build, load

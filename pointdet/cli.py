@@ -95,6 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import pointdet
     from pointdet.data.images import read_image
     from pointdet.engine.visualize import draw_detections
+    from pointdet.evaluation import detections_to_coco
 
     files = _collect_images(args.images)
     predictor = pointdet.load(args.weights)
@@ -109,19 +110,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
             draw_detections(image, dets, predictor.class_names, args.score_threshold).save(
                 out / f"{path.stem}.jpg", quality=92
             )
-            boxes = dets.boxes.clone()
-            boxes[:, 2:] -= boxes[:, :2]
-            for box, score, label in zip(boxes.tolist(), dets.scores.tolist(), dets.labels.tolist(), strict=True):
-                records.append(
-                    {
-                        "image_id": start + offset,
-                        "file_name": str(path),
-                        "category_id": predictor.category_ids[label],
-                        "category_name": predictor.class_names[label],
-                        "bbox": [round(v, 2) for v in box],
-                        "score": round(score, 5),
-                    }
-                )
+            for record, label in zip(
+                detections_to_coco([dets], [start + offset], predictor.category_ids), dets.labels.tolist(), strict=True
+            ):
+                records.append({**record, "file_name": str(path), "category_name": predictor.class_names[label]})
     elapsed = time.time() - started
     (out / "detections.json").write_text(json.dumps(records))
     print(

@@ -231,9 +231,8 @@ class Trainer:
         losses = self.model.loss(outputs, instances)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"loss became {total.item()} at step {self.global_step}: { ({k: v.item() for k, v in losses.items()}) }"
-            )
+            terms = {name: value.item() for name, value in losses.items()}
+            raise FloatingPointError(f"loss became {total.item()} at step {self.global_step}: {terms}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.config.optim.grad_clip:

@@ -19,11 +19,13 @@ PIXEL_STD_RGB = (0.278, 0.274, 0.289)
 
 
 class Detector(nn.Module):
-    """Args:
-    backbone: returns a list of maps.
-    neck: turns that list into one map.
-    head: has ``forward``, ``loss(outputs, instances)`` and ``decode(outputs, flipped, k)``.
-    pixel_mean, pixel_std: RGB normalisation in [0, 1] units.
+    """Backbone -> neck -> head, normalising uint8 images on the model's device.
+
+    Args:
+        backbone: returns a list of maps.
+        neck: turns that list into one map.
+        head: has ``forward``, ``loss(outputs, instances)`` and ``decode(outputs, flipped, k)``.
+        pixel_mean, pixel_std: RGB normalisation in [0, 1] units.
     """
 
     def __init__(

@@ -37,13 +37,15 @@ class CenterNetOutputs(NamedTuple):
 
 
 class CenterNetHead(nn.Module):
-    """Args:
-    in_channels: channels of the neck output.
-    num_classes: C.
-    head_conv: hidden channels of each branch.
-    stride: output stride R.
-    size_weight, offset_weight: loss weights (0.1 and 1 in the paper).
-    min_overlap, radius_mode: Gaussian radius settings (METHODS.md §1.1; CenterNet's code formula by default).
+    """Heatmap, size and offset branches with their loss and decoder.
+
+    Args:
+        in_channels: channels of the neck output.
+        num_classes: C.
+        head_conv: hidden channels of each branch.
+        stride: output stride R.
+        size_weight, offset_weight: loss weights (0.1 and 1 in the paper).
+        min_overlap, radius_mode: Gaussian radius settings (METHODS.md §1.1; CenterNet's code formula by default).
     """
 
     def __init__(

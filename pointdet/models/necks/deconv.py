@@ -14,7 +14,9 @@ from pointdet.models.necks.blocks import BN_MOMENTUM, bilinear_upsampling_, defo
 
 
 class DeconvUpsampler(nn.Module):
-    """Args:
+    """C5 -> stride-4 map through three DCN + transposed-conv stages.
+
+    Args:
         in_channels: channels of the last backbone map (512 for ResNet-18, 2048 for ResNet-50/101).
         channels: output channels of the three stages.
 
