@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -43,12 +44,10 @@ def _worker(rank: int, port: int, config, out: Path) -> None:
 
 def test_two_processes_train_two_steps_and_agree(tiny_shapes, tmp_path):
     config = tiny_config(tiny_shapes, tmp_path / "run", batch_size=2)
-    config = config.__class__(**{**config.__dict__, "max_steps": 2})
+    config = replace(config, max_steps=2)
     mp.spawn(_worker, args=(_free_port(), config, tmp_path), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
-    initial = dict(
-        Trainer(config.__class__(**{**config.__dict__, "run_dir": str(tmp_path / "init")})).model.named_parameters()
-    )
+    initial = dict(Trainer(replace(config, run_dir=str(tmp_path / "init"))).model.named_parameters())
     changed = False
     # Parameters agree exactly; BatchNorm running statistics are per process (DDP broadcasts rank 0's at
     # the start of each forward), as in any DDP run without SyncBatchNorm.
