@@ -25,12 +25,15 @@ class Instances:
         labels: (N,) int64 contiguous class ids in ``0..C-1``.
         keypoints: (N, K, 3) float ``(x, y, visibility)``; K may be 0.
         masks: (N, H, W) uint8 binary masks, or None when masks were not loaded.
+        boxes3d: (N, 8) float KITTI camera-frame cuboids ``(h, w, l, x, y, z, rotation_y, alpha)`` in metres
+            and radians (``(x, y, z)`` is the bottom-face centre), or None for 2D datasets.
     """
 
     boxes: Tensor
     labels: Tensor
     keypoints: Tensor
     masks: Tensor | None = None
+    boxes3d: Tensor | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
@@ -38,9 +41,23 @@ class Instances:
     def to(self, device: torch.device | str) -> Instances:
         return _move(self, device)
 
+    def __getitem__(self, keep: Tensor | slice) -> Instances:
+        """The objects selected by ``keep`` (a boolean mask or an index), every field kept in step."""
+        return Instances(
+            self.boxes[keep],
+            self.labels[keep],
+            self.keypoints[keep],
+            None if self.masks is None else self.masks[keep],
+            None if self.boxes3d is None else self.boxes3d[keep],
+        )
+
     @staticmethod
     def empty(num_keypoints: int = 0) -> Instances:
         return Instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, num_keypoints, 3))
+
+
+def _select(tensor: Tensor | None, keep: Tensor | slice) -> Tensor | None:
+    return None if tensor is None else tensor[keep]
 
 
 @dataclass(frozen=True)
@@ -48,14 +65,20 @@ class Detections:
     """Predicted objects of one image.
 
     Attributes:
-        boxes: (N, 4) float xyxy pixels of the original image.
+        boxes: (N, 4) float xyxy pixels.
         scores: (N,) float confidences in [0, 1], sorted in decreasing order.
         labels: (N,) int64 contiguous class ids.
+        keypoints: (N, K, 3) float ``(x, y, score)`` pixels, or None for models without keypoints.
+        mono3d: (N, 7) float ``(u, v, depth, h, w, l, alpha)``: the projected centre in pixels, its depth and the
+            cuboid dimensions in metres, the observation angle in radians; None for 2D models. ``lift_to_camera``
+            turns it into a KITTI location and rotation with the camera matrix.
     """
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
+    keypoints: Tensor | None = None
+    mono3d: Tensor | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
@@ -64,8 +87,28 @@ class Detections:
         return _move(self, device)
 
     def __getitem__(self, keep: Tensor | slice) -> Detections:
-        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
+        return Detections(
+            self.boxes[keep],
+            self.scores[keep],
+            self.labels[keep],
+            _select(self.keypoints, keep),
+            _select(self.mono3d, keep),
+        )
+
+    def rescale(self, factor_x: float, factor_y: float) -> Detections:
+        """Pixel coordinates divided by ``(factor_x, factor_y)`` (from a resized image back to the original)."""
+        divisor = self.boxes.new_tensor([factor_x, factor_y])
+        keypoints = mono3d = None
+        if self.keypoints is not None:
+            keypoints = torch.cat([self.keypoints[..., :2] / divisor, self.keypoints[..., 2:]], dim=-1)
+        if self.mono3d is not None:
+            mono3d = torch.cat([self.mono3d[:, :2] / divisor, self.mono3d[:, 2:]], dim=-1)
+        return replace(self, boxes=self.boxes / divisor.repeat(2), keypoints=keypoints, mono3d=mono3d)
 
     @staticmethod
     def cat(parts: list[Detections]) -> Detections:
-        return Detections(*(torch.cat([getattr(p, name) for p in parts]) for name in ("boxes", "scores", "labels")))
+        def joined(name: str) -> Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else torch.cat(values)
+
+        return Detections(*(joined(f.name) for f in fields(Detections)))

@@ -11,14 +11,18 @@ class ModelConfig:
     """The CenterNet model.
 
     Attributes:
+        task: ``detection`` (boxes), ``pose`` (boxes + keypoints, METHODS.md §2b) or ``mono3d`` (boxes + KITTI
+            3D cuboids, §2c).
         backbone: ``resnet18``, ``resnet50``, ``resnet101`` or ``dla34``.
         backbone_weights: local ImageNet checkpoint for the backbone (torchvision/timm file); None = random init.
         head_conv: hidden channels of the head branches; None = the official default (64 ResNet, 256 DLA).
         radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
         min_overlap: IoU ``t`` of the Gaussian radius.
         size_weight, offset_weight: loss weights of the size and offset terms.
+        snap_joints: pose decoding snaps joints to joint-heatmap peaks (``-jd``); false keeps the regression.
     """
 
+    task: Literal["detection", "pose", "mono3d"] = "detection"
     backbone: Literal["resnet18", "resnet50", "resnet101", "dla34"] = "resnet18"
     backbone_weights: str | None = None
     head_conv: int | None = None
@@ -26,6 +30,7 @@ class ModelConfig:
     min_overlap: float = 0.7
     size_weight: float = 0.1
     offset_weight: float = 1.0
+    snap_joints: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,9 +50,12 @@ def _geometric(sample: Sample, op: Callable, keypoint_map: Callable[[Tensor], Te
     masks = op(tv_tensors.Mask(inst.masks)) if inst.masks is not None else None
     keypoints = inst.keypoints.clone()
     keypoints[..., :2] = keypoint_map(keypoints[..., :2])
-    instances = Instances(
-        boxes.as_subclass(Tensor), inst.labels, keypoints, None if masks is None else masks.as_subclass(Tensor)
-    )
+    instances = replace(
+        inst,
+        boxes=boxes.as_subclass(Tensor),
+        keypoints=keypoints,
+        masks=None if masks is None else masks.as_subclass(Tensor),
+    )  # 3D cuboids live in the camera frame: resizing and cropping the image leaves them unchanged
     return replace(sample, image=image.as_subclass(Tensor), instances=instances)
 
 
@@ -69,6 +72,11 @@ def crop(sample: Sample, top: int, left: int, height: int, width: int) -> Sample
 
 
 def horizontal_flip(sample: Sample, flip_pairs: Sequence[tuple[int, int]]) -> Sample:
+    if sample.instances.boxes3d is not None:
+        raise ValueError(
+            f"image {sample.image_id}: horizontal flips of 3D ground truth are not supported (the camera's "
+            "principal point is not mirrored); monocular 3D trains without geometric augmentation (data.flip=0)"
+        )
     width = sample.image.shape[-1]
 
     def flip_keypoints(xy: Tensor) -> Tensor:
@@ -91,12 +99,12 @@ def sanitize(sample: Sample, min_size: float = 1.0) -> Sample:
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
     keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
-    keypoints = inst.keypoints[keep].clone()
+    kept = replace(inst, boxes=boxes)[keep]
+    keypoints = kept.keypoints.clone()
     x, y = keypoints[..., 0], keypoints[..., 1]
     outside = (x < 0) | (y < 0) | (x >= width) | (y >= height)
     keypoints[..., 2][outside] = 0
-    masks = inst.masks[keep] if inst.masks is not None else None
-    return replace(sample, instances=Instances(boxes[keep], inst.labels[keep], keypoints, masks))
+    return replace(sample, instances=replace(kept, keypoints=keypoints))
 
 
 class RandomScaleCrop:
@@ -173,19 +181,20 @@ class PCALighting:
 
 
 class Letterbox:
-    """Resize the long side to ``size`` keeping the aspect ratio, then pad bottom/right to ``size x size``.
+    """Resize to fit ``height x size`` keeping the aspect ratio, then pad bottom/right to exactly that.
 
-    The applied factor is stored in ``Sample.scale`` so predictions map back with ``boxes / scale``.
+    ``height`` defaults to ``size`` (a square canvas). The applied factor is stored in ``Sample.scale`` so
+    predictions map back with ``boxes / scale``.
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, height: int | None = None) -> None:
+        self.size, self.height = size, height or size
 
     def __call__(self, sample: Sample) -> Sample:
         height, width = sample.image.shape[-2:]
-        factor = self.size / max(height, width)
+        factor = min(self.size / width, self.height / height)
         new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
-        sample = crop(resize(sample, new_h, new_w), 0, 0, self.size, self.size)
+        sample = crop(resize(sample, new_h, new_w), 0, 0, self.height, self.size)
         return replace(sample, scale=sample.scale * factor)
 
 
@@ -219,5 +228,6 @@ def train_transforms(
     return Compose(steps)
 
 
-def eval_transforms(size: int) -> Compose:
-    return Compose([Letterbox(size), sanitize])
+def eval_transforms(size: int, height: int | None = None) -> Compose:
+    """Letterbox to ``height x size`` (square by default) and clean the boxes up."""
+    return Compose([Letterbox(size, height), sanitize])

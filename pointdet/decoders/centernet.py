@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pointdet.ops.peaks import peak_topk
+from pointdet.ops.peaks import Peaks, peak_topk
 from pointdet.structures import Detections
 
 
@@ -14,6 +14,27 @@ def gather_at(maps: Tensor, flat_index: Tensor) -> Tensor:
     batch, channels = maps.shape[:2]
     flat = maps.reshape(batch, channels, -1)
     return flat.gather(2, flat_index.unsqueeze(1).expand(-1, channels, -1)).transpose(1, 2)
+
+
+def centre_boxes(heatmap: Tensor, size: Tensor, offset: Tensor, k: int = 100) -> tuple[Peaks, Tensor]:
+    """Top-K centre peaks and their boxes in output pixels.
+
+    Args:
+        heatmap: (B, C, H, W) probabilities.
+        size: (B, 2, H, W) ``(w, h)`` in output pixels.
+        offset: (B, 2, H, W) sub-pixel centre offsets.
+        k: peaks per image.
+
+    Returns:
+        The ``Peaks`` ((B, K) fields) and (B, K, 4) xyxy boxes in output pixels.
+    """
+    peaks = peak_topk(heatmap, k)
+    wh = gather_at(size, peaks.flat_index)  # (B, K, 2)
+    delta = gather_at(offset, peaks.flat_index)  # (B, K, 2)
+    cx = peaks.xs.to(wh.dtype) + delta[..., 0]
+    cy = peaks.ys.to(wh.dtype) + delta[..., 1]
+    boxes = torch.stack([cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], dim=-1)
+    return peaks, boxes.float()
 
 
 def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int, k: int = 100) -> list[Detections]:
@@ -29,11 +50,6 @@ def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int,
     Returns:
         B ``Detections`` with K boxes each, sorted by score.
     """
-    peaks = peak_topk(heatmap, k)
-    wh = gather_at(size, peaks.flat_index)  # (B, K, 2)
-    delta = gather_at(offset, peaks.flat_index)  # (B, K, 2)
-    cx = peaks.xs.to(wh.dtype) + delta[..., 0]
-    cy = peaks.ys.to(wh.dtype) + delta[..., 1]
-    boxes = torch.stack([cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], dim=-1)
-    boxes = boxes.float() * stride
+    peaks, boxes = centre_boxes(heatmap, size, offset, k)
+    boxes = boxes * stride
     return [Detections(boxes[b], peaks.scores[b].float(), peaks.labels[b]) for b in range(heatmap.shape[0])]

@@ -15,11 +15,11 @@ def masked_l1(pred: Tensor, target: Tensor, mask: Tensor, num_elements: Tensor |
     Args:
         pred: (B, M, D) predictions gathered at the object centres.
         target: (B, M, D).
-        mask: (B, M) 1 for real objects.
-        num_elements: normaliser; defaults to ``mask.sum() * D`` (pass an all-reduced value under DDP).
+        mask: (B, M) 1 for real objects, or (B, M, D) 1 for the elements to train (e.g. labelled joints).
+        num_elements: normaliser; defaults to the number of masked elements (pass an all-reduced value under DDP).
     """
-    weight = mask.unsqueeze(-1).to(pred.dtype)
+    weight = (mask if mask.dim() == pred.dim() else mask.unsqueeze(-1)).to(pred.dtype)
     if num_elements is None:
-        num_elements = weight.sum() * pred.shape[-1]
+        num_elements = weight.expand_as(pred).sum()
     dtype = torch.promote_types(pred.dtype, torch.float32)
     return (pred.to(dtype) - target.to(dtype)).abs().mul(weight).sum() / (num_elements + 1e-4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -39,4 +40,18 @@ def peak_topk(heatmap: Tensor, k: int = 100, kernel: int = 3) -> Peaks:
     scores, index = peaks.reshape(batch, -1).topk(k)
     labels = index // (height * width)
     flat_index = index % (height * width)
+    return Peaks(scores, labels, flat_index // width, flat_index % width, flat_index)
+
+
+def channel_peak_topk(heatmap: Tensor, k: int = 100, kernel: int = 3) -> Peaks:
+    """Like ``peak_topk`` but K peaks for every channel separately: fields are (B, C, K).
+
+    Used for joint heatmaps, where each joint type keeps its own candidates (METHODS.md §2b(d) step 2).
+    """
+    batch, channels, height, width = heatmap.shape
+    pooled = F.max_pool2d(heatmap, kernel, stride=1, padding=(kernel - 1) // 2)
+    peaks = heatmap * (pooled == heatmap)
+    k = min(k, height * width)
+    scores, flat_index = peaks.reshape(batch, channels, -1).topk(k)
+    labels = torch.arange(channels, device=heatmap.device).view(1, -1, 1).expand_as(flat_index)
     return Peaks(scores, labels, flat_index // width, flat_index % width, flat_index)

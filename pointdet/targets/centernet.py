@@ -24,6 +24,9 @@ class CenterNetTargets(NamedTuple):
         offset: (B, M, 2) ``centre - floor(centre)``.
         index: (B, M) int64 flat centre position ``y * W + x``.
         mask: (B, M) float, 1 for real objects, 0 for padding.
+        centers: (B, M, 2) int64 ``floor(centre)`` as ``(x, y)`` in output pixels.
+        radius: (B, M) int64 Gaussian radius of each object.
+        source: (B, M) int64 index of each slot's object in its image's ``Instances`` (for task targets).
     """
 
     heatmap: Tensor
@@ -31,6 +34,9 @@ class CenterNetTargets(NamedTuple):
     offset: Tensor
     index: Tensor
     mask: Tensor
+    centers: Tensor
+    radius: Tensor
+    source: Tensor
 
 
 def splat_gaussians(
@@ -105,15 +111,19 @@ def build_centernet_targets(
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height - 1)
         box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         keep = (box_w > 0) & (box_h > 0)
-        per_image.append((boxes[keep], inst.labels[:max_objects][keep], box_w[keep], box_h[keep]))
+        source = keep.nonzero().squeeze(1)
+        per_image.append((boxes[keep], inst.labels[:max_objects][keep], box_w[keep], box_h[keep], source))
     slots = max([len(p[0]) for p in per_image], default=0)
     heatmap = torch.zeros(batch, num_classes, height, width, device=device)
     size = torch.zeros(batch, slots, 2, device=device)
     offset = torch.zeros(batch, slots, 2, device=device)
     index = torch.zeros(batch, slots, dtype=torch.long, device=device)
     mask = torch.zeros(batch, slots, device=device)
+    centers = torch.zeros(batch, slots, 2, dtype=torch.long, device=device)
+    radii = torch.zeros(batch, slots, dtype=torch.long, device=device)
+    sources = torch.zeros(batch, slots, dtype=torch.long, device=device)
     all_channels, all_centers, all_radii = [], [], []
-    for b, (boxes, labels, box_w, box_h) in enumerate(per_image):
+    for b, (boxes, labels, box_w, box_h, source) in enumerate(per_image):
         count = len(boxes)
         center = (boxes[:, :2] + boxes[:, 2:]) / 2
         center_int = center.floor().long()
@@ -122,9 +132,10 @@ def build_centernet_targets(
         offset[b, :count] = center - center_int
         index[b, :count] = center_int[:, 1] * width + center_int[:, 0]
         mask[b, :count] = 1
+        centers[b, :count], radii[b, :count], sources[b, :count] = center_int, radius, source
         all_channels.append(b * num_classes + labels.to(device))
         all_centers.append(center_int)
         all_radii.append(radius)
     if slots:
         splat_gaussians(heatmap, torch.cat(all_channels), torch.cat(all_centers), torch.cat(all_radii))
-    return CenterNetTargets(heatmap, size, offset, index, mask)
+    return CenterNetTargets(heatmap, size, offset, index, mask, centers, radii, sources)

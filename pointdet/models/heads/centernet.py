@@ -17,7 +17,7 @@ from pointdet.losses import masked_l1, penalty_reduced_focal_loss
 from pointdet.models.heads.branches import prediction_branch
 from pointdet.ops.gaussian import RadiusMode
 from pointdet.structures import Detections, Instances
-from pointdet.targets.centernet import build_centernet_targets
+from pointdet.targets.centernet import CenterNetTargets, build_centernet_targets
 
 HEATMAP_PRIOR = 0.1  # bias -2.19, so the initial focal loss is not dominated by easy negatives
 
@@ -37,7 +37,10 @@ class CenterNetOutputs(NamedTuple):
 
 
 class CenterNetHead(nn.Module):
-    """Heatmap, size and offset branches with their loss and decoder.
+    """Heatmap, size and offset branches with their loss and decoder; the base of the pose and 3D heads.
+
+    Subclasses add branches (one attribute per field of their ``Outputs``), loss terms (``task_losses``) and
+    their own decoding, and reuse the centre targets, losses and flip averaging here.
 
     Args:
         in_channels: channels of the neck output.
@@ -47,6 +50,8 @@ class CenterNetHead(nn.Module):
         size_weight, offset_weight: loss weights (0.1 and 1 in the paper).
         min_overlap, radius_mode: Gaussian radius settings (METHODS.md §1.1; CenterNet's code formula by default).
     """
+
+    Outputs: type[NamedTuple] = CenterNetOutputs
 
     def __init__(
         self,
@@ -60,20 +65,24 @@ class CenterNetHead(nn.Module):
         radius_mode: RadiusMode = "centernet",
     ) -> None:
         super().__init__()
-        self.num_classes, self.stride = num_classes, stride
+        self.num_classes, self.stride, self.head_conv = num_classes, stride, head_conv
         self.size_weight, self.offset_weight = size_weight, offset_weight
         self.min_overlap, self.radius_mode = min_overlap, radius_mode
-        self.heatmap = prediction_branch(
-            in_channels, head_conv, num_classes, bias=-math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR)
-        )
-        self.size = prediction_branch(in_channels, head_conv, 2)
-        self.offset = prediction_branch(in_channels, head_conv, 2)
+        self.heatmap = self.branch(in_channels, num_classes, heatmap=True)
+        self.size = self.branch(in_channels, 2)
+        self.offset = self.branch(in_channels, 2)
 
-    def forward(self, x: Tensor) -> CenterNetOutputs:
-        return CenterNetOutputs(self.heatmap(x), self.size(x), self.offset(x))
+    def branch(self, in_channels: int, out_channels: int, heatmap: bool = False) -> nn.Sequential:
+        """A prediction branch; heatmap branches start at the focal-loss prior."""
+        bias = -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR) if heatmap else 0.0
+        return prediction_branch(in_channels, self.head_conv, out_channels, bias=bias)
 
-    def loss(self, outputs: CenterNetOutputs, instances: list[Instances]) -> dict[str, Tensor]:
-        """Weighted loss terms ``loss_heatmap``, ``loss_size``, ``loss_offset`` (METHODS.md §2a(c))."""
+    def forward(self, x: Tensor) -> NamedTuple:
+        return self.Outputs(*(getattr(self, name)(x) for name in self.Outputs._fields))
+
+    def loss(self, outputs: NamedTuple, instances: list[Instances]) -> dict[str, Tensor]:
+        """Weighted loss terms: ``loss_heatmap``, ``loss_size``, ``loss_offset`` (METHODS.md §2a(c)) and the
+        subclass's ``task_losses``."""
         targets = build_centernet_targets(
             instances,
             self.num_classes,
@@ -82,22 +91,34 @@ class CenterNetHead(nn.Module):
             self.min_overlap,
             self.radius_mode,
         )
+        task_losses, box_mask = self.task_losses(outputs, instances, targets)
         num_objects = mean_over_processes(targets.mask.sum()).clamp(min=1)
+        num_boxes = mean_over_processes(box_mask.sum()).clamp(min=1)
         size = gather_at(outputs.size, targets.index)  # (B, M, 2)
         offset = gather_at(outputs.offset, targets.index)  # (B, M, 2)
         return {
             "loss_heatmap": penalty_reduced_focal_loss(outputs.heatmap, targets.heatmap, num_objects),
-            "loss_size": self.size_weight * masked_l1(size, targets.size, targets.mask, 2 * num_objects),
-            "loss_offset": self.offset_weight * masked_l1(offset, targets.offset, targets.mask, 2 * num_objects),
+            "loss_size": self.size_weight * masked_l1(size, targets.size, box_mask, 2 * num_boxes),
+            "loss_offset": self.offset_weight * masked_l1(offset, targets.offset, box_mask, 2 * num_boxes),
+            **task_losses,
         }
 
-    def decode(
-        self, outputs: CenterNetOutputs, flipped: CenterNetOutputs | None = None, k: int = 100
-    ) -> list[Detections]:
-        """Detections in input pixels. With ``flipped`` (outputs of the mirrored batch), heatmaps and sizes of
-        both passes are averaged and offsets come from the plain pass, as in the reference flip test."""
-        heatmap, size = outputs.heatmap.sigmoid(), outputs.size
+    def task_losses(
+        self, outputs: NamedTuple, instances: list[Instances], targets: CenterNetTargets
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Extra loss terms of a task head, and the (B, M) mask of objects whose size and offset are trained."""
+        return {}, targets.mask
+
+    def merged_maps(self, outputs: NamedTuple, flipped: NamedTuple | None) -> dict[str, Tensor]:
+        """Decoder inputs: sigmoid heatmaps, with ``flipped`` (outputs of the mirrored batch) the reference flip
+        test — heatmaps and sizes of both passes averaged, offsets from the plain pass."""
+        maps = {"heatmap": outputs.heatmap.sigmoid(), "size": outputs.size, "offset": outputs.offset}
         if flipped is not None:
-            heatmap = (heatmap + flipped.heatmap.sigmoid().flip(-1)) / 2
-            size = (size + flipped.size.flip(-1)) / 2
-        return decode_centernet(heatmap, size, outputs.offset, self.stride, k)
+            maps["heatmap"] = (maps["heatmap"] + flipped.heatmap.sigmoid().flip(-1)) / 2
+            maps["size"] = (maps["size"] + flipped.size.flip(-1)) / 2
+        return maps
+
+    def decode(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> list[Detections]:
+        """Detections in input pixels (optionally flip-averaged with ``flipped``)."""
+        maps = self.merged_maps(outputs, flipped)
+        return decode_centernet(maps["heatmap"], maps["size"], maps["offset"], self.stride, k)

@@ -1,0 +1,31 @@
+"""CenterNet's two-bin orientation loss (METHODS.md §2c(c); code ``losses.py compute_rot_loss``)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def multibin_rotation_loss(rotation: Tensor, bins: Tensor, residuals: Tensor, mask: Tensor) -> Tensor:
+    """Bin classification (cross-entropy, mean over objects) + smooth-L1 on ``(sin, cos)`` of the residual for
+    every active bin (mean). The paper writes L1 for the residuals; the code's smooth-L1 is the recommended
+    default (METHODS.md App. A #4).
+
+    Args:
+        rotation: (B, M, 8) outputs gathered at the object centres.
+        bins: (B, M, 2) int64 bin memberships.
+        residuals: (B, M, 2) angle minus bin centre.
+        mask: (B, M) 1 for real objects.
+    """
+    valid = mask.bool()
+    outputs, bins, residuals = rotation[valid].float(), bins[valid], residuals[valid]
+    if len(outputs) == 0:
+        return rotation.sum() * 0.0
+    loss = F.cross_entropy(outputs[:, 0:2], bins[:, 0]) + F.cross_entropy(outputs[:, 4:6], bins[:, 1])
+    for which, (sin_channel, cos_channel) in enumerate(((2, 3), (6, 7))):
+        active = bins[:, which] == 1
+        if active.any():
+            angle = residuals[active, which]
+            loss = loss + F.smooth_l1_loss(outputs[active, sin_channel], angle.sin())
+            loss = loss + F.smooth_l1_loss(outputs[active, cos_channel], angle.cos())
+    return loss
