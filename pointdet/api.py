@@ -55,13 +55,22 @@ class Predictor:
         class_names: C names; ``Detections.labels`` index into it.
         category_ids: C original dataset category ids.
         input_size: long side images are resized to.
+        keypoint_names: J joint names of a pose model (empty otherwise).
+        skeleton: joint index pairs drawn as limbs.
     """
 
     def __init__(
-        self, model: Detector, class_names: Sequence[str], category_ids: Sequence[int], input_size: int
+        self,
+        model: Detector,
+        class_names: Sequence[str],
+        category_ids: Sequence[int],
+        input_size: int,
+        keypoint_names: Sequence[str] = (),
+        skeleton: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.model = model.eval()
         self.class_names, self.category_ids, self.input_size = list(class_names), list(category_ids), input_size
+        self.keypoint_names, self.skeleton = list(keypoint_names), list(skeleton)
 
     @property
     def device(self) -> torch.device:
@@ -109,9 +118,20 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
     state = load_checkpoint(path)
     config = config_from_dict(ExperimentConfig, state["config"])
     # The checkpoint holds the trained weights; the ImageNet file the run started from is not needed.
-    model = build_model(replace(config.model, backbone_weights=None), len(state["class_names"]))
+    keypoint_names = state.get("keypoint_names", [])
+    flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]
+    model = build_model(
+        replace(config.model, backbone_weights=None), len(state["class_names"]), len(keypoint_names), flip_pairs
+    )
     load_model_weights(model, state["model"], path)
-    predictor = Predictor(model, state["class_names"], state["category_ids"], config.data.input_size)
+    predictor = Predictor(
+        model,
+        state["class_names"],
+        state["category_ids"],
+        config.data.input_size,
+        keypoint_names=keypoint_names,
+        skeleton=[tuple(pair) for pair in state.get("skeleton", [])],
+    )
     return predictor.to(device if device is not None else device_for_process())
 
 

@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if is_main_process():
         print(f"\nfinished in {time.time() - started:.0f} s — run folder: {trainer.run_dir}")
-        print(f"box AP on {trainer.val_set.annotation_file}:\n{format_metrics(metrics)}")
+        print(f"metrics on {trainer.val_set.annotation_file}:\n{format_metrics(metrics)}")
 
 
 def _latest_run(preset: str | None) -> Path:
@@ -66,12 +66,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
     dataset = CocoDataset(paths.val_json, paths.val_images)
     loader = eval_loader(dataset, config.data.input_size, config.eval.batch_size, config.data.num_workers)
+    if config.model.task == "pose":
+        predictor.model.head.snap = config.model.snap_joints  # `model.snap_joints=false` evaluates "-reg"
     metrics = evaluate_detector(
-        predictor.model, loader, dataset, args.flip, args.scales, config.eval.topk, args.backend, args.results
+        predictor.model,
+        loader,
+        dataset,
+        args.flip,
+        args.scales,
+        config.eval.topk,
+        args.backend,
+        args.results,
+        keypoint_sigmas=config.eval.keypoint_sigmas,
     )
     mode = "flip" if args.flip else "plain"
     mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
-    print(f"box AP of {args.weights} on {paths.val_json} ({mode}):\n{format_metrics(metrics)}")
+    print(f"COCO metrics of {args.weights} on {paths.val_json} ({mode}):\n{format_metrics(metrics)}")
 
 
 def _collect_images(inputs: list[str]) -> list[Path]:
@@ -95,7 +105,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import pointdet
     from pointdet.data.images import read_image
     from pointdet.engine.visualize import draw_detections
-    from pointdet.evaluation import detections_to_coco
+    from pointdet.evaluation import detections_to_coco, keypoints_to_coco
 
     files = _collect_images(args.images)
     predictor = pointdet.load(args.weights)
@@ -107,13 +117,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
         images = [read_image(f) for f in chunk]
         detections = predictor.predict(images, flip=args.flip, scales=args.scales, batch_size=args.batch_size)
         for offset, (path, image, dets) in enumerate(zip(chunk, images, detections, strict=True)):
-            draw_detections(image, dets, predictor.class_names, args.score_threshold).save(
+            draw_detections(image, dets, predictor.class_names, args.score_threshold, predictor.skeleton).save(
                 out / f"{path.stem}.jpg", quality=92
             )
-            for record, label in zip(
-                detections_to_coco([dets], [start + offset], predictor.category_ids), dets.labels.tolist(), strict=True
-            ):
-                records.append({**record, "file_name": str(path), "category_name": predictor.class_names[label]})
+            boxes = detections_to_coco([dets], [start + offset], predictor.category_ids)
+            joints = (
+                keypoints_to_coco([dets], [start + offset], predictor.category_ids)
+                if dets.keypoints is not None
+                else None
+            )
+            for i, (record, label) in enumerate(zip(boxes, dets.labels.tolist(), strict=True)):
+                extra = {"keypoints": joints[i]["keypoints"]} if joints else {}
+                records.append(
+                    {**record, **extra, "file_name": str(path), "category_name": predictor.class_names[label]}
+                )
     elapsed = time.time() - started
     (out / "detections.json").write_text(json.dumps(records))
     print(

@@ -101,6 +101,7 @@ class EvalConfig:
         topk: detections per image.
         backend: ``pycocotools`` or ``faster_coco_eval`` (same numbers).
         batch_size: images per inference batch.
+        keypoint_sigmas: per-joint OKS sigmas; empty = COCO's for 17 joints, else 0.05 for every joint.
     """
 
     every: int = 10
@@ -109,6 +110,7 @@ class EvalConfig:
     topk: int = 100
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
     batch_size: int = 16
+    keypoint_sigmas: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,6 +73,7 @@ class CocoDataset:
         category_ids: C original COCO category ids; ``category_ids[label]`` maps back.
         keypoint_names: K names (empty when the categories define none).
         flip_pairs: left/right keypoint index pairs swapped by horizontal flips.
+        skeleton: 0-based keypoint index pairs to draw as limbs (the categories' ``skeleton``, 1-based in COCO).
         skipped: counts of skipped annotations by reason.
     """
 
@@ -110,6 +111,8 @@ class CocoDataset:
             raise DatasetError(f"{where}: categories define different keypoint lists; one shared list is supported")
         self.keypoint_names = list(keypoint_lists.pop()) if keypoint_lists else []
         self.flip_pairs = flip_pairs_from_names(self.keypoint_names)
+        skeletons = [c["skeleton"] for c in categories if c.get("skeleton")]
+        self.skeleton = [(int(a) - 1, int(b) - 1) for a, b in skeletons[0]] if skeletons else []
 
     def _read_records(self, images: list[dict], annotations: list[dict]) -> list[ImageRecord]:
         where = str(self.annotation_file)

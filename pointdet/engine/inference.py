@@ -7,6 +7,7 @@ detections, Gaussian soft-NMS (sigma 0.5) per class, keep the top ``k`` over all
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -50,25 +51,24 @@ def predict_images(
     for scale in scales:
         resized, factor_x, factor_y = _resize_batch(images, scale) if scale != 1.0 else (images, 1.0, 1.0)
         detections = model.predict(resized, flip=flip, k=k)
-        factor = torch.tensor([factor_x, factor_y, factor_x, factor_y], device=images.device)
-        per_scale.append([Detections(d.boxes / factor, d.scores, d.labels) for d in detections])
+        per_scale.append([d.rescale(factor_x, factor_y) for d in detections])
     merged = []
     for parts in zip(*per_scale, strict=True):
         combined = Detections.cat(list(parts))
         keep, scores = soft_nms(combined.boxes, combined.scores, combined.labels, sigma=soft_nms_sigma)
-        keep, scores = keep[:k], scores[:k]
-        merged.append(Detections(combined.boxes[keep], scores, combined.labels[keep]))
+        merged.append(replace(combined[keep[:k]], scores=scores[:k]))
     return merged
 
 
 def to_original_pixels(
     detections: list[Detections], scales: Tensor, orig_sizes: Sequence[tuple[int, int]]
 ) -> list[Detections]:
-    """Undo the letterbox resize (``boxes / scale``) and clip to the original image."""
+    """Undo the letterbox resize (all pixel coordinates ``/ scale``) and clip the boxes to the original image."""
     out = []
     for dets, scale, (height, width) in zip(detections, scales.tolist(), orig_sizes, strict=True):
-        boxes = dets.boxes / scale
+        dets = dets.rescale(scale, scale)
+        boxes = dets.boxes.clone()
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        out.append(Detections(boxes, dets.scores, dets.labels))
+        out.append(replace(dets, boxes=boxes))
     return out

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from pointdet.distributed import (
 )
 from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from pointdet.engine.data import eval_loader, resolve_data_paths, train_loader
-from pointdet.engine.evaluate import evaluate_detector, run_inference
+from pointdet.engine.evaluate import evaluate_detector, primary_metric, run_inference
 from pointdet.engine.visualize import draw_detections
 from pointdet.evaluation import format_metrics
 from pointdet.models.build import build_model
@@ -77,6 +76,8 @@ class Trainer:
             logger.warning("no data.val_json given: validating on the training set")
         self.train_set = CocoDataset(paths.train_json, paths.train_images)
         self.val_set = CocoDataset(paths.val_json, paths.val_images)
+        if config.model.task == "pose" and not self.train_set.keypoint_names:
+            raise ValueError(f"{paths.train_json}: model.task=pose needs categories with 'keypoints'; none define any")
         self.loader, self.sampler = train_loader(self.train_set, config)
         self.val_loader = eval_loader(
             self.val_set, config.data.input_size, config.eval.batch_size, config.data.num_workers
@@ -86,7 +87,12 @@ class Trainer:
             raise ValueError(
                 f"{len(self.train_set)} training images give no full batch of {config.optim.batch_size} per process"
             )
-        self.model = build_model(config.model, len(self.train_set.class_names)).to(self.device)
+        self.model = build_model(
+            config.model,
+            len(self.train_set.class_names),
+            len(self.train_set.keypoint_names),
+            self.train_set.flip_pairs,
+        ).to(self.device)
         self.ddp_model = self.model
         if world()[1] > 1:
             self.ddp_model = DistributedDataParallel(
@@ -131,6 +137,9 @@ class Trainer:
             "config": config_to_dict(self.config),
             "class_names": list(self.train_set.class_names),
             "category_ids": list(self.train_set.category_ids),
+            "keypoint_names": list(self.train_set.keypoint_names),
+            "flip_pairs": [list(pair) for pair in self.train_set.flip_pairs],
+            "skeleton": [list(pair) for pair in self.train_set.skeleton],
             "world_size": world()[1],
         }
 
@@ -253,6 +262,7 @@ class Trainer:
             evaluation.scales,
             evaluation.topk,
             evaluation.backend,
+            keypoint_sigmas=evaluation.keypoint_sigmas,
         )
         self.history.append({"epoch": self.epoch, "step": self.global_step, "metrics": metrics})
         if is_main_process():
@@ -260,8 +270,8 @@ class Trainer:
             tqdm.write(f"{where}\n{format_metrics(metrics)}")
             for name, value in metrics.items():
                 self.writer.add_scalar(f"val/{name}", value, self.global_step)
-        if metrics["AP"] > self.best_ap:
-            self.best_ap = metrics["AP"]
+        if metrics[primary_metric(metrics)] > self.best_ap:
+            self.best_ap = metrics[primary_metric(metrics)]
             self.save("best.pt")
         self.save("last.pt")
         return metrics
@@ -281,5 +291,7 @@ class Trainer:
         for image_id, dets, scale, image in zip(
             batch.image_ids, detections, batch.scales.tolist(), batch.images, strict=True
         ):
-            scaled = replace(dets, boxes=dets.boxes * scale)
-            draw_detections(image, scaled, self.val_set.class_names).save(folder / f"{image_id}.jpg", quality=92)
+            scaled = dets.rescale(1 / scale, 1 / scale)
+            draw_detections(image, scaled, self.val_set.class_names, skeleton=self.val_set.skeleton).save(
+                folder / f"{image_id}.jpg", quality=92
+            )

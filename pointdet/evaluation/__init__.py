@@ -1,5 +1,23 @@
-"""COCO evaluation of ``Detections``."""
+"""COCO evaluation of ``Detections`` (boxes and keypoints)."""
 
-from pointdet.evaluation.coco import COCO_METRIC_NAMES, detections_to_coco, evaluate_coco, format_metrics
+from pointdet.evaluation.coco import (
+    COCO_METRIC_NAMES,
+    KEYPOINT_METRIC_NAMES,
+    KEYPOINT_PREFIX,
+    detections_to_coco,
+    evaluate_coco,
+    format_metrics,
+    keypoint_sigmas,
+    keypoints_to_coco,
+)
 
-__all__ = ["COCO_METRIC_NAMES", "detections_to_coco", "evaluate_coco", "format_metrics"]
+__all__ = [
+    "COCO_METRIC_NAMES",
+    "KEYPOINT_METRIC_NAMES",
+    "KEYPOINT_PREFIX",
+    "detections_to_coco",
+    "evaluate_coco",
+    "format_metrics",
+    "keypoint_sigmas",
+    "keypoints_to_coco",
+]

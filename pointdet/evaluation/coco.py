@@ -1,4 +1,4 @@
-"""COCO box AP through pycocotools or faster-coco-eval (identical numbers; METHODS.md §1.12)."""
+"""COCO box and keypoint AP through pycocotools or faster-coco-eval (identical numbers; METHODS.md §1.12)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from pointdet.structures import Detections
 
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+KEYPOINT_METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+KEYPOINT_PREFIX = "kp_"  # keypoint metrics sit beside the box metrics as kp_AP, kp_AP50, ...
+
+# COCO's per-joint OKS sigmas (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
+COCO_KEYPOINT_SIGMAS = (
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
+    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+)  # fmt: skip
+DEFAULT_KEYPOINT_SIGMA = 0.05  # for other skeletons (e.g. the shapes' extreme points), unless configured
+
+
+def keypoint_sigmas(num_joints: int, configured: Sequence[float] = ()) -> tuple[float, ...]:
+    """OKS sigmas: the configured ones, COCO's for 17 joints, else ``DEFAULT_KEYPOINT_SIGMA`` for every joint."""
+    if configured:
+        if len(configured) != num_joints:
+            raise ValueError(f"eval.keypoint_sigmas has {len(configured)} values for {num_joints} keypoints")
+        return tuple(configured)
+    return COCO_KEYPOINT_SIGMAS if num_joints == 17 else (DEFAULT_KEYPOINT_SIGMA,) * num_joints
 
 
 def detections_to_coco(
@@ -27,6 +47,26 @@ def detections_to_coco(
                     "image_id": int(image_id),
                     "category_id": int(category_ids[label]),
                     "bbox": [round(v, 3) for v in box],
+                    "score": round(float(score), 5),
+                }
+            )
+    return results
+
+
+def keypoints_to_coco(
+    detections: Sequence[Detections], image_ids: Sequence[int], category_ids: Sequence[int]
+) -> list[dict]:
+    """COCO keypoint result records (``keypoints`` as ``[x, y, 1] * J``, the object score as ``score``)."""
+    results = []
+    for dets, image_id in zip(detections, image_ids, strict=True):
+        keypoints = dets.keypoints.detach().cpu().double().clone()
+        keypoints[..., 2] = 1.0
+        for joints, score, label in zip(keypoints.tolist(), dets.scores.tolist(), dets.labels.tolist(), strict=True):
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(category_ids[label]),
+                    "keypoints": [round(v, 3) for joint in joints for v in joint],
                     "score": round(float(score), 5),
                 }
             )
@@ -50,34 +90,54 @@ def evaluate_coco(
     results: list[dict],
     image_ids: Sequence[int] | None = None,
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
-    iou_type: str = "bbox",
+    iou_type: Literal["bbox", "segm", "keypoints"] = "bbox",
+    keypoint_sigmas: Sequence[float] | None = None,
 ) -> dict[str, float]:
-    """Run COCOeval and return the 12 standard numbers in [0, 1] (``-1`` where a range has no ground truth).
+    """Run COCOeval and return its standard numbers in [0, 1] (``-1`` where a range has no ground truth).
 
     Args:
         annotation_file: the ground-truth COCO JSON.
-        results: COCO result records (``detections_to_coco``).
+        results: COCO result records (``detections_to_coco`` or ``keypoints_to_coco``).
         image_ids: evaluate on these images only (default: all images of the file).
         backend: ``pycocotools`` or ``faster_coco_eval``.
+        iou_type: ``bbox``/``segm`` (12 numbers, ``COCO_METRIC_NAMES``) or ``keypoints`` (OKS, 10 numbers,
+            ``KEYPOINT_METRIC_NAMES``).
+        keypoint_sigmas: per-joint OKS sigmas (default: COCO's, which only fit 17 joints).
     """
+    names = KEYPOINT_METRIC_NAMES if iou_type == "keypoints" else COCO_METRIC_NAMES
     coco_cls, eval_cls = _api(backend)
     with contextlib.redirect_stdout(io.StringIO()):
         ground_truth = coco_cls(str(annotation_file))
         if not results:
-            return dict.fromkeys(COCO_METRIC_NAMES, 0.0)
+            return dict.fromkeys(names, 0.0)
         predictions = ground_truth.loadRes([dict(r) for r in results])  # loadRes adds keys to the records
         evaluator = eval_cls(ground_truth, predictions, iou_type)
         if image_ids is not None:
             evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        if keypoint_sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.asarray(keypoint_sigmas, dtype=np.float64)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(COCO_METRIC_NAMES, evaluator.stats[:12], strict=True)}
+    return {name: float(value) for name, value in zip(names, evaluator.stats[: len(names)], strict=True)}
+
+
+def _table(title: str, names: Sequence[str], values: Sequence[float]) -> str:
+    header = " | ".join(f"{n:>6}" for n in names)
+    row = " | ".join(f"{100 * v:6.2f}" if v >= 0 else f"{'-':>6}" for v in values)
+    return f"{title}\n{header}\n{row}" if title else f"{header}\n{row}"
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    """The COCO table as a reader expects it: one row of names, one of values in percent."""
-    names = [n for n in COCO_METRIC_NAMES if n in metrics]
-    header = " | ".join(f"{n:>6}" for n in names)
-    values = " | ".join(f"{100 * metrics[n]:6.2f}" if metrics[n] >= 0 else f"{'-':>6}" for n in names)
-    return f"{header}\n{values}"
+    """The COCO tables as a reader expects them: a row of names and a row of values in percent, for boxes and
+    (when present) keypoints."""
+    box_names = [n for n in COCO_METRIC_NAMES if n in metrics]
+    keypoint_names = [n for n in KEYPOINT_METRIC_NAMES if KEYPOINT_PREFIX + n in metrics]
+    if not keypoint_names:
+        return _table("", box_names, [metrics[n] for n in box_names])
+    return "\n".join(
+        [
+            _table("boxes:", box_names, [metrics[n] for n in box_names]),
+            _table("keypoints (OKS):", keypoint_names, [metrics[KEYPOINT_PREFIX + n] for n in keypoint_names]),
+        ]
+    )
