@@ -57,6 +57,9 @@ class Predictor:
         input_size: long side images are resized to.
         keypoint_names: J joint names of a pose model (empty otherwise).
         skeleton: joint index pairs drawn as limbs.
+        input_height: input height of non-square models (None = square).
+        calibration: the (3, 4) training camera of a monocular 3D model (None otherwise); its ``mono3d``
+            outputs are lifted to 3D with ``ops.camera.lift_to_camera`` and the image's own camera.
     """
 
     def __init__(
@@ -67,10 +70,13 @@ class Predictor:
         input_size: int,
         keypoint_names: Sequence[str] = (),
         skeleton: Sequence[tuple[int, int]] = (),
+        input_height: int | None = None,
+        calibration: Sequence[Sequence[float]] | None = None,
     ) -> None:
         self.model = model.eval()
         self.class_names, self.category_ids, self.input_size = list(class_names), list(category_ids), input_size
         self.keypoint_names, self.skeleton = list(keypoint_names), list(skeleton)
+        self.input_height, self.calibration = input_height, calibration
 
     @property
     def device(self) -> torch.device:
@@ -93,7 +99,7 @@ class Predictor:
         """Detect objects in one image or a list; returns one ``Detections`` per image in its original pixels."""
         if isinstance(images, str | Path | Image.Image | np.ndarray | Tensor):
             images = [images]
-        letterbox = Letterbox(self.input_size)
+        letterbox = Letterbox(self.input_size, self.input_height)
         results: list[Detections] = []
         for start in range(0, len(images), batch_size):
             samples = []
@@ -131,6 +137,8 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
         config.data.input_size,
         keypoint_names=keypoint_names,
         skeleton=[tuple(pair) for pair in state.get("skeleton", [])],
+        input_height=config.data.input_height,
+        calibration=state.get("calibration"),
     )
     return predictor.to(device if device is not None else device_for_process())
 

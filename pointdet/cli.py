@@ -53,35 +53,26 @@ def _latest_run(preset: str | None) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     import pointdet
-    from pointdet.data.coco import CocoDataset
     from pointdet.engine.checkpoint import load_checkpoint
-    from pointdet.engine.data import eval_loader, resolve_data_paths
-    from pointdet.engine.evaluate import evaluate_detector
+    from pointdet.engine.data import eval_loader, load_val_dataset
+    from pointdet.engine.evaluate import evaluate_model
     from pointdet.evaluation import format_metrics
 
     config = apply_overrides(
         config_from_dict(ExperimentConfig, load_checkpoint(args.weights)["config"]), args.overrides
     )
-    paths = resolve_data_paths(config.data)
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
-    dataset = CocoDataset(paths.val_json, paths.val_images)
-    loader = eval_loader(dataset, config.data.input_size, config.eval.batch_size, config.data.num_workers)
+    dataset = load_val_dataset(config.data)
+    data = config.data
+    loader = eval_loader(dataset, data.input_size, config.eval.batch_size, data.num_workers, data.input_height)
     if config.model.task == "pose":
         predictor.model.head.snap = config.model.snap_joints  # `model.snap_joints=false` evaluates "-reg"
-    metrics = evaluate_detector(
-        predictor.model,
-        loader,
-        dataset,
-        args.flip,
-        args.scales,
-        config.eval.topk,
-        args.backend,
-        args.results,
-        keypoint_sigmas=config.eval.keypoint_sigmas,
+    metrics = evaluate_model(
+        predictor.model, loader, dataset, config.eval, args.flip, args.scales, args.backend, args.results
     )
     mode = "flip" if args.flip else "plain"
     mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
-    print(f"COCO metrics of {args.weights} on {paths.val_json} ({mode}):\n{format_metrics(metrics)}")
+    print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{format_metrics(metrics)}")
 
 
 def _collect_images(inputs: list[str]) -> list[Path]:
@@ -99,24 +90,53 @@ def _collect_images(inputs: list[str]) -> list[Path]:
     return files
 
 
+def _camera_for(image: Path, calib: str | None, fallback):
+    """The (3, 4) camera of ``image``: ``--calib``, else the KITTI layout's ``../calib/<name>.txt``, else the
+    training camera stored in the checkpoint (None when there is none)."""
+    from pointdet.data.kitti import read_calibration
+
+    if calib is not None:
+        return read_calibration(calib)
+    beside = image.parent.parent / "calib" / f"{image.stem}.txt"
+    return read_calibration(beside) if beside.is_file() else fallback
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
     from tqdm import tqdm
 
     import pointdet
     from pointdet.data.images import read_image
-    from pointdet.engine.visualize import draw_detections
-    from pointdet.evaluation import detections_to_coco, keypoints_to_coco
+    from pointdet.data.kitti import write_label_file
+    from pointdet.engine.visualize import draw_detections, draw_mono3d
+    from pointdet.evaluation import detections_to_coco, detections_to_kitti, keypoints_to_coco
 
     files = _collect_images(args.images)
     predictor = pointdet.load(args.weights)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records, started = [], time.time()
+    mono3d = predictor.calibration is not None
+    if mono3d:
+        (out / "labels").mkdir(exist_ok=True)
+    records, started, warned = [], time.time(), False
     for start in tqdm(range(0, len(files), args.batch_size), desc="predict", unit="batch"):
         chunk = files[start : start + args.batch_size]
         images = [read_image(f) for f in chunk]
         detections = predictor.predict(images, flip=args.flip, scales=args.scales, batch_size=args.batch_size)
         for offset, (path, image, dets) in enumerate(zip(chunk, images, detections, strict=True)):
+            if mono3d:
+                camera = _camera_for(path, args.calib, None)
+                if camera is None:
+                    camera = np.asarray(predictor.calibration)
+                    if not warned:
+                        print(f"no --calib and no ../calib/{path.stem}.txt: using the training camera")
+                        warned = True
+                objects = detections_to_kitti(dets, camera, predictor.class_names)
+                write_label_file(out / "labels" / f"{path.stem}.txt", objects)
+                drawn = draw_mono3d(image, dets, torch.from_numpy(camera), predictor.class_names, args.score_threshold)
+                drawn.save(out / f"{path.stem}.jpg", quality=92)
+                continue
             draw_detections(image, dets, predictor.class_names, args.score_threshold, predictor.skeleton).save(
                 out / f"{path.stem}.jpg", quality=92
             )
@@ -132,11 +152,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
                     {**record, **extra, "file_name": str(path), "category_name": predictor.class_names[label]}
                 )
     elapsed = time.time() - started
-    (out / "detections.json").write_text(json.dumps(records))
-    print(
-        f"{len(files)} image(s) in {elapsed:.2f} s ({1000 * elapsed / len(files):.1f} ms/image on {predictor.device}); "
-        f"drawn images and detections.json (COCO results format) in {out}"
-    )
+    if mono3d:
+        written = f"drawn images (3D boxes + bird's-eye view) and KITTI result files in {out}, {out / 'labels'}"
+    else:
+        (out / "detections.json").write_text(json.dumps(records))
+        written = f"drawn images and detections.json (COCO results format) in {out}"
+    per_image = 1000 * elapsed / len(files)
+    print(f"{len(files)} image(s) in {elapsed:.2f} s ({per_image:.1f} ms/image on {predictor.device}); {written}")
 
 
 def cmd_presets(_: argparse.Namespace) -> None:
@@ -169,17 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("eval", help="COCO box AP of a checkpoint")
+    evaluate = sub.add_parser("eval", help="COCO (box/keypoint) or KITTI metrics of a checkpoint")
     evaluate.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
     evaluate.add_argument("overrides", nargs="*", help="e.g. data.val_json=val.json data.val_images=images/")
     evaluate.add_argument("--flip", action="store_true", help="flip test")
     evaluate.add_argument("--scales", type=_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5")
     evaluate.add_argument("--backend", choices=["pycocotools", "faster_coco_eval"], default="pycocotools")
-    evaluate.add_argument("--results", default=None, help="also write the COCO results JSON here")
+    evaluate.add_argument(
+        "--results", default=None, help="also write the COCO results JSON here (KITTI: a folder of result files)"
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     predict = sub.add_parser(
-        "predict", help="detect objects in images or folders; writes drawn images + detections.json"
+        "predict", help="detect objects in images or folders; writes drawn images + detections.json (or KITTI files)"
     )
     predict.add_argument("images", nargs="+", help="image files and/or folders")
     predict.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
@@ -190,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--score-threshold", type=float, default=0.3, help="minimum score drawn (the JSON keeps all top-100)"
     )
     predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument(
+        "--calib",
+        default=None,
+        help="KITTI calibration file for monocular 3D models (default: ../calib/NAME.txt beside image_2/, "
+        "else the training camera)",
+    )
     predict.set_defaults(func=cmd_predict)
 
     presets = sub.add_parser("presets", help="list the named presets")

@@ -35,12 +35,20 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Training and validation data. With no ``train_json`` the embedded shapes dataset is generated.
+    """Training and validation data. With no ``train_json`` the embedded shapes dataset is generated; with
+    ``format=kitti`` and no ``kitti_root``, the synthetic KITTI scenes.
 
     Attributes:
+        format: ``coco`` (JSON + image folder) or ``kitti`` (the KITTI object layout, for monocular 3D).
         train_json, train_images, val_json, val_images: COCO annotation files and their image folders.
         shapes_train, shapes_val, shapes_image_size: size of the generated shapes dataset.
-        input_size: square training input side (and the long side at test time).
+        kitti_root: KITTI folder holding ``training/`` and ``ImageSets/``.
+        train_split, val_split: KITTI split names (``ImageSets/<name>.txt``) or paths of id lists.
+        classes: KITTI object types trained and evaluated.
+        synthetic_train, synthetic_val: size of the generated synthetic KITTI scenes.
+        input_size: square training input side (and the long side at test time); with ``input_height`` the
+            input is ``input_height x input_size`` (e.g. 384 x 1280 for KITTI).
+        input_height: height of a non-square input, None = square.
         scales: random scale choices of the training crop.
         flip: horizontal flip probability.
         color_jitter: brightness/contrast/saturation strength.
@@ -48,6 +56,7 @@ class DataConfig:
         num_workers: data loader processes per training process.
     """
 
+    format: Literal["coco", "kitti"] = "coco"
     train_json: str | None = None
     train_images: str | None = None
     val_json: str | None = None
@@ -55,7 +64,14 @@ class DataConfig:
     shapes_train: int = 1000
     shapes_val: int = 200
     shapes_image_size: int = 128
+    kitti_root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    classes: tuple[str, ...] = ("Car",)
+    synthetic_train: int = 400
+    synthetic_val: int = 100
     input_size: int = 512
+    input_height: int | None = None
     scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
     flip: float = 0.5
     color_jitter: float = 0.4
@@ -102,6 +118,9 @@ class EvalConfig:
         backend: ``pycocotools`` or ``faster_coco_eval`` (same numbers).
         batch_size: images per inference batch.
         keypoint_sigmas: per-joint OKS sigmas; empty = COCO's for 17 joints, else 0.05 for every joint.
+        kitti_recall_points: 11 (the paper's protocol) or 40 (official since 2019).
+        kitti_overlaps: KITTI minimum IoUs, ``official`` (Car 0.7), ``loose`` or ``paper`` (0.5).
+        score_threshold: KITTI results keep detections above this score (CenterNet's 3D decoder uses 0.2).
     """
 
     every: int = 10
@@ -111,6 +130,9 @@ class EvalConfig:
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
     batch_size: int = 16
     keypoint_sigmas: tuple[float, ...] = ()
+    kitti_recall_points: Literal[11, 40] = 11
+    kitti_overlaps: Literal["official", "loose", "paper"] = "official"
+    score_threshold: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

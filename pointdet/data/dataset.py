@@ -11,20 +11,21 @@ from torch.utils.data import Dataset, Sampler
 
 from pointdet.data.coco import CocoDataset
 from pointdet.data.images import read_image
+from pointdet.data.kitti import KittiDataset
 from pointdet.data.transforms import Sample, Transform
 from pointdet.distributed import world
 from pointdet.structures import Instances
 
 
 class TransformedDataset(Dataset):
-    """Decode record ``index`` and run ``transform`` on it.
+    """Decode record ``index`` of a ``CocoDataset`` or ``KittiDataset`` and run ``transform`` on it.
 
     Keys are either an index or ``(index, seed)``; with a seed, every random choice of the transform is drawn
     from a generator seeded by it, so augmentation depends only on the key — not on the worker that ran
     it or on what ran before — which makes resumed and distributed runs reproducible.
     """
 
-    def __init__(self, coco: CocoDataset, transform: Transform) -> None:
+    def __init__(self, coco: CocoDataset | KittiDataset, transform: Transform) -> None:
         self.coco, self.transform = coco, transform
 
     def __len__(self) -> int:

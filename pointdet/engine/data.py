@@ -1,4 +1,9 @@
-"""From a ``DataConfig`` to datasets and loaders (the shapes dataset when no files are given)."""
+"""From a ``DataConfig`` to datasets and loaders (generated data when no files are given).
+
+Every dataset type offers what the engine uses: ``records`` (with ``path`` and ``image_id``),
+``instances(index, height, width)``, ``class_names``, ``category_ids``, ``keypoint_names``, ``flip_pairs``,
+``skeleton`` and ``annotation_file``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from torch.utils.data import DataLoader
 from pointdet.configs.schema import DataConfig, ExperimentConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import SeededShuffleSampler, ShardSampler, TransformedDataset, collate
+from pointdet.data.kitti import KittiDataset
 from pointdet.data.shapes import generate_shapes
+from pointdet.data.synthetic3d import generate_kitti_scenes
 from pointdet.data.transforms import eval_transforms, train_transforms
 
 
@@ -42,12 +49,41 @@ def resolve_data_paths(config: DataConfig) -> DataPaths:
     return DataPaths(train_json, train_images, val_json, val_images)
 
 
-def train_loader(coco: CocoDataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:
+Dataset = CocoDataset | KittiDataset
+
+
+def load_datasets(config: DataConfig) -> tuple[Dataset, Dataset]:
+    """The training and validation datasets of ``config``."""
+    if config.format == "kitti":
+        root = config.kitti_root
+        if root is None:
+            root = generate_kitti_scenes(None, config.synthetic_train, config.synthetic_val).root
+        return (
+            KittiDataset(root, config.train_split, config.classes),
+            KittiDataset(root, config.val_split, config.classes),
+        )
+    paths = resolve_data_paths(config)
+    return CocoDataset(paths.train_json, paths.train_images), CocoDataset(paths.val_json, paths.val_images)
+
+
+def load_val_dataset(config: DataConfig) -> Dataset:
+    """The validation dataset alone (``pointdet eval``)."""
+    if config.format == "kitti":
+        return load_datasets(config)[1]
+    paths = resolve_data_paths(config)
+    return CocoDataset(paths.val_json, paths.val_images)
+
+
+def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:
+    """Shuffled, augmented batches. Monocular 3D uses no augmentation (METHODS.md §2c(b)): letterbox only."""
     data = config.data
-    dataset = TransformedDataset(
-        coco,
-        train_transforms(data.input_size, data.scales, data.flip, data.color_jitter, coco.flip_pairs, data.lighting),
-    )
+    if config.model.task == "mono3d":
+        transform = eval_transforms(data.input_size, data.input_height)
+    else:
+        transform = train_transforms(
+            data.input_size, data.scales, data.flip, data.color_jitter, dataset.flip_pairs, data.lighting
+        )
+    dataset = TransformedDataset(dataset, transform)
     sampler = SeededShuffleSampler(len(dataset), seed=config.seed)
     loader = DataLoader(
         dataset,
@@ -62,9 +98,11 @@ def train_loader(coco: CocoDataset, config: ExperimentConfig) -> tuple[DataLoade
     return loader, sampler
 
 
-def eval_loader(coco: CocoDataset, input_size: int, batch_size: int, num_workers: int) -> DataLoader:
-    """Loader over this process's shard of ``coco``, letterboxed to ``input_size``."""
-    dataset = TransformedDataset(coco, eval_transforms(input_size))
+def eval_loader(
+    dataset: Dataset, input_size: int, batch_size: int, num_workers: int, input_height: int | None = None
+) -> DataLoader:
+    """Loader over this process's shard of ``dataset``, letterboxed to ``input_height x input_size``."""
+    dataset = TransformedDataset(dataset, eval_transforms(input_size, input_height))
     return DataLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), num_workers=num_workers, collate_fn=collate
     )

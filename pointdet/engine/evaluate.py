@@ -1,5 +1,5 @@
-"""Evaluate a detector on a COCO dataset (boxes, and keypoints for pose models), sharded over processes and
-gathered on every rank."""
+"""Evaluate a detector — COCO boxes (and keypoints for pose models) or KITTI 2D/AOS/BEV/3D — sharded over
+processes and gathered on every rank."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pointdet.configs.schema import EvalConfig
 from pointdet.data.coco import CocoDataset
+from pointdet.data.kitti import KittiDataset, write_label_file
 from pointdet.distributed import broadcast_object, gather_objects, is_main_process
 from pointdet.engine.inference import predict_images, to_original_pixels
-from pointdet.evaluation import KEYPOINT_PREFIX, detections_to_coco, evaluate_coco, keypoints_to_coco
+from pointdet.evaluation import (
+    KEYPOINT_PREFIX,
+    detections_to_coco,
+    detections_to_kitti,
+    evaluate_coco,
+    evaluate_kitti,
+    keypoints_to_coco,
+)
 from pointdet.evaluation import keypoint_sigmas as keypoint_sigmas_for
 from pointdet.structures import Detections
 
@@ -83,6 +92,85 @@ def evaluate_detector(
     return broadcast_object(metrics)
 
 
+def evaluate_kitti_detector(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    dataset: KittiDataset,
+    k: int = 100,
+    recall_points: int = 11,
+    min_overlaps: str = "official",
+    score_threshold: float = 0.0,
+    results_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """KITTI metrics (``Class/metric/difficulty`` in [0, 1]) of a monocular 3D ``model``; optionally writes one
+    KITTI result file per image into ``results_dir`` (main process)."""
+    detections, image_ids = run_inference(model, loader, flip=False, scales=(1.0,), k=k)
+    record_of = {record.image_id: record for record in dataset.records}
+    results = {}
+    for dets, image_id in zip(detections, image_ids, strict=True):
+        dets = dets[dets.scores > score_threshold]
+        results[image_id] = detections_to_kitti(dets, record_of[image_id].calibration, dataset.class_names)
+    shards = gather_objects(results)
+    metrics = None
+    if is_main_process():
+        merged = {image_id: objects for shard in shards for image_id, objects in shard.items()}
+        if results_dir is not None:
+            Path(results_dir).mkdir(parents=True, exist_ok=True)
+            for record in dataset.records:
+                write_label_file(Path(results_dir) / f"{record.name}.txt", merged[record.image_id])
+        metrics = evaluate_kitti(
+            [record.objects for record in dataset.records],
+            [merged[record.image_id] for record in dataset.records],
+            dataset.class_names,
+            recall_points,
+            min_overlaps,
+        )
+    return broadcast_object(metrics)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    dataset: CocoDataset | KittiDataset,
+    config: EvalConfig,
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
+    backend: str | None = None,
+    results: str | Path | None = None,
+) -> dict[str, float]:
+    """The benchmark of ``dataset`` with the settings of ``config`` (arguments given here take precedence).
+
+    Args:
+        results: COCO results JSON file, or the folder of KITTI result files.
+    """
+    if isinstance(dataset, KittiDataset):
+        return evaluate_kitti_detector(
+            model,
+            loader,
+            dataset,
+            config.topk,
+            config.kitti_recall_points,
+            config.kitti_overlaps,
+            config.score_threshold,
+            results,
+        )
+    return evaluate_detector(
+        model,
+        loader,
+        dataset,
+        config.flip if flip is None else flip,
+        config.scales if scales is None else scales,
+        config.topk,
+        config.backend if backend is None else backend,
+        results,
+        keypoint_sigmas=config.keypoint_sigmas,
+    )
+
+
 def primary_metric(metrics: dict[str, float]) -> str:
-    """The number a run keeps its best checkpoint by: keypoint AP for pose, box AP otherwise."""
+    """The number a run keeps its best checkpoint by: moderate BEV AP of the first class for KITTI, keypoint AP
+    for pose, box AP otherwise."""
+    kitti = [key for key in metrics if key.endswith("/bev/moderate")]
+    if kitti:
+        return kitti[0]
     return KEYPOINT_PREFIX + "AP" if KEYPOINT_PREFIX + "AP" in metrics else "AP"

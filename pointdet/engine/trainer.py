@@ -22,7 +22,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from pointdet.configs import ExperimentConfig, config_to_dict
-from pointdet.data.coco import CocoDataset
+from pointdet.data.images import read_image
+from pointdet.data.kitti import KittiDataset
 from pointdet.distributed import (
     barrier,
     broadcast_object,
@@ -32,9 +33,9 @@ from pointdet.distributed import (
     world,
 )
 from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from pointdet.engine.data import eval_loader, resolve_data_paths, train_loader
-from pointdet.engine.evaluate import evaluate_detector, primary_metric, run_inference
-from pointdet.engine.visualize import draw_detections
+from pointdet.engine.data import eval_loader, load_datasets, train_loader
+from pointdet.engine.evaluate import evaluate_model, primary_metric, run_inference
+from pointdet.engine.visualize import draw_detections, draw_mono3d
 from pointdet.evaluation import format_metrics
 from pointdet.models.build import build_model
 
@@ -48,6 +49,17 @@ def init_distributed() -> None:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
+
+
+def _check_task_fits_data(config: ExperimentConfig, dataset) -> None:
+    task, where = config.model.task, dataset.annotation_file
+    if task == "pose" and not dataset.keypoint_names:
+        raise ValueError(f"{where}: model.task=pose needs categories with 'keypoints'; none define any")
+    if (task == "mono3d") != isinstance(dataset, KittiDataset):
+        raise ValueError(
+            f"{where}: model.task={task} needs "
+            + ("KITTI data (data.format=kitti)" if task == "mono3d" else "COCO data (data.format=coco)")
+        )
 
 
 def learning_rate(config: ExperimentConfig, step: int, steps_per_epoch: int) -> float:
@@ -71,16 +83,17 @@ class Trainer:
         if config.device == "cuda" and self.device.type != "cuda":
             raise RuntimeError("device=cuda was asked for but CUDA is not available")
         torch.manual_seed(config.seed)
-        paths = resolve_data_paths(config.data)
         if config.data.val_json is None and config.data.train_json is not None:
             logger.warning("no data.val_json given: validating on the training set")
-        self.train_set = CocoDataset(paths.train_json, paths.train_images)
-        self.val_set = CocoDataset(paths.val_json, paths.val_images)
-        if config.model.task == "pose" and not self.train_set.keypoint_names:
-            raise ValueError(f"{paths.train_json}: model.task=pose needs categories with 'keypoints'; none define any")
+        self.train_set, self.val_set = load_datasets(config.data)
+        _check_task_fits_data(config, self.train_set)
         self.loader, self.sampler = train_loader(self.train_set, config)
         self.val_loader = eval_loader(
-            self.val_set, config.data.input_size, config.eval.batch_size, config.data.num_workers
+            self.val_set,
+            config.data.input_size,
+            config.eval.batch_size,
+            config.data.num_workers,
+            config.data.input_height,
         )
         self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
         if self.steps_per_epoch == 0:
@@ -140,8 +153,15 @@ class Trainer:
             "keypoint_names": list(self.train_set.keypoint_names),
             "flip_pairs": [list(pair) for pair in self.train_set.flip_pairs],
             "skeleton": [list(pair) for pair in self.train_set.skeleton],
+            **self._camera(),
             "world_size": world()[1],
         }
+
+    def _camera(self) -> dict:
+        """For KITTI models, the camera of the first training image: ``pointdet predict`` falls back on it."""
+        if isinstance(self.train_set, KittiDataset) and self.train_set.records:
+            return {"calibration": self.train_set.records[0].calibration.tolist()}
+        return {}
 
     def _restore(self, source: str | Path) -> None:
         state = load_checkpoint(source)
@@ -253,17 +273,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _evaluate_and_keep_best(self) -> dict[str, float]:
-        evaluation = self.config.eval
-        metrics = evaluate_detector(
-            self.model,
-            self.val_loader,
-            self.val_set,
-            evaluation.flip,
-            evaluation.scales,
-            evaluation.topk,
-            evaluation.backend,
-            keypoint_sigmas=evaluation.keypoint_sigmas,
-        )
+        metrics = evaluate_model(self.model, self.val_loader, self.val_set, self.config.eval)
         self.history.append({"epoch": self.epoch, "step": self.global_step, "metrics": metrics})
         if is_main_process():
             where = f"epoch {self.epoch} step {self.global_step} — {self.val_set.annotation_file.name}"
@@ -288,10 +298,13 @@ class Trainer:
         detections, _ = run_inference(
             self.model, [batch], flip=False, scales=(1.0,), k=self.config.eval.topk, progress=False
         )
-        for image_id, dets, scale, image in zip(
-            batch.image_ids, detections, batch.scales.tolist(), batch.images, strict=True
-        ):
-            scaled = dets.rescale(1 / scale, 1 / scale)
-            draw_detections(image, scaled, self.val_set.class_names, skeleton=self.val_set.skeleton).save(
-                folder / f"{image_id}.jpg", quality=92
-            )
+        for index, image_id, dets in zip(range(count), batch.image_ids, detections, strict=False):
+            record = self.val_set.records[index]
+            image = read_image(record.path)
+            if isinstance(self.val_set, KittiDataset):
+                truth = self.val_set.instances(index, *image.shape[-2:]).boxes3d[:, :7]
+                calibration = torch.from_numpy(record.calibration)
+                drawn = draw_mono3d(image, dets, calibration, self.val_set.class_names, ground_truth=truth)
+            else:
+                drawn = draw_detections(image, dets, self.val_set.class_names, skeleton=self.val_set.skeleton)
+            drawn.save(folder / f"{image_id}.jpg", quality=92)

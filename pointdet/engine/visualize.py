@@ -1,4 +1,4 @@
-"""Drawing detections on images."""
+"""Drawing detections on images: boxes, skeletons, projected 3D boxes and a bird's-eye view."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import colorsys
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from pointdet.ops.camera import cuboid_corners, lift_to_camera, project_points
 from pointdet.structures import Detections
 
 
@@ -39,6 +41,8 @@ def draw_detections(
         detections.boxes[keep].tolist(), detections.scores[keep].tolist(), detections.labels[keep].tolist(), strict=True
     ):
         color = class_color(label)
+        x1, y1, x2, y2 = box
+        box = [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]  # an untrained model can predict w, h < 0
         draw.rectangle(box, outline=color, width=line)
         text = f"{class_names[label]} {score:.2f}"
         left, top, right, bottom = draw.textbbox((box[0], box[1]), text)
@@ -62,3 +66,78 @@ def _draw_skeleton(
     for x, y, score in joints:
         box = (x - radius, y - radius, x + radius, y + radius)
         draw.ellipse(box, fill=color if score > 0 else None, outline=(255, 255, 255), width=1)
+
+
+# Edges of ``ops.camera.cuboid_corners``: bottom face, top face, verticals; the front face gets a cross.
+CUBOID_EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
+FRONT_CROSS = [(0, 5), (1, 4)]
+
+
+def draw_mono3d(
+    image: Tensor,
+    detections: Detections,
+    calibration: Tensor,
+    class_names: Sequence[str],
+    score_threshold: float = 0.3,
+    ground_truth: Tensor | None = None,
+    bird_eye_range: tuple[float, float] = (40.0, 70.0),
+) -> Image.Image:
+    """Projected 3D boxes on the image (front face crossed) and a bird's-eye panel on the right.
+
+    Args:
+        image: (3, H, W) uint8 in the pixels of ``calibration``.
+        detections: with ``mono3d`` in the same pixels.
+        calibration: (3, 4) camera matrix.
+        ground_truth: optional (N, 7) cuboids ``(h, w, l, x, y, z, rotation_y)`` drawn grey in the panel.
+        bird_eye_range: panel extent in metres, ``(x width, z depth)``.
+    """
+    canvas = draw_detections(image, detections, class_names, score_threshold)
+    keep = detections.scores >= score_threshold
+    cuboids = torch.zeros(0, 7)
+    if detections.mono3d is not None and keep.any():
+        location, rotation_y = lift_to_camera(detections.mono3d[keep].double(), calibration.double())
+        hwl = detections.mono3d[keep][:, 3:6].double()
+        cuboids = torch.cat([hwl, location, rotation_y[:, None]], dim=1)
+    draw = ImageDraw.Draw(canvas)
+    labels = detections.labels[keep].tolist()
+    line = max(1, round(max(canvas.size) / 400))
+    for corners, label in zip(cuboid_corners(cuboids).tolist() if len(cuboids) else [], labels, strict=True):
+        corners_t = torch.tensor(corners)
+        if (corners_t[:, 2] <= 0.1).any():
+            continue  # behind the camera: the projection is meaningless
+        pixels = project_points(corners_t, calibration.double()).tolist()
+        for a, b in CUBOID_EDGES + FRONT_CROSS:
+            draw.line([tuple(pixels[a]), tuple(pixels[b])], fill=class_color(label), width=line)
+    panel = _bird_eye_panel(canvas.size[1], cuboids, labels, ground_truth, bird_eye_range)
+    combined = Image.new("RGB", (canvas.size[0] + panel.size[0], canvas.size[1]))
+    combined.paste(canvas, (0, 0))
+    combined.paste(panel, (canvas.size[0], 0))
+    return combined
+
+
+def _bird_eye_panel(
+    height: int, cuboids: Tensor, labels: list[int], ground_truth: Tensor | None, extent: tuple[float, float]
+) -> Image.Image:
+    """Top view: camera at the bottom centre, x to the right, depth z up; grid every 10 m."""
+    width_m, depth_m = extent
+    scale = height / depth_m
+    width = round(width_m * scale)
+    panel = Image.new("RGB", (width, height), (24, 24, 28))
+    draw = ImageDraw.Draw(panel)
+
+    def to_panel(x: float, z: float) -> tuple[float, float]:
+        return width / 2 + x * scale, height - z * scale
+
+    for z in range(10, int(depth_m) + 1, 10):
+        draw.line([to_panel(-width_m / 2, z), to_panel(width_m / 2, z)], fill=(60, 60, 66))
+        draw.text(to_panel(-width_m / 2 + 0.5, z), f"{z} m", fill=(120, 120, 130))
+    draw.line([to_panel(0, 0), to_panel(-width_m / 2, width_m / 2 * 1.7)], fill=(60, 60, 66))
+    draw.line([to_panel(0, 0), to_panel(width_m / 2, width_m / 2 * 1.7)], fill=(60, 60, 66))
+    boxes = [(c, (150, 150, 150)) for c in ground_truth.double()] if ground_truth is not None else []
+    boxes += [(c, class_color(label)) for c, label in zip(cuboids, labels, strict=True)]
+    for cuboid, color in boxes:
+        footprint = cuboid_corners(cuboid[None])[0, :4][:, [0, 2]].tolist()
+        polygon = [to_panel(x, z) for x, z in footprint]
+        draw.polygon(polygon, outline=color, width=2)
+        draw.line([polygon[0], polygon[1]], fill=(255, 255, 255), width=2)  # the front edge
+    return panel

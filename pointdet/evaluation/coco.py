@@ -128,7 +128,7 @@ def _table(title: str, names: Sequence[str], values: Sequence[float]) -> str:
     return f"{title}\n{header}\n{row}" if title else f"{header}\n{row}"
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
+def format_coco_metrics(metrics: dict[str, float]) -> str:
     """The COCO tables as a reader expects them: a row of names and a row of values in percent, for boxes and
     (when present) keypoints."""
     box_names = [n for n in COCO_METRIC_NAMES if n in metrics]
