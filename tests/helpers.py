@@ -39,3 +39,19 @@ def tiny_data_overrides(shapes) -> list[str]:
         "data.input_size=64",
         "data.num_workers=0",
     ]
+
+
+def fit(model, batch, steps: int, lr: float = 1e-3) -> list[float]:
+    """Adam on one fixed batch for ``steps`` steps; returns the total loss of every step."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    images = model.preprocess(batch.images)
+    history = []
+    for _ in range(steps):
+        total = sum(model.loss(model(images), batch.instances).values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(total.item())
+    return history

@@ -12,20 +12,7 @@ from pointdet.evaluation import detections_to_coco, evaluate_coco
 from pointdet.models.build import build_model
 
 from .conftest import shared_data
-
-
-def _fit(model, batch, steps, lr=1e-3):
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    images = model.preprocess(batch.images)
-    history = []
-    for _ in range(steps):
-        losses = model.loss(model(images), batch.instances)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        history.append(total.item())
-    return history
+from .helpers import fit
 
 
 def test_centernet_overfits_four_shapes_images(tmp_path):
@@ -34,7 +21,7 @@ def test_centernet_overfits_four_shapes_images(tmp_path):
     coco = CocoDataset(shapes.train_json, shapes.train_images)
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
     model = build_model(ModelConfig(backbone="resnet18"), num_classes=3)
-    history = _fit(model, batch, steps=120)
+    history = fit(model, batch, steps=120)
     assert history[-1] < 0.05 * history[0], history[::10]
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
@@ -48,5 +35,5 @@ def test_short_training_on_raccoon_decreases_the_loss():
     coco = CocoDataset(root / "annotations" / "instances_train.json", root / "images")
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
     model = build_model(ModelConfig(backbone="resnet18"), num_classes=1)
-    history = _fit(model, batch, steps=30)
+    history = fit(model, batch, steps=30)
     assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history

@@ -20,6 +20,7 @@ from pointdet.targets.centernet import build_centernet_targets
 from pointdet.targets.pose import build_pose_targets
 
 from .conftest import shared_data
+from .helpers import fit
 
 
 def _shapes_batch(shapes, count, size=64):
@@ -141,15 +142,7 @@ def test_pose_overfits_four_shapes_images(tmp_path):
     shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
     coco, batch = _shapes_batch(shapes, 4, size=128)
     model = build_model(ModelConfig(task="pose", backbone="resnet18"), 3, 4, coco.flip_pairs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = model.preprocess(batch.images)
-    history = []
-    for _ in range(150):
-        total = sum(model.loss(model(images), batch.instances).values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        history.append(total.item())
+    history = fit(model, batch, steps=150)
     assert history[-1] < 0.05 * history[0], history[::10]
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
@@ -166,16 +159,7 @@ def test_a_few_steps_on_coco_persons_and_keypoint_ap():
     persons = [i for i, r in enumerate(coco.records) if (r.keypoints[..., 2] > 0).any()][:4]
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in persons])
     model = build_model(ModelConfig(task="pose", backbone="resnet18"), 1, 17, coco.flip_pairs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = model.preprocess(batch.images)
-    history = []
-    for _ in range(20):
-        losses = model.loss(model(images), batch.instances)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        history.append(total.item())
+    history = fit(model, batch, steps=20)
     assert sum(history[-3:]) < 0.7 * sum(history[:3]), history
     loader = eval_loader(coco, 128, batch_size=16, num_workers=0)
     metrics = evaluate_detector(model, loader, coco, flip=True)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from pointdet.data.cache import build_once, cache_dir
 
 CLASS_NAMES = ("circle", "triangle", "square")
 KEYPOINT_NAMES = ("top", "right", "bottom", "left")
@@ -32,13 +31,6 @@ class ShapesSplits:
     train_images: Path
     val_json: Path
     val_images: Path
-
-
-def cache_dir() -> Path:
-    """``$POINTDET_CACHE``, else ``$XDG_CACHE_HOME/pointdet``, else ``~/.cache/pointdet``."""
-    if os.environ.get("POINTDET_CACHE"):
-        return Path(os.environ["POINTDET_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pointdet"
 
 
 def _polygon(kind: str, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
@@ -148,18 +140,12 @@ def generate_shapes(
         seed: generator seed; the same arguments always give identical files.
     """
     parent = Path(root) if root is not None else cache_dir()
-    folder = parent / f"shapes-v{FORMAT_VERSION}-{image_size}px-{num_train}-{num_val}-seed{seed}"
-    if not (folder / "COMPLETE").exists():
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".shapes-", dir=parent))
-        try:
-            _write_split(staging, "train", num_train, image_size, seed)
-            _write_split(staging, "val", num_val, image_size, seed)
-            (staging / "COMPLETE").write_text("ok\n")
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)  # atomic: a half-written dataset is never seen
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def write(staging: Path) -> None:
+        _write_split(staging, "train", num_train, image_size, seed)
+        _write_split(staging, "val", num_val, image_size, seed)
+
+    folder = build_once(parent / f"shapes-v{FORMAT_VERSION}-{image_size}px-{num_train}-{num_val}-seed{seed}", write)
     return ShapesSplits(
         folder, folder / "instances_train.json", folder / "train", folder / "instances_val.json", folder / "val"
     )

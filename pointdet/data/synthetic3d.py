@@ -11,9 +11,6 @@ and alpha = rotation_y - atan2(x, z). Same arguments, same bytes.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from pointdet.data.cache import build_once, cache_dir
 from pointdet.data.kitti import KittiObject, write_label_file
-from pointdet.data.shapes import cache_dir
 from pointdet.ops.camera import cuboid_corners, observation_angle, project_points
 
 FORMAT_VERSION = 1
@@ -214,25 +211,15 @@ def generate_kitti_scenes(
     """Generate (or reuse from the cache) a synthetic KITTI dataset and return its paths.
 
     Args:
-        root: parent folder; defaults to ``data.shapes.cache_dir()``.
+        root: parent folder; defaults to ``data.cache.cache_dir()``.
         num_train, num_val: images per split (ids 0..num_train-1 train, the rest val).
         image_size: ``(width, height)``; the KITTI camera is scaled with it.
         seed: generator seed; the same arguments always give identical files.
     """
     width, height = image_size
     parent = Path(root) if root is not None else cache_dir()
-    folder = parent / f"kitti-synthetic-v{FORMAT_VERSION}-{width}x{height}-{num_train}-{num_val}-seed{seed}"
-    if not (folder / "COMPLETE").exists():
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".kitti-", dir=parent))
-        try:
-            _write(staging, num_train, num_val, (width, height), seed)
-            (staging / "COMPLETE").write_text("ok\n")
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return KittiSplits(folder)
+    name = f"kitti-synthetic-v{FORMAT_VERSION}-{width}x{height}-{num_train}-{num_val}-seed{seed}"
+    return KittiSplits(build_once(parent / name, lambda staging: _write(staging, num_train, num_val, image_size, seed)))
 
 
 def _write(folder: Path, num_train: int, num_val: int, size: tuple[int, int], seed: int) -> None:
