@@ -78,24 +78,34 @@ def test_snapping_rule():
     assert scores[0, 0].tolist() == pytest.approx([0.9, 0.0, 0.0, 0.0])
 
 
-def test_flip_test_of_a_mirrored_pass_returns_the_plain_maps():
-    torch.manual_seed(0)
-    head = build_model(ModelConfig(task="pose", backbone="resnet18"), 1, 4, [(3, 1)]).head
-    outputs = head(torch.randn(1, 64, 8, 8))
-    # The outputs a perfectly mirror-consistent network gives for the mirrored image.
-    joints = outputs.joints.view(1, 4, 2, 8, 8)[:, [0, 3, 2, 1]] * torch.tensor([-1.0, 1.0]).view(1, 1, 2, 1, 1)
-    mirrored = type(outputs)(
-        outputs.heatmap.flip(-1),
-        outputs.size.flip(-1),
-        outputs.offset.flip(-1),
-        joints.reshape(1, 8, 8, 8).flip(-1),
-        outputs.joint_heatmap[:, [0, 3, 2, 1]].flip(-1),
-        outputs.joint_offset.flip(-1),
-    )
-    merged = head.merged_maps(outputs, mirrored)
-    plain = head.merged_maps(outputs, None)
-    for name in plain:
-        torch.testing.assert_close(merged[name], plain[name], msg=name)
+def test_flip_test_with_perfect_plain_and_mirrored_passes_returns_the_joints(tiny_shapes):
+    # Perfect outputs for the images and for their mirror images, encoded by the real target builder: the
+    # flip-test merge must give back the ground truth (this caught a one-pixel bias in the reference's merge).
+    from pointdet.data.transforms import horizontal_flip
+
+    coco, batch = _shapes_batch(tiny_shapes, 4)
+    samples = [TransformedDataset(coco, eval_transforms(64))[i] for i in range(4)]
+    mirrored_batch = collate([horizontal_flip(s, coco.flip_pairs) for s in samples])
+    head = build_model(ModelConfig(task="pose", backbone="resnet18"), 3, 4, coco.flip_pairs).head
+
+    def perfect(instances):
+        centers = build_centernet_targets(instances, 3, (16, 16), 4)
+        pose = build_pose_targets(instances, centers, 4)
+        logit = torch.logit(torch.cat([centers.heatmap, pose.heatmap], 1).clamp(1e-4, 1 - 1e-4))
+        return head.Outputs(
+            logit[:, :3],
+            _paint(centers.size, centers.index, centers.mask, (16, 16)),
+            _paint(centers.offset, centers.index, centers.mask, (16, 16)),
+            _paint(pose.joints, centers.index, centers.mask, (16, 16)),
+            logit[:, 3:],
+            _paint(pose.offset, pose.index, pose.mask, (16, 16)),
+        )
+
+    for b, detections in enumerate(head.decode(perfect(batch.instances), perfect(mirrored_batch.instances), k=20)):
+        truth = batch.instances[b]
+        found = detections[: len(truth)]
+        order = torch.cdist(truth.boxes, found.boxes).argmin(dim=1)
+        torch.testing.assert_close(found.keypoints[order][..., :2], truth.keypoints[..., :2], atol=1e-3, rtol=0)
 
 
 def test_keypoint_ap_of_ground_truth_is_one_and_matches_pycocotools(tiny_shapes):

@@ -88,14 +88,17 @@ def centernet_3d_dla34() -> ExperimentConfig:
 
 
 def centernet_3d_synthetic() -> ExperimentConfig:
-    """CenterNet monocular 3D on the synthetic KITTI scenes, DLA-34 at 384x128, CPU-trainable."""
+    """CenterNet monocular 3D on the synthetic KITTI scenes, ResNet-18 at 384x128, CPU-trainable."""
+    # ResNet-18 rather than DLA-34: at 384x128 a DLA-34 step costs ~3x more on a CPU, and on these scenes
+    # ResNet-18 leaves the heatmap plateau within ~150 steps at lr 1e-3 (measured in the overfit test).
     base = centernet_3d_dla34()
     return replace(
         base,
         name="centernet_3d_synthetic",
+        model=replace(base.model, backbone="resnet18"),
         data=replace(base.data, classes=("Car",), input_size=384, input_height=128, num_workers=2),
-        optim=OptimConfig(lr=5e-4, base_batch=8, batch_size=8, epochs=6, lr_steps=(5,)),
-        eval=EvalConfig(every=3, batch_size=16, score_threshold=0.1),
+        optim=OptimConfig(lr=1e-3, base_batch=8, batch_size=8, epochs=8, lr_steps=(7,)),
+        eval=EvalConfig(every=4, batch_size=16, score_threshold=0.1),
     )
 
 
