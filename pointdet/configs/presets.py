@@ -97,8 +97,8 @@ def centernet_3d_synthetic() -> ExperimentConfig:
         name="centernet_3d_synthetic",
         model=replace(base.model, backbone="resnet18"),
         data=replace(base.data, classes=("Car",), input_size=384, input_height=128, num_workers=2),
-        optim=OptimConfig(lr=1e-3, base_batch=8, batch_size=8, epochs=8, lr_steps=(7,)),
-        eval=EvalConfig(every=4, batch_size=16, score_threshold=0.1),
+        optim=OptimConfig(lr=1e-3, base_batch=8, batch_size=8, epochs=20, lr_steps=(16,)),
+        eval=EvalConfig(every=5, batch_size=16, score_threshold=0.1),
     )
 
 
