@@ -214,3 +214,18 @@ def test_cli_pose_train_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
     assert predictor.keypoint_names == ["top", "right", "bottom", "left"] and len(predictor.skeleton) == 4
     detections = predictor.predict(tiny_shapes.val_images / "000002.png", flip=True, scales=(1.0, 1.25))
     assert detections[0].keypoints.shape[1:] == (4, 3)
+
+
+def test_a_batch_without_objects_trains():
+    from pointdet.structures import Instances
+
+    torch.manual_seed(0)
+    for task, joints in (("pose", 4), ("mono3d", 0), ("detection", 0)):
+        model = build_model(ModelConfig(task=task, backbone="resnet18"), 2, joints, [(3, 1)] if joints else [])
+        empty = Instances.empty(joints)
+        if task == "mono3d":
+            empty = Instances(empty.boxes, empty.labels, empty.keypoints, boxes3d=torch.zeros(0, 8))
+        losses = model.loss(model(torch.randn(2, 3, 64, 64)), [empty, empty])
+        total = sum(losses.values())
+        total.backward()
+        assert torch.isfinite(total), (task, losses)

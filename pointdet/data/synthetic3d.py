@@ -60,7 +60,7 @@ def _background(rng: np.random.Generator, width: int, height: int, horizon: floa
     road = np.array([95, 95, 100]) + rng.uniform(-20, 20, 3)
     below = np.clip((rows - horizon) / max(1.0, height - horizon), 0, 1)
     image = np.where(rows < horizon, sky - 0.2 * rows, road * (0.8 + 0.4 * below))
-    # No per-pixel noise: it would make every PNG ~0.6 MB instead of ~0.05 MB.
+    # No per-pixel noise: it would make every PNG ~0.6 MB instead of a few KB.
     return np.clip(np.broadcast_to(image, (height, width, 3)), 0, 255).astype(np.uint8)
 
 

@@ -70,12 +70,13 @@ def build_pose_targets(instances: list[Instances], centers: CenterNetTargets, st
     heatmap = torch.zeros(batch, num_joints, height, width, device=device)
     if channels:
         splat_gaussians(heatmap, torch.cat(channels), torch.cat(points), torch.cat(radii))
+    joint_slots = slots * num_joints  # explicit sizes: a batch without objects has zero slots
     return PoseTargets(
-        joints.view(batch, slots, -1),
-        joints_mask.view(batch, slots, -1),
+        joints.view(batch, slots, 2 * num_joints),
+        joints_mask.view(batch, slots, 2 * num_joints),
         heatmap,
-        offset.view(batch, -1, 2),
-        index.view(batch, -1),
-        mask.view(batch, -1),
+        offset.view(batch, joint_slots, 2),
+        index.view(batch, joint_slots),
+        mask.view(batch, joint_slots),
         labelled,
     )
