@@ -91,7 +91,7 @@ def centernet_3d_synthetic() -> ExperimentConfig:
     """CenterNet monocular 3D on the synthetic KITTI scenes, ResNet-18 at 384x128 (runs on a CPU; learns on a GPU)."""
     # ResNet-18 rather than DLA-34: at 384x128 a DLA-34 step costs ~3x more on a CPU. Fitting 4 scenes it leaves
     # the heatmap plateau within ~150 steps at lr 1e-3, but on the 400-scene split it was still on it after 550
-    # steps (16 CPU minutes): this preset needs GPU-length training (not measured: no device was lent).
+    # steps (19 CPU minutes): this preset needs GPU-length training (not measured: no device was lent).
     base = centernet_3d_dla34()
     return replace(
         base,
