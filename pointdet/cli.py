@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pointdet.configs import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_overrides, config_from_dict, get_preset
 from pointdet.configs.overrides import ConfigError
+from pointdet.data.coco import DatasetError
+from pointdet.engine.checkpoint import CheckpointError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -62,6 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         config_from_dict(ExperimentConfig, load_checkpoint(args.weights)["config"]), args.overrides
     )
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
+    _refuse_3d_test_augmentation(config.model.task, args)
     dataset = load_val_dataset(config.data)
     data = config.data
     loader = eval_loader(dataset, data.input_size, config.eval.batch_size, data.num_workers, data.input_height)
@@ -88,6 +91,11 @@ def _collect_images(inputs: list[str]) -> list[Path]:
     if not files:
         raise SystemExit(f"predict: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {inputs}")
     return files
+
+
+def _refuse_3d_test_augmentation(task: str, args: argparse.Namespace) -> None:
+    if task == "mono3d" and (args.flip or tuple(args.scales) != (1.0,)):
+        raise SystemExit("--flip and --scales are not defined for monocular 3D (the paper uses no test augmentation)")
 
 
 def _camera_for(image: Path, calib: str | None, fallback):
@@ -117,6 +125,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mono3d = predictor.calibration is not None
+    _refuse_3d_test_augmentation("mono3d" if mono3d else "", args)
     if mono3d:
         (out / "labels").mkdir(exist_ok=True)
     records, started, warned = [], time.time(), False
@@ -234,5 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except ConfigError as error:
         raise SystemExit(f"config error: {error}") from None
+    except (DatasetError, CheckpointError) as error:  # they name the file, the record and the field
+        raise SystemExit(f"error: {error}") from None
     except KeyError as error:
         raise SystemExit(str(error.args[0])) from None

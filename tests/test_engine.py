@@ -124,3 +124,5 @@ def test_cli_reports_bad_config(capsys):
         main(["train", "optim.lrr=1"])
     with pytest.raises(SystemExit, match="unknown preset 'nope'"):
         main(["train", "nope"])
+    with pytest.raises(SystemExit, match="error: .*nope.pt: checkpoint not found"):
+        main(["eval", "--weights", "nope.pt"])

@@ -167,6 +167,8 @@ def test_cli_mono3d_train_eval_predict_and_api(tmp_path, capsys):
     assert detections[0].mono3d.shape[1] == 7
     with pytest.raises(ValueError, match="flip test is not defined"):
         predictor.predict(image, flip=True)
+    with pytest.raises(SystemExit, match="--flip and --scales are not defined for monocular 3D"):
+        main(["eval", "--weights", str(run), "--flip"])
 
 
 @pytest.mark.slow
