@@ -16,6 +16,12 @@ def _move(obj, device: torch.device | str):
     return replace(obj, **changes)
 
 
+def _select(obj, keep: Tensor | slice):
+    """``obj`` with every per-object field indexed by ``keep``; optional fields that are None stay None."""
+    changes = {f.name: getattr(obj, f.name)[keep] for f in fields(obj) if getattr(obj, f.name) is not None}
+    return replace(obj, **changes)
+
+
 @dataclass(frozen=True)
 class Instances:
     """Ground-truth objects of one image.
@@ -43,21 +49,11 @@ class Instances:
 
     def __getitem__(self, keep: Tensor | slice) -> Instances:
         """The objects selected by ``keep`` (a boolean mask or an index), every field kept in step."""
-        return Instances(
-            self.boxes[keep],
-            self.labels[keep],
-            self.keypoints[keep],
-            None if self.masks is None else self.masks[keep],
-            None if self.boxes3d is None else self.boxes3d[keep],
-        )
+        return _select(self, keep)
 
     @staticmethod
     def empty(num_keypoints: int = 0) -> Instances:
         return Instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, num_keypoints, 3))
-
-
-def _select(tensor: Tensor | None, keep: Tensor | slice) -> Tensor | None:
-    return None if tensor is None else tensor[keep]
 
 
 @dataclass(frozen=True)
@@ -87,13 +83,7 @@ class Detections:
         return _move(self, device)
 
     def __getitem__(self, keep: Tensor | slice) -> Detections:
-        return Detections(
-            self.boxes[keep],
-            self.scores[keep],
-            self.labels[keep],
-            _select(self.keypoints, keep),
-            _select(self.mono3d, keep),
-        )
+        return _select(self, keep)
 
     def rescale(self, factor_x: float, factor_y: float) -> Detections:
         """Pixel coordinates divided by ``(factor_x, factor_y)`` (from a resized image back to the original)."""
