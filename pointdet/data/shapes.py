@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pointdet.data.cache import build_once, cache_dir
+from pointdet.ops.polygons import signed_area
 
 CLASS_NAMES = ("circle", "triangle", "square")
 KEYPOINT_NAMES = ("top", "right", "bottom", "left")
@@ -38,12 +39,6 @@ def _polygon(kind: str, cx: float, cy: float, radius: float, angle: float) -> np
     count = {"circle": 48, "triangle": 3, "square": 4}[kind]
     theta = angle + np.arange(count) * 2 * math.pi / count
     return np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], axis=1)
-
-
-def _polygon_area(polygon: np.ndarray) -> float:
-    """Shoelace formula."""
-    x, y = polygon[:, 0], polygon[:, 1]
-    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def _extreme_points(polygon: np.ndarray) -> np.ndarray:
@@ -93,7 +88,7 @@ def _make_image(rng: np.random.Generator, size: int, image_id: int, first_ann_id
                 "image_id": image_id,
                 "category_id": label + 1,
                 "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
-                "area": round(_polygon_area(polygon), 2),
+                "area": round(abs(signed_area(polygon)), 2),
                 "segmentation": [[round(float(v), 2) for v in polygon.reshape(-1)]],
                 "keypoints": [round(float(v), 2) for v in keypoints.reshape(-1)],
                 "num_keypoints": 4,

@@ -25,6 +25,7 @@ import torch
 
 from pointdet.data.kitti import KittiObject
 from pointdet.ops.camera import cuboid_corners, lift_to_camera
+from pointdet.ops.polygons import signed_area
 from pointdet.structures import Detections
 
 DIFFICULTIES = ("easy", "moderate", "hard")
@@ -72,16 +73,11 @@ def _clip(polygon: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _area(polygon: np.ndarray) -> float:
-    if len(polygon) < 3:
-        return 0.0
-    x, y = polygon[:, 0], polygon[:, 1]
-    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return abs(signed_area(polygon)) if len(polygon) >= 3 else 0.0
 
 
 def _counter_clockwise(polygon: np.ndarray) -> np.ndarray:
-    x, y = polygon[:, 0], polygon[:, 1]
-    signed = np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))
-    return polygon if signed > 0 else polygon[::-1]
+    return polygon if signed_area(polygon) > 0 else polygon[::-1]
 
 
 def ground_polygons(cuboids: np.ndarray) -> np.ndarray:
