@@ -57,14 +57,14 @@ def test_bird_eye_and_3d_overlaps_by_hand():
     box = np.array([[1.5, 2.0, 4.0, 0.0, 1.6, 10.0, 0.0]])  # h, w, l, x, y, z, yaw: a 4 x 2 footprint
     turned = box.copy()
     turned[0, 6] = math.pi / 2  # same centre, rotated: the overlap is the central 2 x 2 square
-    assert cuboid_overlaps(box, turned, bird_eye=True)[0, 0] == pytest.approx(4 / 12)
+    assert cuboid_overlaps(box, turned)[0][0, 0] == pytest.approx(4 / 12)
     shifted = box.copy()
     shifted[0, 3] = 2.0  # half a length along x
-    assert cuboid_overlaps(box, shifted, bird_eye=True)[0, 0] == pytest.approx(4 / 12)
+    assert cuboid_overlaps(box, shifted)[0][0, 0] == pytest.approx(4 / 12)
     lower = box.copy()
     lower[0, 4] = 1.6 + 0.75  # half the height lower: 3D IoU = (8 * 0.75) / (12 + 12 - 6)
-    assert cuboid_overlaps(box, lower, bird_eye=False)[0, 0] == pytest.approx(6 / 18)
-    assert cuboid_overlaps(box, lower, bird_eye=True)[0, 0] == pytest.approx(1.0)
+    assert cuboid_overlaps(box, lower)[1][0, 0] == pytest.approx(6 / 18)
+    assert cuboid_overlaps(box, lower)[0][0, 0] == pytest.approx(1.0)
 
 
 def _scene(images=80):

@@ -88,9 +88,11 @@ def ground_polygons(cuboids: np.ndarray) -> np.ndarray:
     return corners[:, :4][..., [0, 2]]
 
 
-def cuboid_overlaps(first: np.ndarray, second: np.ndarray, bird_eye: bool) -> np.ndarray:
-    """(N, 7) x (M, 7) cuboids -> (N, M) bird's-eye IoU of the footprints, or 3D IoU."""
-    overlaps = np.zeros((len(first), len(second)))
+def cuboid_overlaps(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 7) x (M, 7) cuboids -> (N, M) bird's-eye IoU of the footprints and (N, M) 3D IoU, from one
+    footprint intersection per pair."""
+    bird_eye = np.zeros((len(first), len(second)))
+    full = np.zeros((len(first), len(second)))
     polygons_a = [_counter_clockwise(p) for p in ground_polygons(first)]
     polygons_b = [_counter_clockwise(p) for p in ground_polygons(second)]
     for i, a in enumerate(polygons_a):
@@ -104,15 +106,13 @@ def cuboid_overlaps(first: np.ndarray, second: np.ndarray, bird_eye: bool) -> np
             if intersection <= 0:
                 continue
             area_a, area_b = _area(a), _area(b)
-            if bird_eye:
-                overlaps[i, j] = intersection / (area_a + area_b - intersection)
-                continue
+            bird_eye[i, j] = intersection / (area_a + area_b - intersection)
             (h_a, y_a), (h_b, y_b) = first[i, [0, 4]], second[j, [0, 4]]
             vertical = min(y_a, y_b) - max(y_a - h_a, y_b - h_b)  # y points down; a box spans [y - h, y]
             if vertical > 0:
                 volume = intersection * vertical
-                overlaps[i, j] = volume / (area_a * h_a + area_b * h_b - volume)
-    return overlaps
+                full[i, j] = volume / (area_a * h_a + area_b * h_b - volume)
+    return bird_eye, full
 
 
 # ---------------------------------------------------------------------------------------------- protocol
@@ -220,13 +220,13 @@ def evaluate_kitti(
     if len(ground_truth) != len(detections):
         raise ValueError(f"{len(ground_truth)} ground-truth images but {len(detections)} detection lists")
     metrics: dict[str, float] = {}
+    per_image = [_image_arrays(gt, dt) for gt, dt in zip(ground_truth, detections, strict=True)]  # class-free
     for cls in classes:
         name = cls.lower()
         if isinstance(min_overlaps, str):
             overlap_2d, overlap_bev, overlap_3d = OVERLAPS[min_overlaps][name]
         else:
             overlap_2d = overlap_bev = overlap_3d = float(min_overlaps)
-        per_image = [_image_arrays(gt, dt) for gt, dt in zip(ground_truth, detections, strict=True)]
         for metric, overlap in (("2d", overlap_2d), ("bev", overlap_bev), ("3d", overlap_3d)):
             for d, difficulty in enumerate(DIFFICULTIES):
                 precision, orientation = _curves(ground_truth, detections, per_image, name, d, metric, overlap)
@@ -243,10 +243,11 @@ def _image_arrays(gt: Sequence[KittiObject], dt: Sequence[KittiObject]) -> dict[
 
     gt_boxes = np.array([o.box for o in gt], dtype=np.float64).reshape(-1, 4)
     dt_boxes = np.array([o.box for o in dt], dtype=np.float64).reshape(-1, 4)
+    bird_eye, full = cuboid_overlaps(cuboids(dt), cuboids(gt))
     return {
         "2d": image_overlaps(dt_boxes, gt_boxes),
-        "bev": cuboid_overlaps(cuboids(dt), cuboids(gt), bird_eye=True),
-        "3d": cuboid_overlaps(cuboids(dt), cuboids(gt), bird_eye=False),
+        "bev": bird_eye,
+        "3d": full,
         "scores": np.array([o.score for o in dt], dtype=np.float64),
         "gt_alpha": np.array([o.alpha for o in gt], dtype=np.float64),
         "dt_alpha": np.array([o.alpha for o in dt], dtype=np.float64),
