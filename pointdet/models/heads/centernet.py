@@ -91,8 +91,8 @@ class CenterNetHead(nn.Module):
             self.min_overlap,
             self.radius_mode,
         )
-        task_losses, box_mask = self.task_losses(outputs, instances, targets)
         num_objects = mean_over_processes(targets.mask.sum()).clamp(min=1)
+        task_losses, box_mask = self.task_losses(outputs, instances, targets, num_objects)
         num_boxes = mean_over_processes(box_mask.sum()).clamp(min=1)
         size = gather_at(outputs.size, targets.index)  # (B, M, 2)
         offset = gather_at(outputs.offset, targets.index)  # (B, M, 2)
@@ -104,9 +104,11 @@ class CenterNetHead(nn.Module):
         }
 
     def task_losses(
-        self, outputs: NamedTuple, instances: list[Instances], targets: CenterNetTargets
+        self, outputs: NamedTuple, instances: list[Instances], targets: CenterNetTargets, num_objects: Tensor
     ) -> tuple[dict[str, Tensor], Tensor]:
-        """Extra loss terms of a task head, and the (B, M) mask of objects whose size and offset are trained."""
+        """Extra loss terms of a task head, and the (B, M) mask of objects whose size and offset are trained.
+
+        ``num_objects`` is the object count of the batch averaged over processes (at least 1)."""
         return {}, targets.mask
 
     def merged_maps(self, outputs: NamedTuple, flipped: NamedTuple | None) -> dict[str, Tensor]:

@@ -15,7 +15,6 @@ from torch import Tensor
 
 from pointdet.decoders.centernet import gather_at
 from pointdet.decoders.mono3d import decode_depth, decode_mono3d
-from pointdet.distributed import mean_over_processes
 from pointdet.losses import masked_l1
 from pointdet.losses.rotation import multibin_rotation_loss
 from pointdet.models.heads.centernet import CenterNetHead
@@ -63,11 +62,10 @@ class Mono3DHead(CenterNetHead):
         self.rotation = self.branch(in_channels, 8)
 
     def task_losses(
-        self, outputs: Mono3DOutputs, instances: list[Instances], targets: CenterNetTargets
+        self, outputs: Mono3DOutputs, instances: list[Instances], targets: CenterNetTargets, num_objects: Tensor
     ) -> tuple[dict[str, Tensor], Tensor]:
         """``loss_depth``, ``loss_dimensions``, ``loss_rotation``."""
         cuboids = build_mono3d_targets(instances, targets)
-        num_objects = mean_over_processes(targets.mask.sum()).clamp(min=1)
         depth = decode_depth(gather_at(outputs.depth, targets.index))
         dimensions = gather_at(outputs.dimensions, targets.index)
         rotation = gather_at(outputs.rotation, targets.index)

@@ -73,7 +73,7 @@ class PoseHead(CenterNetHead):
         self.joint_offset = self.branch(in_channels, 2)
 
     def task_losses(
-        self, outputs: PoseOutputs, instances: list[Instances], targets: CenterNetTargets
+        self, outputs: PoseOutputs, instances: list[Instances], targets: CenterNetTargets, num_objects: Tensor
     ) -> tuple[dict[str, Tensor], Tensor]:
         """``loss_joints`` (L1 per labelled coordinate), ``loss_joint_heatmap`` (focal), ``loss_joint_offset``;
         objects without labelled joints keep a positive centre but train no size/offset (reference rule)."""
