@@ -98,15 +98,14 @@ def _refuse_3d_test_augmentation(task: str, args: argparse.Namespace) -> None:
         raise SystemExit("--flip and --scales are not defined for monocular 3D (the paper uses no test augmentation)")
 
 
-def _camera_for(image: Path, calib: str | None, fallback):
-    """The (3, 4) camera of ``image``: ``--calib``, else the KITTI layout's ``../calib/<name>.txt``, else the
-    training camera stored in the checkpoint (None when there is none)."""
+def _camera_for(image: Path, calib: str | None):
+    """The (3, 4) camera of ``image``: ``--calib``, else the KITTI layout's ``../calib/<name>.txt``, else None."""
     from pointdet.data.kitti import read_calibration
 
     if calib is not None:
         return read_calibration(calib)
     beside = image.parent.parent / "calib" / f"{image.stem}.txt"
-    return read_calibration(beside) if beside.is_file() else fallback
+    return read_calibration(beside) if beside.is_file() else None
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -135,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         detections = predictor.predict(images, flip=args.flip, scales=args.scales, batch_size=args.batch_size)
         for offset, (path, image, dets) in enumerate(zip(chunk, images, detections, strict=True)):
             if mono3d:
-                camera = _camera_for(path, args.calib, None)
+                camera = _camera_for(path, args.calib)
                 if camera is None:
                     camera = np.asarray(predictor.calibration)
                     if not warned:

@@ -52,15 +52,19 @@ def resolve_data_paths(config: DataConfig) -> DataPaths:
 Dataset = CocoDataset | KittiDataset
 
 
+def _kitti_root(config: DataConfig) -> str | Path:
+    """``data.kitti_root``, or the generated synthetic scenes when it is unset."""
+    if config.kitti_root is not None:
+        return config.kitti_root
+    return generate_kitti_scenes(None, config.synthetic_train, config.synthetic_val).root
+
+
 def load_datasets(config: DataConfig) -> tuple[Dataset, Dataset]:
     """The training and validation datasets of ``config``."""
     if config.format == "kitti":
-        root = config.kitti_root
-        if root is None:
-            root = generate_kitti_scenes(None, config.synthetic_train, config.synthetic_val).root
-        return (
-            KittiDataset(root, config.train_split, config.classes),
-            KittiDataset(root, config.val_split, config.classes),
+        root = _kitti_root(config)
+        return KittiDataset(root, config.train_split, config.classes), KittiDataset(
+            root, config.val_split, config.classes
         )
     paths = resolve_data_paths(config)
     return CocoDataset(paths.train_json, paths.train_images), CocoDataset(paths.val_json, paths.val_images)
@@ -69,7 +73,7 @@ def load_datasets(config: DataConfig) -> tuple[Dataset, Dataset]:
 def load_val_dataset(config: DataConfig) -> Dataset:
     """The validation dataset alone (``pointdet eval``)."""
     if config.format == "kitti":
-        return load_datasets(config)[1]
+        return KittiDataset(_kitti_root(config), config.val_split, config.classes)
     paths = resolve_data_paths(config)
     return CocoDataset(paths.val_json, paths.val_images)
 

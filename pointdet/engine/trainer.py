@@ -280,8 +280,9 @@ class Trainer:
             tqdm.write(f"{where}\n{format_metrics(metrics)}")
             for name, value in metrics.items():
                 self.writer.add_scalar(f"val/{name}", value, self.global_step)
-        if metrics[primary_metric(metrics)] > self.best_ap:
-            self.best_ap = metrics[primary_metric(metrics)]
+        score = metrics[primary_metric(metrics)]
+        if score > self.best_ap:
+            self.best_ap = score
             self.save("best.pt")
         self.save("last.pt")
         return metrics

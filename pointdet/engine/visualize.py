@@ -92,20 +92,18 @@ def draw_mono3d(
         bird_eye_range: panel extent in metres, ``(x width, z depth)``.
     """
     canvas = draw_detections(image, detections, class_names, score_threshold)
-    keep = detections.scores >= score_threshold
-    cuboids = torch.zeros(0, 7)
-    if detections.mono3d is not None and keep.any():
-        location, rotation_y = lift_to_camera(detections.mono3d[keep].double(), calibration.double())
-        hwl = detections.mono3d[keep][:, 3:6].double()
-        cuboids = torch.cat([hwl, location, rotation_y[:, None]], dim=1)
+    kept = detections[detections.scores >= score_threshold]
+    camera = calibration.double()
+    mono3d = kept.mono3d.double() if kept.mono3d is not None else torch.zeros(0, 7, dtype=torch.float64)
+    location, rotation_y = lift_to_camera(mono3d, camera)
+    cuboids = torch.cat([mono3d[:, 3:6], location, rotation_y[:, None]], dim=1)
     draw = ImageDraw.Draw(canvas)
-    labels = detections.labels[keep].tolist()
+    labels = kept.labels.tolist()
     line = max(1, round(max(canvas.size) / 400))
-    for corners, label in zip(cuboid_corners(cuboids).tolist() if len(cuboids) else [], labels, strict=True):
-        corners_t = torch.tensor(corners)
-        if (corners_t[:, 2] <= 0.1).any():
+    for corners, label in zip(cuboid_corners(cuboids), labels, strict=True):
+        if (corners[:, 2] <= 0.1).any():
             continue  # behind the camera: the projection is meaningless
-        pixels = project_points(corners_t, calibration.double()).tolist()
+        pixels = project_points(corners, camera).tolist()
         for a, b in CUBOID_EDGES + FRONT_CROSS:
             draw.line([tuple(pixels[a]), tuple(pixels[b])], fill=class_color(label), width=line)
     panel = _bird_eye_panel(canvas.size[1], cuboids, labels, ground_truth, bird_eye_range)
