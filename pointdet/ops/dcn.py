@@ -109,22 +109,37 @@ class ModulatedDeformConv2d(nn.Module):
         offset_mask = self.offset_mask(x)
         num_points = offset_mask.shape[1] // 3
         offset, mask_logits = offset_mask.split([2 * num_points, num_points], dim=1)
-        mask = mask_logits.sigmoid()
-        use_torchvision = self.implementation == "torchvision" or (self.implementation == "auto" and x.is_cuda)
-        if use_torchvision:
-            # Under autocast torchvision runs deform_conv2d in float32 (its registered autocast rule).
-            return deform_conv2d(
-                x,
-                offset,
-                self.weight,
-                self.bias,
-                (self.stride, self.stride),
-                (self.padding, self.padding),
-                (self.dilation, self.dilation),
-                mask,
-            )
-        weight = self.weight.to(x.dtype)
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return deform_conv2d_sampled(
-            x, offset.to(x.dtype), weight, bias, self.stride, self.padding, self.dilation, mask.to(x.dtype)
-        )
+        return deform_conv(
+            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask_logits.sigmoid(),
+            self.implementation,
+        )  # fmt: skip
+
+
+def deform_conv(
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int = 1,
+    padding: int = 1,
+    dilation: int = 1,
+    mask: Tensor | None = None,
+    implementation: Literal["auto", "torchvision", "sampled"] = "auto",
+) -> Tensor:
+    """Deformable convolution (DCNv1 without ``mask``, DCNv2 with it) by ``torchvision.ops.deform_conv2d`` on
+    CUDA and ``deform_conv2d_sampled`` elsewhere (``implementation="auto"``); shapes as ``deform_conv2d_sampled``."""
+    use_torchvision = implementation == "torchvision" or (implementation == "auto" and x.is_cuda)
+    if use_torchvision:
+        # Under autocast torchvision runs deform_conv2d in float32 (its registered autocast rule).
+        return deform_conv2d(x, offset, weight, bias, (stride, stride), (padding, padding), (dilation, dilation), mask)
+    dtype = x.dtype
+    return deform_conv2d_sampled(
+        x,
+        offset.to(dtype),
+        weight.to(dtype),
+        None if bias is None else bias.to(dtype),
+        stride,
+        padding,
+        dilation,
+        None if mask is None else mask.to(dtype),
+    )
