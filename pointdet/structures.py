@@ -68,6 +68,8 @@ class Detections:
         mono3d: (N, 7) float ``(u, v, depth, h, w, l, alpha)``: the projected centre in pixels, its depth and the
             cuboid dimensions in metres, the observation angle in radians; None for 2D models. ``lift_to_camera``
             turns it into a KITTI location and rotation with the camera matrix.
+        masks: (N, M, M) float mask probabilities inside each box (``ops.masks.paste_masks`` puts them into the
+            image), or None for models without a mask head.
     """
 
     boxes: Tensor
@@ -75,6 +77,7 @@ class Detections:
     labels: Tensor
     keypoints: Tensor | None = None
     mono3d: Tensor | None = None
+    masks: Tensor | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
@@ -86,7 +89,8 @@ class Detections:
         return _select(self, keep)
 
     def rescale(self, factor_x: float, factor_y: float) -> Detections:
-        """Pixel coordinates divided by ``(factor_x, factor_y)`` (from a resized image back to the original)."""
+        """Pixel coordinates divided by ``(factor_x, factor_y)`` (from a resized image back to the original);
+        box-relative masks are unchanged."""
         divisor = self.boxes.new_tensor([factor_x, factor_y])
         keypoints = mono3d = None
         if self.keypoints is not None:

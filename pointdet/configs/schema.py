@@ -8,22 +8,34 @@ from typing import Literal
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """The CenterNet model.
+    """The model: CenterNet, or a corner detector (CornerNet, CentripetalNet) on an hourglass.
 
     Attributes:
+        method: ``centernet`` (objects as centre points), ``centripetalnet`` (corners matched by centripetal
+            shift, cross-star DCN; METHODS.md CARD 3) or ``cornernet`` (corners grouped by associative embedding).
         task: ``detection`` (boxes), ``pose`` (boxes + keypoints, METHODS.md §2b) or ``mono3d`` (boxes + KITTI
             3D cuboids, §2c).
-        backbone: ``resnet18``, ``resnet50``, ``resnet101`` or ``dla34``.
+        backbone: ``resnet18``, ``resnet50``, ``resnet101``, ``dla34`` (CenterNet), ``hourglass104``,
+            ``hourglass52`` or ``hourglass_small`` (corner methods; the last one is CPU-sized).
         backbone_weights: local ImageNet checkpoint for the backbone (torchvision/timm file); None = random init.
         head_conv: hidden channels of the head branches; None = the official default (64 ResNet, 256 DLA).
         radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
         min_overlap: IoU ``t`` of the Gaussian radius.
         size_weight, offset_weight: loss weights of the size and offset terms.
         snap_joints: pose decoding snaps joints to joint-heatmap peaks (``-jd``); false keeps the regression.
+        pair_score: corner-pair score, ``paper`` (geometric mean x centre weight w) or ``code`` (arithmetic mean,
+            centre-box threshold; both official codes) — METHODS.md App. A #7.
+        central_region: ``paper`` (mu = 1/2.1 for boxes over 3500 px², else 1/2.4) or ``official`` (reversed).
+        guiding_weight: weight alpha of CentripetalNet's guiding-shift loss.
+        mask_head: add CentripetalNet's RoIAlign instance-mask head (COCO data with segmentations).
+        soft_nms_sigma: Gaussian soft-NMS sigma of the corner methods.
     """
 
+    method: Literal["centernet", "centripetalnet", "cornernet"] = "centernet"
     task: Literal["detection", "pose", "mono3d"] = "detection"
-    backbone: Literal["resnet18", "resnet50", "resnet101", "dla34"] = "resnet18"
+    backbone: Literal[
+        "resnet18", "resnet50", "resnet101", "dla34", "hourglass104", "hourglass52", "hourglass_small"
+    ] = "resnet18"
     backbone_weights: str | None = None
     head_conv: int | None = None
     radius_mode: Literal["centernet", "cornernet"] = "centernet"
@@ -31,6 +43,11 @@ class ModelConfig:
     size_weight: float = 0.1
     offset_weight: float = 1.0
     snap_joints: bool = True
+    pair_score: Literal["paper", "code"] = "paper"
+    central_region: Literal["paper", "official"] = "paper"
+    guiding_weight: float = 0.05
+    mask_head: bool = False
+    soft_nms_sigma: float = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointdet.structures import Detections, Instances
@@ -57,6 +58,8 @@ class Detector(nn.Module):
     def predict(self, images: Tensor, flip: bool = False, k: int = 100) -> list[Detections]:
         """Detections in the pixels of ``images`` (B, 3, H, W uint8), optionally with flip test."""
         x = self.preprocess(images)
+        divisor = getattr(self.backbone, "size_divisor", 1)  # pad first, so that a flip mirrors the padded frame
+        x = F.pad(x, (0, -x.shape[-1] % divisor, 0, -x.shape[-2] % divisor))
         if not flip:
             return self.head.decode(self(x), k=k)
         both = self(torch.cat([x, x.flip(-1)]))

@@ -1,0 +1,97 @@
+"""CentripetalNet's instance mask head (METHODS.md CARD 3 (e'); paper §3.3).
+
+RoIAlign 14x14 on the last stack's stride-4 feature, four 3x3 conv + ReLU, a stride-2 transposed conv to
+28x28 and a 1x1 conv to one logit map per class; trained with per-RoI binary cross-entropy on the ground-truth
+class's map. Training RoIs are the detector's own top-scoring pairs (before soft-NMS) whose IoU with a
+ground-truth box is >= 0.5, plus the ground-truth boxes themselves (Mask R-CNN's practice): with them the head
+trains from the first step, which replaces the paper's "pre-train detection for a few epochs" (whose length
+it does not give).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou, roi_align
+
+from pointdet.ops.masks import crop_masks
+from pointdet.structures import Detections, Instances
+
+ROI_SIZE = 14
+MASK_SIZE = 2 * ROI_SIZE
+POSITIVE_IOU = 0.5
+
+
+class MaskHead(nn.Module):
+    """Box-relative mask logits for boxes on a feature map.
+
+    Args:
+        in_channels: channels of the feature map.
+        num_classes: C.
+        stride: input pixels per feature pixel.
+        hidden: channels of the convs (256 in the paper).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, stride: int = 4, hidden: int = 256) -> None:
+        super().__init__()
+        self.stride = stride
+        layers: list[nn.Module] = []
+        for index in range(4):
+            layers += [nn.Conv2d(in_channels if index == 0 else hidden, hidden, 3, padding=1), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.upsample = nn.ConvTranspose2d(hidden, hidden, 2, stride=2)
+        self.predictor = nn.Conv2d(hidden, num_classes, 1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        """(B, D, H, W) features and B lists of (N_b, 4) xyxy input-pixel boxes -> (ΣN_b, C, 28, 28) logits."""
+        pooled = roi_align(
+            features, [b.to(features.dtype) for b in boxes], ROI_SIZE, 1 / self.stride, sampling_ratio=2, aligned=True
+        )
+        return self.predictor(F.relu(self.upsample(self.convs(pooled))))
+
+    def loss(self, features: Tensor, proposals: list[Tensor], instances: list[Instances]) -> Tensor:
+        """Mean per-RoI BCE of the proposals matched to a ground-truth box (IoU >= 0.5) and the ground truths.
+
+        Args:
+            features: (B, D, H, W) last-stack features.
+            proposals: B (P_b, 4) detached boxes in input pixels.
+            instances: B ground truths with ``masks`` at input resolution.
+        """
+        rois, labels, targets = [], [], []
+        for boxes, inst in zip(proposals, instances, strict=True):
+            if inst.masks is None:
+                raise ValueError(
+                    "the mask head needs ground-truth masks: load the dataset with masks (model.mask_head=true "
+                    "does this for COCO data with 'segmentation' fields)"
+                )
+            candidates = torch.cat([boxes.to(inst.boxes), inst.boxes])
+            if len(inst) == 0:
+                rois.append(candidates[:0])
+                continue
+            best_iou, match = box_iou(candidates, inst.boxes).max(dim=1)
+            positive = best_iou >= POSITIVE_IOU
+            rois.append(candidates[positive])
+            labels.append(inst.labels[match[positive]])
+            targets.append(crop_masks(inst.masks, candidates[positive], match[positive], MASK_SIZE))
+        if not labels or sum(len(t) for t in targets) == 0:
+            return features.sum() * 0.0
+        logits = self(features, rois)
+        labels, targets = torch.cat(labels), torch.cat(targets)
+        chosen = logits[torch.arange(len(labels), device=logits.device), labels]
+        return F.binary_cross_entropy_with_logits(chosen.float(), targets)
+
+    @torch.no_grad()
+    def predict(self, features: Tensor, detections: list[Detections]) -> list[Detections]:
+        """Each detection gets its class's mask probabilities (N, 28, 28) inside its box (``Detections.masks``)."""
+        logits = self(features, [d.boxes for d in detections])
+        labels = torch.cat([d.labels for d in detections])
+        probabilities = logits[torch.arange(len(labels), device=logits.device), labels].float().sigmoid()
+        per_image = probabilities.split([len(d) for d in detections])
+        return [replace(d, masks=m) for d, m in zip(detections, per_image, strict=True)]
