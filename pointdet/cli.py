@@ -59,6 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from pointdet.engine.data import eval_loader, load_val_dataset
     from pointdet.engine.evaluate import evaluate_model
     from pointdet.evaluation import format_metrics
+    from pointdet.models.build import apply_decoding_options
 
     config = apply_overrides(
         config_from_dict(ExperimentConfig, load_checkpoint(args.weights)["config"]), args.overrides
@@ -68,12 +69,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     dataset = load_val_dataset(config.data)
     data = config.data
     loader = eval_loader(dataset, data.input_size, config.eval.batch_size, data.num_workers, data.input_height)
-    if config.model.task == "pose":
-        predictor.model.head.snap = config.model.snap_joints  # `model.snap_joints=false` evaluates "-reg"
-    metrics = evaluate_model(
-        predictor.model, loader, dataset, config.eval, args.flip, args.scales, args.backend, args.results
-    )
-    mode = "flip" if args.flip else "plain"
+    apply_decoding_options(predictor.model, config.model)  # e.g. `model.snap_joints=false` evaluates pose "-reg"
+    flip = config.eval.flip if args.flip is None else args.flip
+    model = predictor.model
+    metrics = evaluate_model(model, loader, dataset, config.eval, flip, args.scales, args.backend, args.results)
+    mode = "flip" if flip else "plain"
     mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
     print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{format_metrics(metrics)}")
 
@@ -117,7 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from pointdet.data.images import read_image
     from pointdet.data.kitti import write_label_file
     from pointdet.engine.visualize import draw_detections, draw_mono3d
-    from pointdet.evaluation import detections_to_coco, detections_to_kitti, keypoints_to_coco
+    from pointdet.evaluation import detections_to_coco, detections_to_kitti, keypoints_to_coco, masks_to_coco
 
     files = _collect_images(args.images)
     predictor = pointdet.load(args.weights)
@@ -154,8 +154,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 if dets.keypoints is not None
                 else None
             )
+            height, width = image.shape[-2:]
+            masks = (
+                masks_to_coco([dets], [start + offset], predictor.category_ids, [(height, width)])
+                if dets.masks is not None
+                else None
+            )
             for i, (record, label) in enumerate(zip(boxes, dets.labels.tolist(), strict=True)):
                 extra = {"keypoints": joints[i]["keypoints"]} if joints else {}
+                extra.update({"segmentation": masks[i]["segmentation"]} if masks else {})
                 records.append(
                     {**record, **extra, "file_name": str(path), "category_name": predictor.class_names[label]}
                 )
@@ -202,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="COCO (box/keypoint) or KITTI metrics of a checkpoint")
     evaluate.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
     evaluate.add_argument("overrides", nargs="*", help="e.g. data.val_json=val.json data.val_images=images/")
-    evaluate.add_argument("--flip", action="store_true", help="flip test")
+    evaluate.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, default=None, help="flip test (default: the run's eval.flip)"
+    )
     evaluate.add_argument("--scales", type=_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5")
     evaluate.add_argument("--backend", choices=["pycocotools", "faster_coco_eval"], default="pycocotools")
     evaluate.add_argument(

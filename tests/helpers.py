@@ -41,6 +41,15 @@ def tiny_data_overrides(shapes) -> list[str]:
     ]
 
 
+def cli_train_tiny(preset: str, shapes, run_dir) -> None:
+    """``pointdet train PRESET`` for 2 steps of 4 images on the tiny shapes fixture, drawing 2 validation images."""
+    from pointdet.cli import main
+
+    overrides = [*tiny_data_overrides(shapes), "optim.batch_size=4", "optim.epochs=1", "device=cpu"]
+    main(["train", preset, *overrides, f"run_dir={run_dir}", "max_steps=2", "num_visualizations=2"])
+    assert len(list((run_dir / "visualizations").glob("*.jpg"))) == 2
+
+
 def fit(model, batch, steps: int, lr: float = 1e-3) -> list[float]:
     """Adam on one fixed batch for ``steps`` steps; returns the total loss of every step."""
     import torch

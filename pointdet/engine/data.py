@@ -59,23 +59,26 @@ def _kitti_root(config: DataConfig) -> str | Path:
     return generate_kitti_scenes(None, config.synthetic_train, config.synthetic_val).root
 
 
-def load_datasets(config: DataConfig) -> tuple[Dataset, Dataset]:
-    """The training and validation datasets of ``config``."""
+def load_datasets(config: DataConfig, with_masks: bool = False) -> tuple[Dataset, Dataset]:
+    """The training and validation datasets of ``config`` (COCO ones with instance masks if ``with_masks``)."""
     if config.format == "kitti":
         root = _kitti_root(config)
         return KittiDataset(root, config.train_split, config.classes), KittiDataset(
             root, config.val_split, config.classes
         )
     paths = resolve_data_paths(config)
-    return CocoDataset(paths.train_json, paths.train_images), CocoDataset(paths.val_json, paths.val_images)
+    return (
+        CocoDataset(paths.train_json, paths.train_images, with_masks),
+        CocoDataset(paths.val_json, paths.val_images, with_masks),
+    )
 
 
-def load_val_dataset(config: DataConfig) -> Dataset:
+def load_val_dataset(config: DataConfig, with_masks: bool = False) -> Dataset:
     """The validation dataset alone (``pointdet eval``)."""
     if config.format == "kitti":
         return KittiDataset(_kitti_root(config), config.val_split, config.classes)
     paths = resolve_data_paths(config)
-    return CocoDataset(paths.val_json, paths.val_images)
+    return CocoDataset(paths.val_json, paths.val_images, with_masks)
 
 
 def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:

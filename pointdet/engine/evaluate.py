@@ -18,11 +18,13 @@ from pointdet.distributed import broadcast_object, gather_objects, is_main_proce
 from pointdet.engine.inference import predict_images, to_original_pixels
 from pointdet.evaluation import (
     KEYPOINT_PREFIX,
+    SEGM_PREFIX,
     detections_to_coco,
     detections_to_kitti,
     evaluate_coco,
     evaluate_kitti,
     keypoints_to_coco,
+    masks_to_coco,
 )
 from pointdet.evaluation import keypoint_sigmas as keypoint_sigmas_for
 from pointdet.structures import Detections
@@ -59,37 +61,50 @@ def evaluate_detector(
     keypoint_sigmas: Sequence[float] = (),
 ) -> dict[str, float]:
     """COCO box metrics of ``model`` on ``coco`` — plus keypoint (OKS) metrics, prefixed ``kp_``, when the model
-    predicts keypoints; every process gets the same numbers.
+    predicts keypoints and mask metrics, prefixed ``segm_``, when it predicts masks; every process gets the same
+    numbers.
 
     Args:
-        results_file: also write the COCO results JSON here (main process); keypoint results go beside it
-            with ``_keypoints`` added to the name.
+        results_file: also write the COCO results JSON here (main process); keypoint and mask results go beside
+            it with ``_keypoints`` / ``_segm`` added to the name.
         keypoint_sigmas: OKS sigmas (default: COCO's for 17 joints, else 0.05 each).
     """
     detections, image_ids = run_inference(model, loader, flip, scales, k)
     with_keypoints = bool(detections) and detections[0].keypoints is not None
+    with_masks = bool(detections) and detections[0].masks is not None
+    size_of = {r.image_id: (r.height, r.width) for r in coco.records}
+    sizes = [size_of[i] for i in image_ids]
     shards = gather_objects(
         (
             detections_to_coco(detections, image_ids, coco.category_ids),
             keypoints_to_coco(detections, image_ids, coco.category_ids) if with_keypoints else [],
+            masks_to_coco(detections, image_ids, coco.category_ids, sizes) if with_masks else [],
         )
     )
     metrics = None
     if is_main_process():
-        boxes = [record for shard in shards for record in shard[0]]
-        keypoints = [record for shard in shards for record in shard[1]]
+        boxes, keypoints, masks = ([record for shard in shards for record in shard[part]] for part in range(3))
         image_ids = [r.image_id for r in coco.records]
         if results_file is not None:
             Path(results_file).write_text(json.dumps(boxes))
         metrics = evaluate_coco(coco.annotation_file, boxes, image_ids, backend=backend)
         if keypoints:
-            if results_file is not None:
-                path = Path(results_file)
-                path.with_name(f"{path.stem}_keypoints{path.suffix}").write_text(json.dumps(keypoints))
+            _write_beside(results_file, "keypoints", keypoints)
             sigmas = keypoint_sigmas_for(len(coco.keypoint_names), keypoint_sigmas)
             oks = evaluate_coco(coco.annotation_file, keypoints, image_ids, backend, "keypoints", sigmas)
             metrics.update({KEYPOINT_PREFIX + name: value for name, value in oks.items()})
+        if masks:
+            _write_beside(results_file, "segm", masks)
+            segm = evaluate_coco(coco.annotation_file, masks, image_ids, backend, "segm")
+            metrics.update({SEGM_PREFIX + name: value for name, value in segm.items()})
     return broadcast_object(metrics)
+
+
+def _write_beside(results_file: str | Path | None, kind: str, records: list[dict]) -> None:
+    """Write ``records`` next to the box results file as ``<stem>_<kind><suffix>`` (nothing without a file)."""
+    if results_file is not None:
+        path = Path(results_file)
+        path.with_name(f"{path.stem}_{kind}{path.suffix}").write_text(json.dumps(records))
 
 
 def evaluate_kitti_detector(

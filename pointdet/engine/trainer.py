@@ -85,7 +85,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         if config.data.val_json is None and config.data.train_json is not None:
             logger.warning("no data.val_json given: validating on the training set")
-        self.train_set, self.val_set = load_datasets(config.data)
+        self.train_set, self.val_set = load_datasets(config.data, with_masks=config.model.mask_head)
         _check_task_fits_data(config, self.train_set)
         self.loader, self.sampler = train_loader(self.train_set, config)
         self.val_loader = eval_loader(

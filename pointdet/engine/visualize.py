@@ -1,4 +1,4 @@
-"""Drawing detections on images: boxes, skeletons, projected 3D boxes and a bird's-eye view."""
+"""Drawing detections on images: boxes, masks, skeletons, projected 3D boxes and a bird's-eye view."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from pointdet.ops.camera import cuboid_corners, lift_to_camera, project_points
+from pointdet.ops.masks import paste_masks
 from pointdet.structures import Detections
 
 
@@ -27,12 +28,15 @@ def draw_detections(
     score_threshold: float = 0.3,
     skeleton: Sequence[tuple[int, int]] = (),
 ) -> Image.Image:
-    """(3, H, W) uint8 image with boxes, class names and scores of detections above ``score_threshold``, and
-    their keypoints (joined by ``skeleton``) when the detections have any. Joints snapped to a joint-heatmap
-    peak are filled dots; joints kept at their regressed place are hollow."""
-    canvas = Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy()))
-    draw = ImageDraw.Draw(canvas)
+    """(3, H, W) uint8 image with boxes, class names and scores of detections above ``score_threshold``, their
+    instance masks (tinted in the class colour) and keypoints (joined by ``skeleton``) when the detections have
+    any. Joints snapped to a joint-heatmap peak are filled dots; joints kept at their regressed place are hollow."""
     keep = detections.scores >= score_threshold
+    pixels = image.permute(1, 2, 0).cpu().numpy()
+    if detections.masks is not None:
+        pixels = _tint_masks(pixels, detections[keep])
+    canvas = Image.fromarray(np.ascontiguousarray(pixels))
+    draw = ImageDraw.Draw(canvas)
     line = max(1, round(max(canvas.size) / 300))
     if detections.keypoints is not None:
         for joints, label in zip(detections.keypoints[keep].tolist(), detections.labels[keep].tolist(), strict=True):
@@ -50,6 +54,16 @@ def draw_detections(
         draw.rectangle((box[0], y, box[0] + right - left + 2, y + bottom - top + 2), fill=color)
         draw.text((box[0] + 1, y), text, fill=(0, 0, 0))
     return canvas
+
+
+def _tint_masks(pixels: np.ndarray, detections: Detections, opacity: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 with each detection's pasted mask blended in its class colour, lowest score first."""
+    height, width = pixels.shape[:2]
+    masks = paste_masks(detections.masks, detections.boxes, height, width).cpu().numpy()
+    out = pixels.astype(np.float32)
+    for mask, label in zip(masks[::-1], detections.labels.tolist()[::-1], strict=True):
+        out[mask] = (1 - opacity) * out[mask] + opacity * np.asarray(class_color(label), dtype=np.float32)
+    return out.round().astype(np.uint8)
 
 
 def _draw_skeleton(

@@ -1,14 +1,16 @@
-"""Evaluation of ``Detections``: COCO boxes and keypoints, KITTI 2D / orientation / bird's-eye / 3D."""
+"""Evaluation of ``Detections``: COCO boxes, masks and keypoints, KITTI 2D / orientation / bird's-eye / 3D."""
 
 from pointdet.evaluation.coco import (
     COCO_METRIC_NAMES,
     KEYPOINT_METRIC_NAMES,
     KEYPOINT_PREFIX,
+    SEGM_PREFIX,
     detections_to_coco,
     evaluate_coco,
     format_coco_metrics,
     keypoint_sigmas,
     keypoints_to_coco,
+    masks_to_coco,
 )
 from pointdet.evaluation.kitti import detections_to_kitti, evaluate_kitti, format_kitti_metrics
 
@@ -24,6 +26,7 @@ __all__ = [
     "COCO_METRIC_NAMES",
     "KEYPOINT_METRIC_NAMES",
     "KEYPOINT_PREFIX",
+    "SEGM_PREFIX",
     "detections_to_coco",
     "detections_to_kitti",
     "evaluate_coco",
@@ -33,4 +36,5 @@ __all__ = [
     "format_metrics",
     "keypoint_sigmas",
     "keypoints_to_coco",
+    "masks_to_coco",
 ]

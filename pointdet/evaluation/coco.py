@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
+from pointdet.ops.masks import paste_masks
 from pointdet.structures import Detections
 
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 KEYPOINT_METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 KEYPOINT_PREFIX = "kp_"  # keypoint metrics sit beside the box metrics as kp_AP, kp_AP50, ...
+SEGM_PREFIX = "segm_"  # and mask metrics as segm_AP, segm_AP50, ...
 
 # COCO's per-joint OKS sigmas (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
 COCO_KEYPOINT_SIGMAS = (
@@ -67,6 +70,31 @@ def keypoints_to_coco(
                     "image_id": int(image_id),
                     "category_id": int(category_ids[label]),
                     "keypoints": [round(v, 3) for joint in joints for v in joint],
+                    "score": round(float(score), 5),
+                }
+            )
+    return results
+
+
+def masks_to_coco(
+    detections: Sequence[Detections],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int],
+    image_sizes: Sequence[tuple[int, int]],
+    threshold: float = 0.5,
+) -> list[dict]:
+    """COCO segmentation result records: each detection's box-relative mask pasted into its ``(height, width)``
+    image (original pixels), thresholded and run-length encoded."""
+    results = []
+    for dets, image_id, (height, width) in zip(detections, image_ids, image_sizes, strict=True):
+        pasted = paste_masks(dets.masks, dets.boxes, height, width, threshold).cpu().numpy()
+        encoded = mask_utils.encode(np.asfortranarray(pasted.transpose(1, 2, 0).astype(np.uint8)))
+        for rle, score, label in zip(encoded, dets.scores.tolist(), dets.labels.tolist(), strict=True):
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(category_ids[label]),
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
                     "score": round(float(score), 5),
                 }
             )
@@ -130,14 +158,16 @@ def _table(title: str, names: Sequence[str], values: Sequence[float]) -> str:
 
 def format_coco_metrics(metrics: dict[str, float]) -> str:
     """The COCO tables as a reader expects them: a row of names and a row of values in percent, for boxes and
-    (when present) keypoints."""
+    (when present) keypoints and masks."""
     box_names = [n for n in COCO_METRIC_NAMES if n in metrics]
-    keypoint_names = [n for n in KEYPOINT_METRIC_NAMES if KEYPOINT_PREFIX + n in metrics]
-    if not keypoint_names:
+    extra = [
+        ("keypoints (OKS):", KEYPOINT_PREFIX, KEYPOINT_METRIC_NAMES),
+        ("masks:", SEGM_PREFIX, COCO_METRIC_NAMES),
+    ]
+    tables = [(title, [n for n in names if prefix + n in metrics], prefix) for title, prefix, names in extra]
+    tables = [(title, names, prefix) for title, names, prefix in tables if names]
+    if not tables:
         return _table("", box_names, [metrics[n] for n in box_names])
-    return "\n".join(
-        [
-            _table("boxes:", box_names, [metrics[n] for n in box_names]),
-            _table("keypoints (OKS):", keypoint_names, [metrics[KEYPOINT_PREFIX + n] for n in keypoint_names]),
-        ]
-    )
+    parts = [_table("boxes:", box_names, [metrics[n] for n in box_names])]
+    parts += [_table(title, names, [metrics[prefix + n] for n in names]) for title, names, prefix in tables]
+    return "\n".join(parts)
