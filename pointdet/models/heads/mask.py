@@ -80,8 +80,8 @@ class MaskHead(nn.Module):
             rois.append(candidates[positive])
             labels.append(inst.labels[match[positive]])
             targets.append(crop_masks(inst.masks, candidates[positive], match[positive], MASK_SIZE))
-        if not labels or sum(len(t) for t in targets) == 0:
-            return features.sum() * 0.0
+        if not labels:  # no objects: a zero loss still connected to every parameter (DDP expects their gradients)
+            return self(features, [features.new_zeros(1, 4)] + [features.new_zeros(0, 4)] * (len(rois) - 1)).sum() * 0.0
         logits = self(features, rois)
         labels, targets = torch.cat(labels), torch.cat(targets)
         chosen = logits[torch.arange(len(labels), device=logits.device), labels]
