@@ -11,6 +11,7 @@ from pointdet.data.dataset import TransformedDataset, collate
 from pointdet.data.kitti import KittiDataset, read_label_file
 from pointdet.data.synthetic3d import generate_kitti_scenes
 from pointdet.data.transforms import eval_transforms
+from pointdet.decoders.centernet import per_image
 from pointdet.decoders.mono3d import decode_depth, decode_mono3d
 from pointdet.engine.inference import to_original_pixels
 from pointdet.evaluation import detections_to_kitti
@@ -93,7 +94,7 @@ def test_encode_then_decode_then_lift_returns_the_scene(tmp_path):
         stride,
         k=20,
     )
-    detections = to_original_pixels(detections, batch.scales, batch.orig_sizes)
+    detections = to_original_pixels(per_image(detections), batch.scales, batch.orig_sizes)
     for b, dets in enumerate(detections):
         truth = batch.instances[b]
         truth_boxes = truth.boxes / batch.scales[b]  # back to the original pixels

@@ -10,6 +10,7 @@ from pointdet.configs import ModelConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import TransformedDataset, collate
 from pointdet.data.transforms import eval_transforms
+from pointdet.decoders.centernet import per_image
 from pointdet.decoders.pose import decode_pose, snap_joints
 from pointdet.engine.data import eval_loader
 from pointdet.engine.evaluate import evaluate_detector
@@ -53,7 +54,7 @@ def test_encode_then_decode_returns_the_joints(tiny_shapes):
         "joint_offset": _paint(pose.offset, pose.index, pose.mask, shape),
     }
     for snap in (True, False):
-        for b, detections in enumerate(decode_pose(**maps, stride=stride, k=20, snap=snap)):
+        for b, detections in enumerate(per_image(decode_pose(**maps, stride=stride, k=20, snap=snap))):
             truth = batch.instances[b]
             found = detections[detections.scores == 1.0]
             assert len(found) == len(truth)

@@ -37,7 +37,12 @@ def centre_boxes(heatmap: Tensor, size: Tensor, offset: Tensor, k: int = 100) ->
     return peaks, boxes.float()
 
 
-def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int, k: int = 100) -> list[Detections]:
+def per_image(batched: Detections) -> list[Detections]:
+    """Split a batched ``Detections`` (every field with a leading batch dimension B) into B per-image ones."""
+    return [batched[b] for b in range(len(batched))]
+
+
+def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int, k: int = 100) -> Detections:
     """Top-K centre peaks turned into boxes in input-image pixels.
 
     Args:
@@ -48,8 +53,8 @@ def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int,
         k: detections per image.
 
     Returns:
-        B ``Detections`` with K boxes each, sorted by score.
+        Batched ``Detections``: (B, K, 4) boxes and (B, K) scores and labels, sorted by score (``per_image``
+        splits it). Everything stays a tensor op, so the decoder also exports to ONNX.
     """
     peaks, boxes = centre_boxes(heatmap, size, offset, k)
-    boxes = boxes * stride
-    return [Detections(boxes[b], peaks.scores[b].float(), peaks.labels[b]) for b in range(heatmap.shape[0])]
+    return Detections(boxes * stride, peaks.scores.float(), peaks.labels)

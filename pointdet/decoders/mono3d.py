@@ -26,8 +26,9 @@ def decode_mono3d(
     rotation: Tensor,
     stride: int,
     k: int = 100,
-) -> list[Detections]:
-    """Top-K objects with their 2D boxes and ``mono3d`` = (u, v, depth, h, w, l, alpha), pixels of the input.
+) -> Detections:
+    """Top-K objects with their 2D boxes and ``mono3d`` = (u, v, depth, h, w, l, alpha), pixels of the input,
+    batched (fields (B, K, ...)).
 
     Args:
         heatmap: (B, C, H, W) centre probabilities.
@@ -39,7 +40,7 @@ def decode_mono3d(
         k: objects per image.
 
     Returns:
-        B ``Detections``; ``(u, v)`` is the 2D box centre, the point CenterNet lifts to 3D.
+        Batched ``Detections``; ``(u, v)`` is the 2D box centre, the point CenterNet lifts to 3D.
     """
     peaks, boxes = centre_boxes(heatmap, size, offset, k)
     boxes = boxes * stride
@@ -48,7 +49,4 @@ def decode_mono3d(
     hwl = gather_at(dimensions, peaks.flat_index).float()
     alpha = decode_orientation(gather_at(rotation, peaks.flat_index).float())[..., None]
     mono3d = torch.cat([centre, z, hwl, alpha], dim=-1)  # (B, K, 7)
-    return [
-        Detections(boxes[b], peaks.scores[b].float(), peaks.labels[b], mono3d=mono3d[b])
-        for b in range(heatmap.shape[0])
-    ]
+    return Detections(boxes, peaks.scores.float(), peaks.labels, mono3d=mono3d)

@@ -67,8 +67,8 @@ def decode_pose(
     stride: int,
     k: int = 100,
     snap: bool = True,
-) -> list[Detections]:
-    """Top-K objects with their boxes and J joints in input pixels.
+) -> Detections:
+    """Top-K objects with their boxes and J joints in input pixels, batched (fields (B, K, ...)).
 
     Args:
         heatmap: (B, C, H, W) centre probabilities.
@@ -81,8 +81,8 @@ def decode_pose(
         snap: snap joints to heatmap peaks (``-jd``); False keeps the regression (``-reg``).
 
     Returns:
-        B ``Detections`` whose ``keypoints`` are (K, J, 3) ``(x, y, score)``; the score is the snapped peak's,
-        or 0 for a regressed joint.
+        Batched ``Detections`` whose ``keypoints`` are (B, K, J, 3) ``(x, y, score)``; the score is the snapped
+        peak's, or 0 for a regressed joint.
     """
     peaks, boxes = centre_boxes(heatmap, size, offset, k)
     batch, count = peaks.xs.shape
@@ -93,7 +93,4 @@ def decode_pose(
     else:
         located, scores = regressed, regressed.new_zeros(regressed.shape[:-1])
     keypoints = torch.cat([located * stride, scores[..., None]], dim=-1)
-    boxes = boxes * stride
-    return [
-        Detections(boxes[b], peaks.scores[b].float(), peaks.labels[b], keypoints=keypoints[b]) for b in range(batch)
-    ]
+    return Detections(boxes * stride, peaks.scores.float(), peaks.labels, keypoints=keypoints)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from pointdet.decoders.centernet import decode_centernet, gather_at
+from pointdet.decoders.centernet import decode_centernet, gather_at, per_image
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import masked_l1, penalty_reduced_focal_loss
 from pointdet.models.heads.branches import prediction_branch
@@ -121,6 +121,10 @@ class CenterNetHead(nn.Module):
         return maps
 
     def decode(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> list[Detections]:
-        """Detections in input pixels (optionally flip-averaged with ``flipped``)."""
+        """Per-image detections in input pixels (optionally flip-averaged with ``flipped``)."""
+        return per_image(self.decode_batched(outputs, flipped, k))
+
+    def decode_batched(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> Detections:
+        """The top ``k`` of every image as one batched ``Detections`` (fields (B, K, ...)); tensor ops only."""
         maps = self.merged_maps(outputs, flipped)
         return decode_centernet(maps["heatmap"], maps["size"], maps["offset"], self.stride, k)

@@ -84,6 +84,6 @@ class Mono3DHead(CenterNetHead):
         maps = super().merged_maps(outputs, None)
         return {**maps, "depth": outputs.depth, "dimensions": outputs.dimensions, "rotation": outputs.rotation}
 
-    def decode(self, outputs: Mono3DOutputs, flipped: Mono3DOutputs | None = None, k: int = 100) -> list[Detections]:
-        """Detections with ``mono3d`` (u, v, depth, h, w, l, alpha) in input pixels."""
+    def decode_batched(self, outputs: Mono3DOutputs, flipped: Mono3DOutputs | None = None, k: int = 100) -> Detections:
+        """Detections with (B, K, 7) ``mono3d`` (u, v, depth, h, w, l, alpha) in input pixels."""
         return decode_mono3d(**self.merged_maps(outputs, flipped), stride=self.stride, k=k)

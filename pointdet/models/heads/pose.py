@@ -112,7 +112,7 @@ class PoseHead(CenterNetHead):
             maps["joint_heatmap"] = (maps["joint_heatmap"] + mirrored_heatmap) / 2
         return maps
 
-    def decode(self, outputs: PoseOutputs, flipped: PoseOutputs | None = None, k: int = 100) -> list[Detections]:
-        """Detections with (K, J, 3) keypoints in input pixels."""
+    def decode_batched(self, outputs: PoseOutputs, flipped: PoseOutputs | None = None, k: int = 100) -> Detections:
+        """Detections with (B, K, J, 3) keypoints in input pixels."""
         maps = self.merged_maps(outputs, flipped)
         return decode_pose(**maps, stride=self.stride, k=k, snap=self.snap)
