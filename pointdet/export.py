@@ -1,0 +1,83 @@
+"""``pointdet export``: a trained CenterNet-family model with its decoder as one ONNX graph.
+
+The graph takes ``images`` (B, 3, H, W) uint8 RGB — batch, height and width are dynamic (H and W multiples of 32)
+— and returns the top ``k`` detections per image in the pixels of that input: ``boxes`` (B, K, 4) xyxy, ``scores``
+(B, K) and ``labels`` (B, K), plus ``keypoints`` (B, K, J, 3) for pose models and ``mono3d`` (B, K, 7) for
+monocular 3D models. Normalisation, the network, peak extraction and decoding are all inside the graph; the
+deformable convolutions export through their ``grid_sample`` formulation (``ops.dcn``). The caller letterboxes
+and maps boxes back to the original image, as ``pointdet.load(...).predict`` does.
+
+Corner detectors are refused: their Gaussian soft-NMS keeps a data-dependent number of boxes one at a time,
+which has no ONNX operator.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from pointdet.models.detector import Detector
+from pointdet.models.heads import CenterNetHead
+
+OPSET = 17
+
+
+class ExportableDetector(nn.Module):
+    """uint8 images -> normalised -> network -> batched decode; the ``forward`` that is exported.
+
+    Args:
+        model: a CenterNet-family ``Detector`` (detection, pose or monocular 3D head).
+        k: detections per image.
+    """
+
+    def __init__(self, model: Detector, k: int = 100) -> None:
+        super().__init__()
+        if not isinstance(model.head, CenterNetHead):
+            raise ValueError(
+                f"ONNX export supports the CenterNet heads (detection, pose, 3D); {type(model.head).__name__} "
+                "decodes with soft-NMS, which has no ONNX operator"
+            )
+        self.model, self.k = model.eval(), k
+        self.output_names = ["boxes", "scores", "labels"]
+        probe = self._decode(torch.zeros(1, 3, 64, 64, dtype=torch.uint8, device=model.pixel_mean.device))
+        self.output_names += [name for name in ("keypoints", "mono3d") if getattr(probe, name) is not None]
+
+    def _decode(self, images: Tensor):
+        return self.model.head.decode_batched(self.model(self.model.preprocess(images)), k=self.k)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        detections = self._decode(images)
+        return tuple(getattr(detections, name) for name in self.output_names)
+
+
+def export_onnx(model: Detector, path: str | Path, height: int = 512, width: int = 512, k: int = 100) -> list[str]:
+    """Write ``model`` with its decoder to ``path`` (ONNX opset 17); returns the output names.
+
+    Args:
+        model: a CenterNet-family ``Detector`` (on the CPU).
+        path: the ``.onnx`` file.
+        height, width: size of the example input that is traced (the exported graph accepts any size).
+        k: detections per image.
+    """
+    # eval() on the wrapper itself: the exporter restores the wrapper's mode afterwards, and a wrapper left in
+    # training mode would switch the model's BatchNorm back to batch statistics.
+    wrapper = ExportableDetector(model, k).cpu().eval()
+    example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
+    dynamic.update({name: {0: "batch"} for name in wrapper.output_names})
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=wrapper.output_names,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return wrapper.output_names
