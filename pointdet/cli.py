@@ -1,4 +1,4 @@
-"""Command line: ``pointdet train|eval|predict|presets``. Run ``pointdet COMMAND --help`` for details."""
+"""Command line: ``pointdet train|eval|predict|export|benchmark|presets``; ``pointdet COMMAND --help`` for more."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from pointdet.benchmark import add_arguments as add_benchmark_arguments
 from pointdet.configs import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_overrides, config_from_dict, get_preset
 from pointdet.configs.overrides import ConfigError
 from pointdet.data.coco import DatasetError
@@ -176,6 +177,29 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"{len(files)} image(s) in {elapsed:.2f} s ({per_image:.1f} ms/image on {predictor.device}); {written}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    import pointdet
+    from pointdet.export import export_onnx
+
+    predictor = pointdet.load(args.weights, device="cpu")
+    height = predictor.input_height or predictor.input_size
+    try:
+        names = export_onnx(predictor.model, args.out, height, predictor.input_size, args.k)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(
+        f"wrote {args.out}: input 'images' (B, 3, H, W) uint8 RGB, any batch and H, W multiples of 32 "
+        f"(trained at {height}x{predictor.input_size}); outputs {', '.join(names)} (top {args.k} per image, "
+        "pixels of the input)"
+    )
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from pointdet.benchmark import run
+
+    run(args)
+
+
 def cmd_presets(_: argparse.Namespace) -> None:
     for name, fn in PRESETS.items():
         marker = " (default)" if name == DEFAULT_PRESET else ""
@@ -238,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
         "else the training camera)",
     )
     predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="write a trained model with its decoder as an ONNX graph")
+    export.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="only ONNX for now")
+    export.add_argument("--out", default="model.onnx", help="output file (default: model.onnx)")
+    export.add_argument("--k", type=int, default=100, help="detections per image (default: 100)")
+    export.set_defaults(func=cmd_export)
+
+    benchmark = sub.add_parser(
+        "benchmark", help="throughput of presets beside torchvision peers and the bare backbone, as JSON lines"
+    )
+    add_benchmark_arguments(benchmark)
+    benchmark.set_defaults(func=cmd_benchmark)
 
     presets = sub.add_parser("presets", help="list the named presets")
     presets.set_defaults(func=cmd_presets)

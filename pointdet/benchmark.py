@@ -1,0 +1,255 @@
+"""``pointdet benchmark``: throughput of presets and their peers, measured in one run, as JSON lines.
+
+For every preset: end-to-end inference images/s (uint8 batch on the device in, decoded ``Detections`` out,
+synchronised) at each batch size and precision, one training step's images/s at the preset's batch (data on the
+device, forward, loss, backward, optimizer) and the peak device memory. In the same run, the peers a user would
+pick instead — torchvision's FCOS and RetinaNet (ResNet-50-FPN) end to end at the same input size — and the bare
+ResNet-18 features (the ceiling of any ResNet-18 detector), plus the data pipeline alone (decoded and augmented
+training images/s with N loader workers). Random weights everywhere: speed does not depend on them and nothing
+is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from datetime import date
+
+import torch
+import torchvision
+from torch import nn
+
+from pointdet.configs import get_preset
+from pointdet.models.build import build_model
+from pointdet.structures import Instances
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PEERS = ("fcos_resnet50_fpn", "retinanet_resnet50_fpn")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_per_call(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
+    """Median seconds of ``fn`` over ``iters`` synchronised calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
+def _record(kind: str, model: str, device: torch.device, seconds: float, batch: int, **extra) -> dict:
+    return {
+        "kind": kind,
+        "model": model,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "batch": batch,
+        **extra,
+        "ms_per_batch": round(1000 * seconds, 3),
+        "images_per_s": round(batch / seconds, 2),
+        "peak_memory_mb": _peak_memory_mb(device),
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every measurement shares: square input side, batch sizes, precisions, device, warm-up and timed calls."""
+
+    size: int
+    batches: Sequence[int]
+    precisions: Sequence[str]
+    device: torch.device
+    warmup: int
+    iters: int
+
+
+def _images(batch: int, size: int, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+
+
+def sweep(
+    kind: str, label: str, forward: Callable[[object], object], make_input: Callable[[int], object], settings: Settings
+) -> Iterator[dict]:
+    """Time ``forward(make_input(batch))`` under no_grad for every precision and batch size."""
+    for precision in settings.precisions:
+        for batch in settings.batches:
+            inputs = make_input(batch)
+            _reset_memory(settings.device)
+
+            def call(inputs=inputs, precision=precision):
+                with torch.no_grad(), _autocast(settings.device, precision):
+                    return forward(inputs)
+
+            seconds = time_per_call(call, settings.device, settings.warmup, settings.iters)
+            yield _record(kind, label, settings.device, seconds, batch, size=settings.size, precision=precision)
+
+
+def _boxes_for(batch: int, size: int, device: torch.device) -> list[Instances]:
+    """Three fixed boxes (with box masks) per image, enough for every loss term to run."""
+    unit = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.5, 0.2, 0.9, 0.6], [0.2, 0.6, 0.7, 0.95]], device=device)
+    masks = torch.zeros(3, size, size, dtype=torch.uint8, device=device)
+    for i, (x1, y1, x2, y2) in enumerate((unit * size).long().tolist()):
+        masks[i, y1:y2, x1:x2] = 1
+    instance = Instances(unit * size, torch.tensor([0, 1, 2], device=device), torch.zeros(3, 0, 3, device=device))
+    return [replace(instance, masks=masks)] * batch
+
+
+def bench_preset(name: str, settings: Settings) -> Iterator[dict]:
+    """End-to-end inference records for every (batch, precision), then one training step at the preset's batch
+    (bf16 autocast on CUDA, fp32 on CPU)."""
+    config = get_preset(name)
+    device, size = settings.device, settings.size
+    model = build_model(config.model, num_classes=80).to(device).eval()
+    yield from sweep("inference", name, model.predict, lambda b: _images(b, size, device), settings)
+    model.train()
+    batch = config.optim.batch_size
+    images, instances = _images(batch, size, device), _boxes_for(batch, size, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+
+    def step():
+        with _autocast(device, precision):
+            outputs = model(model.preprocess(images))
+        loss = sum(model.loss(outputs, instances).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    _reset_memory(device)
+    seconds = time_per_call(step, device, settings.warmup, settings.iters)
+    yield _record("train", name, device, seconds, batch, size=size, precision=precision)
+
+
+def bench_peer(name: str, settings: Settings) -> Iterator[dict]:
+    """torchvision detectors end to end (their normalisation, resize to ``size``, decode and NMS included)."""
+    size, device = settings.size, settings.device
+    builder = getattr(torchvision.models.detection, name)
+    model = builder(weights=None, weights_backbone=None, num_classes=91, min_size=size, max_size=size)
+    model = model.to(device).eval()
+
+    def make_input(batch: int) -> list[torch.Tensor]:
+        return list(_images(batch, size, device).float() / 255)
+
+    yield from sweep("inference", f"torchvision_{name}", model, make_input, settings)
+
+
+def bench_backbone(settings: Settings) -> Iterator[dict]:
+    """Bare torchvision ResNet-18 features (C5, no head): the ceiling of a ResNet-18 detector."""
+    resnet = torchvision.models.resnet18(weights=None)
+    features = nn.Sequential(*list(resnet.children())[:-2]).to(settings.device).eval()
+
+    def make_input(batch: int) -> torch.Tensor:
+        return torch.randn(batch, 3, settings.size, settings.size, device=settings.device)
+
+    yield from sweep("backbone", "resnet18_features", features, make_input, settings)
+
+
+def bench_data(preset: str, size: int, workers: int, batches: int) -> dict:
+    """Decoded + augmented training images/s of the preset's pipeline on the generated shapes (CPU side)."""
+    from pointdet.engine.data import load_datasets, train_loader
+
+    config = get_preset(preset)
+    config = replace(config, data=replace(config.data, input_size=size, num_workers=workers))
+    dataset, _ = load_datasets(config.data, with_masks=config.model.mask_head)
+    loader, _ = train_loader(dataset, config)
+    iterator = iter(loader)
+    next(iterator)  # workers started, first batch decoded
+    start = time.perf_counter()
+    count = 0
+    for _ in range(batches):
+        count += len(next(iterator).images)
+    seconds = time.perf_counter() - start
+    return {
+        "kind": "data",
+        "model": preset,
+        "workers": workers,
+        "size": size,
+        "date": date.today().isoformat(),
+        "images_per_s": round(count / seconds, 2),
+    }
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Every measurement of ``args``, printed as a JSON line as soon as it is taken; returns them."""
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    precisions = [p for p in args.precisions if device.type == "cuda" or p != "fp16"]  # no fp16 kernels on CPU
+    settings = Settings(args.size, args.batches, precisions, device, args.warmup, args.iters)
+    records: list[dict] = []
+
+    def emit(record: dict) -> None:
+        records.append(record)
+        print(json.dumps(record), flush=True)
+
+    for preset in args.presets:
+        for record in bench_preset(preset, settings):
+            emit(record)
+    for peer in args.peers:
+        for record in bench_peer(peer, settings):
+            emit(record)
+    for record in bench_backbone(settings):
+        emit(record)
+    for workers in args.workers:
+        emit(bench_data(args.data_preset, args.size, workers, args.data_batches))
+    return records
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("presets", nargs="*", default=["centernet_r18"], help="presets to measure")
+    parser.add_argument("--size", type=int, default=512, help="square input side")
+    parser.add_argument("--batches", type=_ints, default=(1, 32), help="inference batch sizes, e.g. 1,8,32")
+    parser.add_argument("--precisions", type=_names, default=("fp32", "bf16", "fp16"), help="fp32,bf16,fp16")
+    parser.add_argument("--peers", type=_names, default=PEERS, help="torchvision detectors ('' for none)")
+    parser.add_argument("--workers", type=_ints, default=(4,), help="data-loader worker counts to measure")
+    parser.add_argument("--data-preset", default="centernet_dla34_shapes", help="pipeline measured by --workers")
+    parser.add_argument("--data-batches", type=int, default=20, help="batches timed per worker count")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=20)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v for v in text.split(",") if v)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pointdet.benchmark", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
