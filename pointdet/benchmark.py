@@ -5,8 +5,8 @@ synchronised) at each batch size and precision, one training step's images/s at 
 device, forward, loss, backward, optimizer) and the peak device memory. In the same run, the peers a user would
 pick instead — torchvision's FCOS and RetinaNet (ResNet-50-FPN) end to end at the same input size — and the bare
 ResNet-18 features (the ceiling of any ResNet-18 detector), plus the data pipeline alone (decoded and augmented
-training images/s with N loader workers). Random weights everywhere: speed does not depend on them and nothing
-is downloaded.
+training images/s with N loader workers) and the COCO evaluation of 5,000 detections beside plain pycocotools.
+Random weights everywhere: speed does not depend on them and nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -122,15 +122,15 @@ def _boxes_for(batch: int, size: int, device: torch.device) -> list[Instances]:
     return [replace(instance, masks=masks)] * batch
 
 
-def bench_preset(name: str, settings: Settings) -> Iterator[dict]:
-    """End-to-end inference records for every (batch, precision), then one training step at the preset's batch
-    (bf16 autocast on CUDA, fp32 on CPU)."""
+def bench_preset(name: str, settings: Settings, train_batch: int | None = None) -> Iterator[dict]:
+    """End-to-end inference records for every (batch, precision), then one training step at ``train_batch``
+    (default: the preset's batch; bf16 autocast on CUDA, fp32 on CPU)."""
     config = get_preset(name)
     device, size = settings.device, settings.size
     model = build_model(config.model, num_classes=80).to(device).eval()
     yield from sweep("inference", name, model.predict, lambda b: _images(b, size, device), settings)
     model.train()
-    batch = config.optim.batch_size
+    batch = train_batch or config.optim.batch_size
     images, instances = _images(batch, size, device), _boxes_for(batch, size, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     precision = "bf16" if device.type == "cuda" else "fp32"
@@ -172,19 +172,25 @@ def bench_backbone(settings: Settings) -> Iterator[dict]:
     yield from sweep("backbone", "resnet18_features", features, make_input, settings)
 
 
-def bench_data(preset: str, size: int, workers: int, batches: int) -> dict:
-    """Decoded + augmented training images/s of the preset's pipeline on the generated shapes (CPU side)."""
+def bench_data(
+    preset: str, size: int, workers: int, batches: int, train_json: str | None = None, train_images: str | None = None
+) -> dict:
+    """Decoded + augmented training images/s of the preset's pipeline (CPU side) on a COCO dataset, by default
+    the generated shapes."""
     from pointdet.engine.data import load_datasets, train_loader
 
     config = get_preset(preset)
-    config = replace(config, data=replace(config.data, input_size=size, num_workers=workers))
+    data = replace(config.data, input_size=size, num_workers=workers, train_json=train_json, train_images=train_images)
+    config = replace(config, data=data)
     dataset, _ = load_datasets(config.data, with_masks=config.model.mask_head)
     loader, _ = train_loader(dataset, config)
+    if len(loader) < 2:
+        raise ValueError(f"{dataset.annotation_file}: too few images for two training batches of {loader.batch_size}")
     iterator = iter(loader)
     next(iterator)  # workers started, first batch decoded
     start = time.perf_counter()
     count = 0
-    for _ in range(batches):
+    for _ in range(min(batches, len(loader) - 1)):
         count += len(next(iterator).images)
     seconds = time.perf_counter() - start
     return {
@@ -195,6 +201,56 @@ def bench_data(preset: str, size: int, workers: int, batches: int) -> dict:
         "date": date.today().isoformat(),
         "images_per_s": round(count / seconds, 2),
     }
+
+
+def bench_coco_eval(num_images: int = 50, per_image: int = 100, repeats: int = 3) -> Iterator[dict]:
+    """COCO box evaluation of ``num_images x per_image`` detections (jittered ground truth of the shapes val
+    split): plain pycocotools calls beside ``evaluate_coco`` with each backend, best of ``repeats``."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from pointdet.data.shapes import generate_shapes
+    from pointdet.evaluation import evaluate_coco
+
+    annotation_file = generate_shapes(num_train=1, num_val=num_images, seed=1).val_json
+    document = json.loads(annotation_file.read_text())
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for image in document["images"]:
+        truths = [a for a in document["annotations"] if a["image_id"] == image["id"]]
+        for i in range(per_image):
+            truth = truths[i % len(truths)]
+            jitter = (torch.randn(4, generator=generator) * 2).tolist()
+            box = [v + j for v, j in zip(truth["bbox"], jitter, strict=True)]
+            score = float(torch.rand((), generator=generator))
+            results.append({"image_id": image["id"], "category_id": truth["category_id"], "bbox": box, "score": score})
+
+    def plain_pycocotools():
+        with contextlib.redirect_stdout(io.StringIO()):
+            ground_truth = COCO(str(annotation_file))
+            evaluator = COCOeval(ground_truth, ground_truth.loadRes([dict(r) for r in results]), "bbox")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+
+    timed = {
+        "pycocotools": plain_pycocotools,
+        "pointdet_pycocotools": lambda: evaluate_coco(annotation_file, results, backend="pycocotools"),
+        "pointdet_faster_coco_eval": lambda: evaluate_coco(annotation_file, results, backend="faster_coco_eval"),
+    }
+    for label, fn in timed.items():
+        seconds = min(time_per_call(fn, torch.device("cpu"), 0, 1) for _ in range(repeats))
+        yield {
+            "kind": "coco_eval",
+            "model": label,
+            "detections": len(results),
+            "images": num_images,
+            "date": date.today().isoformat(),
+            "seconds": round(seconds, 3),
+        }
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -211,7 +267,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         print(json.dumps(record), flush=True)
 
     for preset in args.presets:
-        for record in bench_preset(preset, settings):
+        for record in bench_preset(preset, settings, args.train_batch):
             emit(record)
     for peer in args.peers:
         for record in bench_peer(peer, settings):
@@ -219,7 +275,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     for record in bench_backbone(settings):
         emit(record)
     for workers in args.workers:
-        emit(bench_data(args.data_preset, args.size, workers, args.data_batches))
+        emit(bench_data(args.data_preset, args.size, workers, args.data_batches, args.data_json, args.data_images))
+    if args.coco_eval_images:
+        for record in bench_coco_eval(args.coco_eval_images):
+            emit(record)
     return records
 
 
@@ -227,11 +286,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("presets", nargs="*", default=["centernet_r18"], help="presets to measure")
     parser.add_argument("--size", type=int, default=512, help="square input side")
     parser.add_argument("--batches", type=_ints, default=(1, 32), help="inference batch sizes, e.g. 1,8,32")
+    parser.add_argument("--train-batch", type=int, default=None, help="training batch (default: the preset's)")
     parser.add_argument("--precisions", type=_names, default=("fp32", "bf16", "fp16"), help="fp32,bf16,fp16")
     parser.add_argument("--peers", type=_names, default=PEERS, help="torchvision detectors ('' for none)")
     parser.add_argument("--workers", type=_ints, default=(4,), help="data-loader worker counts to measure")
     parser.add_argument("--data-preset", default="centernet_dla34_shapes", help="pipeline measured by --workers")
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed per worker count")
+    parser.add_argument("--data-json", default=None, help="COCO file of the pipeline measured (default: shapes)")
+    parser.add_argument("--data-images", default=None, help="image folder of --data-json")
+    parser.add_argument(
+        "--coco-eval-images", type=int, default=50, help="COCO evaluation of 100 detections x N images (0: off)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)

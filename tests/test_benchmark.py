@@ -5,7 +5,7 @@ import json
 from pointdet.cli import main
 
 
-def test_benchmark_prints_every_record_kind(capsys):
+def test_benchmark_prints_every_record_kind(tiny_shapes, capsys):
     main(
         [
             "benchmark",
@@ -16,12 +16,20 @@ def test_benchmark_prints_every_record_kind(capsys):
             "1,2",
             "--precisions",
             "fp32",
+            "--train-batch",
+            "2",
             "--peers",
             "fcos_resnet50_fpn",
             "--workers",
             "0",
             "--data-batches",
             "2",
+            "--data-json",
+            str(tiny_shapes.train_json),
+            "--data-images",
+            str(tiny_shapes.train_images),
+            "--coco-eval-images",
+            "4",
             "--warmup",
             "1",
             "--iters",
@@ -37,9 +45,14 @@ def test_benchmark_prints_every_record_kind(capsys):
     assert kinds.count(("inference", "torchvision_fcos_resnet50_fpn")) == 2
     assert kinds.count(("backbone", "resnet18_features")) == 2
     assert ("data", "centernet_dla34_shapes") in kinds
+    evaluations = {r["model"]: r for r in records if r["kind"] == "coco_eval"}
+    assert set(evaluations) == {"pycocotools", "pointdet_pycocotools", "pointdet_faster_coco_eval"}
+    assert all(r["detections"] == 400 and r["seconds"] > 0 for r in evaluations.values())
     for record in records:
+        if record["kind"] == "coco_eval":
+            continue
         assert record["images_per_s"] > 0 and record["date"]
         if record["kind"] != "data":
             assert record["device"] == "cpu" and record["precision"] == "fp32" and record["size"] == 64
     train = next(r for r in records if r["kind"] == "train")
-    assert train["batch"] == 32  # the preset's batch
+    assert train["batch"] == 2
