@@ -16,7 +16,7 @@ from pointdet.models.build import build_model
 
 from .helpers import fit
 
-STEPS = 150
+STEPS = 100
 
 
 @pytest.mark.parametrize("method", ["centripetalnet", "cornernet"])
@@ -32,12 +32,12 @@ def test_corner_detectors_overfit_four_shapes_images(tmp_path, method):
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
     boxes = evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))
-    assert boxes["AP50"] == 1.0 and boxes["AP"] > 0.8, boxes
+    assert boxes["AP"] > 0.99, boxes  # 1.0 measured (both methods, 100 steps)
     if with_mask:
         sizes = [(r.height, r.width) for r in coco.records]
         results = masks_to_coco(detections, batch.image_ids, coco.category_ids, sizes)
         masks = evaluate_coco(shapes.train_json, results, iou_type="segm")
-        assert masks["AP50"] == 1.0 and masks["AP"] > 0.7, masks
+        assert masks["AP50"] == 1.0 and masks["AP"] > 0.75, masks  # 0.85 measured: 28 x 28 masks, soft borders
 
 
 def test_cli_centripetalnet_train_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
