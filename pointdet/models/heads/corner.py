@@ -239,8 +239,11 @@ class CornerHead(nn.Module):
                 pull, push = associative_embedding_loss(gathered["tl"], gathered["br"], targets.mask)
                 add("loss_pull", pull)
                 add("loss_push", push)
-        weights = {"loss_guiding": self.guiding_weight, "loss_pull": self.embedding_weight}
-        weights["loss_push"] = self.embedding_weight
+        weights = {
+            "loss_guiding": self.guiding_weight,
+            "loss_pull": self.embedding_weight,
+            "loss_push": self.embedding_weight,
+        }
         losses = {name: weights.get(name, 1.0) * value for name, value in terms.items()}
         if self.mask_head is not None:
             proposals = [d.boxes.detach() for d in self.candidates(outputs, num_pairs=self.mask_proposals)]
