@@ -156,9 +156,12 @@ def perfect_outputs(model, instances, size=128):
     return head.Outputs(**{n: fields[n][:, None] for n in names}, features=torch.zeros(len(instances), 1, 1, 1))
 
 
-@pytest.mark.parametrize("method", ["centripetalnet", "cornernet"])
-def test_encode_then_decode_returns_the_boxes(method):
-    model = build_model(ModelConfig(method=method, backbone="hourglass_small"), num_classes=2).eval()
+@pytest.mark.parametrize(
+    ("method", "cross_star"), [("centripetalnet", True), ("centripetalnet", False), ("cornernet", True)]
+)
+def test_encode_then_decode_returns_the_boxes(method, cross_star):
+    config = ModelConfig(method=method, backbone="hourglass_small", cross_star=cross_star)
+    model = build_model(config, num_classes=2).eval()
     instances = [
         Instances(BOXES, LABELS, torch.zeros(4, 0, 3)),
         Instances(BOXES[1:3], LABELS[1:3], torch.zeros(2, 0, 3)),
@@ -244,6 +247,15 @@ def test_cross_star_offsets_come_from_the_detached_guiding_shift():
     assert all(p.grad is None for p in branches.guiding.parameters())  # no gradient through the offsets
     assert branches.adaption.offset.weight.grad.abs().sum() > 0
     assert branches.centripetal[0].weight.grad.abs().sum() > 0
+
+
+def test_without_cross_star_the_centripetal_shift_reads_the_pooled_feature():
+    config = ModelConfig(method="centripetalnet", backbone="hourglass_small", cross_star=False)
+    model = build_model(config, num_classes=2).train()
+    branches = model.head.stacks[0]["tl"]
+    assert not hasattr(branches, "guiding") and not hasattr(branches, "adaption")
+    losses = model.loss(model(torch.randn(1, 3, 128, 128)), [Instances(BOXES, LABELS, torch.zeros(4, 0, 3))])
+    assert set(losses) == {"loss_heatmap", "loss_offset", "loss_centripetal"}
 
 
 def test_hourglass_104_has_two_supervised_stacks_and_pads_odd_sizes():

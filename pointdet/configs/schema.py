@@ -27,6 +27,8 @@ class ModelConfig:
             centre-box threshold; both official codes) — METHODS.md App. A #7.
         central_region: ``paper`` (mu = 1/2.1 for boxes over 3500 px², else 1/2.4) or ``official`` (reversed).
         guiding_weight: weight alpha of CentripetalNet's guiding-shift loss.
+        cross_star: CentripetalNet's cross-star deformable conv (with its guiding shift); false reads the
+            centripetal shift from the corner-pool feature, the base model of the paper's Tables 4-5.
         mask_head: add CentripetalNet's RoIAlign instance-mask head (COCO data with segmentations).
         soft_nms_sigma: Gaussian soft-NMS sigma of the corner methods.
     """
@@ -46,6 +48,7 @@ class ModelConfig:
     pair_score: Literal["paper", "code"] = "paper"
     central_region: Literal["paper", "official"] = "paper"
     guiding_weight: float = 0.05
+    cross_star: bool = True
     mask_head: bool = False
     soft_nms_sigma: float = 0.5
 

@@ -78,6 +78,7 @@ def _build_corner_model(config: ModelConfig, num_classes: int) -> Detector:
         num_classes,
         backbone.num_stacks,
         matching="centripetal" if config.method == "centripetalnet" else "embedding",
+        cross_star=config.cross_star,
         head_conv=config.head_conv or backbone.out_channels[-1],
         guiding_weight=config.guiding_weight,
         pair_score=config.pair_score,

@@ -61,6 +61,19 @@ class CentripetalOutputs(NamedTuple):
     features: Tensor
 
 
+class ShiftOutputs(NamedTuple):
+    """``CentripetalOutputs`` without guiding shifts: centripetal shifts read from the pooled feature directly
+    (``cross_star=False``, the base model of the paper's Tables 4-5)."""
+
+    tl_heat: Tensor
+    br_heat: Tensor
+    tl_offset: Tensor
+    br_offset: Tensor
+    tl_centripetal: Tensor
+    br_centripetal: Tensor
+    features: Tensor
+
+
 class EmbeddingOutputs(NamedTuple):
     """As ``CentripetalOutputs`` with CornerNet's (B, S, 1, H, W) associative embeddings instead of shifts."""
 
@@ -118,15 +131,17 @@ class CornerBranches(nn.Module):
         head_conv: int,
         directions: tuple[Direction, Direction],
         matching: Matching,
+        cross_star: bool = True,
     ) -> None:
         super().__init__()
-        self.matching = matching
+        self.matching, self.cross_star = matching, cross_star
         self.pool = CornerPoolModule(channels, directions)
         self.heat = prediction_branch(channels, head_conv, num_classes, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
         self.offset = prediction_branch(channels, head_conv, 2)
         if matching == "centripetal":
-            self.guiding = prediction_branch(channels, head_conv, 2)
-            self.adaption = CrossStarDeformConv(channels)
+            if cross_star:
+                self.guiding = prediction_branch(channels, head_conv, 2)
+                self.adaption = CrossStarDeformConv(channels)
             self.centripetal = prediction_branch(channels, head_conv, 2)
         else:
             self.embedding = prediction_branch(channels, head_conv, 1)
@@ -134,11 +149,13 @@ class CornerBranches(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         pooled = self.pool(x)
         maps = {"heat": self.heat(pooled), "offset": self.offset(pooled)}
-        if self.matching == "centripetal":
+        if self.matching == "embedding":
+            maps["embedding"] = self.embedding(pooled)
+        elif self.cross_star:
             maps["guiding"] = self.guiding(pooled)
             maps["centripetal"] = self.centripetal(self.adaption(pooled, maps["guiding"]))
         else:
-            maps["embedding"] = self.embedding(pooled)
+            maps["centripetal"] = self.centripetal(pooled)
         return maps
 
 
@@ -150,6 +167,8 @@ class CornerHead(nn.Module):
         num_classes: C.
         num_stacks: S, one set of branches per stack.
         matching: ``centripetal`` (CentripetalNet) or ``embedding`` (CornerNet).
+        cross_star: CentripetalNet's guiding shift + cross-star DCN before the centripetal branch; False reads the
+            centripetal shift from the pooled feature (the paper's ablation base).
         head_conv: hidden channels of the prediction branches (256).
         stride: output stride (4).
         guiding_weight: alpha of the guiding-shift loss (0.05).
@@ -167,6 +186,7 @@ class CornerHead(nn.Module):
         num_classes: int,
         num_stacks: int = 2,
         matching: Matching = "centripetal",
+        cross_star: bool = True,
         head_conv: int = 256,
         stride: int = 4,
         guiding_weight: float = 0.05,
@@ -185,12 +205,16 @@ class CornerHead(nn.Module):
         self.guiding_weight, self.embedding_weight = guiding_weight, embedding_weight
         self.pair_score, self.central_region = pair_score, central_region
         self.num_pairs, self.soft_nms_sigma, self.mask_proposals = num_pairs, soft_nms_sigma, mask_proposals
-        self.Outputs = CentripetalOutputs if matching == "centripetal" else EmbeddingOutputs
+        if matching == "embedding":
+            self.Outputs = EmbeddingOutputs
+        else:
+            self.Outputs = CentripetalOutputs if cross_star else ShiftOutputs
+        branches = {"tl": ("top", "left"), "br": ("bottom", "right")}
         self.stacks = nn.ModuleList(
             nn.ModuleDict(
                 {
-                    "tl": CornerBranches(in_channels, num_classes, head_conv, ("top", "left"), matching),
-                    "br": CornerBranches(in_channels, num_classes, head_conv, ("bottom", "right"), matching),
+                    corner: CornerBranches(in_channels, num_classes, head_conv, directions, matching, cross_star)
+                    for corner, directions in branches.items()
                 }
             )
             for _ in range(num_stacks)
@@ -226,9 +250,10 @@ class CornerHead(nn.Module):
                 offset = gather_at(getattr(outputs, f"{corner}_offset")[:, s], target.index)
                 add("loss_offset", masked_smooth_l1(offset, target.offset, targets.mask, num_objects) / 2)
                 if self.matching == "centripetal":
-                    guiding = gather_at(getattr(outputs, f"{corner}_guiding")[:, s], target.index)
+                    if hasattr(outputs, f"{corner}_guiding"):
+                        guiding = gather_at(getattr(outputs, f"{corner}_guiding")[:, s], target.index)
+                        add("loss_guiding", masked_smooth_l1(guiding, target.guiding, targets.mask, num_objects) / 2)
                     centripetal = gather_at(getattr(outputs, f"{corner}_centripetal")[:, s], target.index)
-                    add("loss_guiding", masked_smooth_l1(guiding, target.guiding, targets.mask, num_objects) / 2)
                     add(
                         "loss_centripetal",
                         masked_smooth_l1(centripetal, target.centripetal, targets.mask, num_objects) / 2,
