@@ -58,7 +58,8 @@ class Instances:
 
 @dataclass(frozen=True)
 class Detections:
-    """Predicted objects of one image.
+    """Predicted objects of one image. Decoders may also return a batched one — every field with a leading batch
+    dimension B, as ONNX export needs — which ``decoders.centernet.per_image`` splits into B of these.
 
     Attributes:
         boxes: (N, 4) float xyxy pixels.
