@@ -276,16 +276,19 @@ class CornerHead(nn.Module):
         return losses
 
     @torch.no_grad()
-    def candidates(self, outputs: NamedTuple, num_pairs: int | None = None, k: int = 100) -> list[Detections]:
-        """Matched corner pairs of the last stack before soft-NMS, boxes in input pixels, best first."""
+    def candidates(
+        self, outputs: NamedTuple, num_pairs: int | None = None, corners_per_map: int = 100
+    ) -> list[Detections]:
+        """Matched corner pairs of the last stack before soft-NMS (from the top ``corners_per_map`` corners of
+        each type), boxes in input pixels, best first."""
         maps = {name: value[:, -1].detach() for name, value in outputs._asdict().items() if name != "features"}
         tl_heat, br_heat = maps["tl_heat"].sigmoid(), maps["br_heat"].sigmoid()
         if self.matching == "centripetal":
-            tl = centripetal_corners(tl_heat, maps["tl_offset"], maps["tl_centripetal"], k, sign=1.0)
-            br = centripetal_corners(br_heat, maps["br_offset"], maps["br_centripetal"], k, sign=-1.0)
+            tl = centripetal_corners(tl_heat, maps["tl_offset"], maps["tl_centripetal"], corners_per_map, sign=1.0)
+            br = centripetal_corners(br_heat, maps["br_offset"], maps["br_centripetal"], corners_per_map, sign=-1.0)
         else:
-            tl = embedding_corners(tl_heat, maps["tl_offset"], maps["tl_embedding"], k)
-            br = embedding_corners(br_heat, maps["br_offset"], maps["br_embedding"], k)
+            tl = embedding_corners(tl_heat, maps["tl_offset"], maps["tl_embedding"], corners_per_map)
+            br = embedding_corners(br_heat, maps["br_offset"], maps["br_embedding"], corners_per_map)
         scores = pair_scores(tl, br, self.stride, self.matching, self.pair_score, self.central_region)
         return pair_candidates(tl, br, scores, self.stride, num_pairs or self.num_pairs)
 
