@@ -43,9 +43,13 @@ class Detector(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1) * 255, persistent=False)
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) uint8 RGB -> normalised float on the model's device."""
+        """(B, 3, H, W) uint8 RGB -> normalised float on the model's device, zero-padded at the bottom/right to a
+        multiple of the backbone's ``size_divisor`` when it has one (hourglasses; coordinates are unchanged, and
+        a flip test then mirrors the padded frame)."""
         images = images.to(self.pixel_mean.device, non_blocking=True)
-        return (images.float() - self.pixel_mean) / self.pixel_std
+        x = (images.float() - self.pixel_mean) / self.pixel_std
+        divisor = getattr(self.backbone, "size_divisor", 1)
+        return F.pad(x, (0, -x.shape[-1] % divisor, 0, -x.shape[-2] % divisor))
 
     def forward(self, images: Tensor):
         """(B, 3, H, W) normalised images -> the head's raw outputs."""
@@ -58,8 +62,6 @@ class Detector(nn.Module):
     def predict(self, images: Tensor, flip: bool = False, k: int = 100) -> list[Detections]:
         """Detections in the pixels of ``images`` (B, 3, H, W uint8), optionally with flip test."""
         x = self.preprocess(images)
-        divisor = getattr(self.backbone, "size_divisor", 1)  # pad first, so that a flip mirrors the padded frame
-        x = F.pad(x, (0, -x.shape[-1] % divisor, 0, -x.shape[-2] % divisor))
         if not flip:
             return self.head.decode(self(x), k=k)
         both = self(torch.cat([x, x.flip(-1)]))

@@ -79,9 +79,8 @@ class Hourglass(nn.Module):
         out_channels: channels of each stack's output (``cnv_dim``).
 
     Shapes:
-        (B, 3, H, W) -> list of ``num_stacks`` maps (B, out_channels, H'/4, W'/4), last stack last, where
-        ``H', W'`` are ``H, W`` zero-padded at the bottom/right up to a multiple of ``size_divisor``
-        (coordinates are unchanged by this padding, as in the reference test-time pad).
+        (B, 3, H, W) -> list of ``num_stacks`` maps (B, out_channels, H/4, W/4), last stack last; H and W must be
+        multiples of ``size_divisor`` (``Detector.preprocess`` zero-pads to it, as the reference's test-time pad).
     """
 
     def __init__(
@@ -108,10 +107,6 @@ class Hourglass(nn.Module):
         self.inter = nn.ModuleList(Residual(width, width) for _ in range(num_stacks - 1))
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        height, width = images.shape[-2:]
-        pad_h, pad_w = -height % self.size_divisor, -width % self.size_divisor
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h))
         inter = self.stem(images)
         features = []
         for index in range(self.num_stacks):
