@@ -159,15 +159,13 @@ def _table(title: str, names: Sequence[str], values: Sequence[float]) -> str:
 def format_coco_metrics(metrics: dict[str, float]) -> str:
     """The COCO tables as a reader expects them: a row of names and a row of values in percent, for boxes and
     (when present) keypoints and masks."""
-    box_names = [n for n in COCO_METRIC_NAMES if n in metrics]
-    extra = [
+    groups = [
+        ("boxes:", "", COCO_METRIC_NAMES),
         ("keypoints (OKS):", KEYPOINT_PREFIX, KEYPOINT_METRIC_NAMES),
         ("masks:", SEGM_PREFIX, COCO_METRIC_NAMES),
     ]
-    tables = [(title, [n for n in names if prefix + n in metrics], prefix) for title, prefix, names in extra]
-    tables = [(title, names, prefix) for title, names, prefix in tables if names]
-    if not tables:
-        return _table("", box_names, [metrics[n] for n in box_names])
-    parts = [_table("boxes:", box_names, [metrics[n] for n in box_names])]
-    parts += [_table(title, names, [metrics[prefix + n] for n in names]) for title, names, prefix in tables]
-    return "\n".join(parts)
+    tables = [(title, prefix, [n for n in names if prefix + n in metrics]) for title, prefix, names in groups]
+    tables = [table for table in tables if table[2]]
+    if len(tables) == 1:  # boxes alone need no title
+        tables = [("", *tables[0][1:])]
+    return "\n".join(_table(title, names, [metrics[prefix + n] for n in names]) for title, prefix, names in tables)
