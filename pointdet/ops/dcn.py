@@ -109,10 +109,10 @@ class ModulatedDeformConv2d(nn.Module):
         offset_mask = self.offset_mask(x)
         num_points = offset_mask.shape[1] // 3
         offset, mask_logits = offset_mask.split([2 * num_points, num_points], dim=1)
+        mask = mask_logits.sigmoid()
         return deform_conv(
-            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask_logits.sigmoid(),
-            self.implementation,
-        )  # fmt: skip
+            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask, self.implementation
+        )
 
 
 def deform_conv(
