@@ -146,16 +146,14 @@ def cornernet_hg52() -> ExperimentConfig:
 
 def centripetalnet_shapes() -> ExperimentConfig:
     """CentripetalNet with the mask head on the generated shapes: a CPU-sized hourglass at 128 px."""
-    base = centripetalnet_hg104()
+    base, shapes = centripetalnet_hg104(), centernet_dla34_shapes()  # the shapes' CPU recipe, longer, clipped
     return replace(
         base,
         name="centripetalnet_shapes",
         model=replace(base.model, backbone="hourglass_small"),
-        data=centernet_dla34_shapes().data,
-        optim=OptimConfig(
-            lr=5e-4, base_batch=8, batch_size=8, epochs=6, lr_steps=(5,), warmup_iters=50, grad_clip=35.0
-        ),
-        eval=EvalConfig(every=2, batch_size=32, flip=True),
+        data=shapes.data,
+        optim=replace(shapes.optim, epochs=6, lr_steps=(5,), warmup_iters=50, grad_clip=35.0),
+        eval=replace(shapes.eval, flip=True),
     )
 
 
