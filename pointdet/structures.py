@@ -23,6 +23,22 @@ def _select(obj, keep: Tensor | slice):
 
 
 @dataclass(frozen=True)
+class FeatureShape:
+    """One feature map of a backbone or neck: the contract FPN necks, dense heads and RoI poolers read
+    (detectron2's ``ShapeSpec``, timm's ``feature_info``).
+
+    Attributes:
+        name: level name (``c2``..``c5`` backbone stages, ``p3``..``p7`` pyramid levels, ``stack1`` hourglass stacks).
+        channels: D.
+        stride: input pixels per feature cell.
+    """
+
+    name: str
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
 class Instances:
     """Ground-truth objects of one image.
 

@@ -1,4 +1,5 @@
-"""Backbones return a list of feature maps and declare ``out_channels`` and ``strides`` for each."""
+"""Backbones return a list of feature maps, declare each in ``feature_shapes`` (name, channels, stride), and the
+multiple their input sides must be in ``size_divisor``."""
 
 from pointdet.models.backbones.dla import DLA34
 from pointdet.models.backbones.hourglass import Hourglass, hourglass52, hourglass104, hourglass_small

@@ -13,16 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from pointdet.models.backbones.weights import load_backbone_weights
-
-BN_MOMENTUM = 0.1
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
-        nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM),
-        nn.ReLU(inplace=True),
-    ]
+from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
+from pointdet.structures import FeatureShape
 
 
 class BasicBlock(nn.Module):
@@ -120,8 +112,10 @@ class DLA34(nn.Module):
         self.level3 = Tree(2, channels[2], channels[3], 2, level_root=True)
         self.level4 = Tree(2, channels[3], channels[4], 2, level_root=True)
         self.level5 = Tree(1, channels[4], channels[5], 2, level_root=True)
-        self.out_channels = channels
-        self.strides = [1, 2, 4, 8, 16, 32]
+        self.feature_shapes = tuple(
+            FeatureShape(f"level{level}", width, 2**level) for level, width in enumerate(channels)
+        )
+        self.size_divisor = 32
         if weights is not None:
             load_backbone_weights(self, weights)
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointdet.models.backbones.dla import BN_MOMENTUM, conv_bn_relu
+from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
+from pointdet.structures import FeatureShape
 
 
 class Residual(nn.Module):
@@ -96,8 +97,8 @@ class Hourglass(nn.Module):
             raise ValueError(f"hourglass dims {tuple(dims)} and modules {tuple(modules)} need equal lengths >= 2")
         self.num_stacks = num_stacks
         self.size_divisor = 4 * 2 ** (len(dims) - 1)
-        self.out_channels = [out_channels] * num_stacks
-        self.strides = [4] * num_stacks
+        # Stacks are not pyramid levels: every stack is a full stride-4 map, intermediate ones for supervision.
+        self.feature_shapes = tuple(FeatureShape(f"stack{i + 1}", out_channels, 4) for i in range(num_stacks))
         width = dims[0]
         self.stem = nn.Sequential(*conv_bn_relu(3, stem_channels, 7, 2), Residual(stem_channels, width, stride=2))
         self.hourglasses = nn.ModuleList(HourglassLevel(dims, modules) for _ in range(num_stacks))

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet
 
 from pointdet.models.backbones.weights import load_backbone_weights
+from pointdet.structures import FeatureShape
 
 _BUILDERS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
 
@@ -33,8 +34,10 @@ class ResNet(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = 64 * (1 if depth < 50 else 4)
-        self.out_channels = [width, width * 2, width * 4, width * 8]
-        self.strides = [4, 8, 16, 32]
+        self.feature_shapes = tuple(
+            FeatureShape(f"c{level}", width * 2 ** (level - 2), 2**level) for level in range(2, 6)
+        )
+        self.size_divisor = 32
 
     def forward(self, x: Tensor) -> list[Tensor]:
         c2 = self.layer1(self.stem(x))

@@ -32,12 +32,12 @@ from pointdet.decoders.corners import (
 )
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import associative_embedding_loss, masked_smooth_l1, penalty_reduced_focal_loss
-from pointdet.models.backbones.dla import BN_MOMENTUM, conv_bn_relu
 from pointdet.models.heads.branches import prediction_branch
 from pointdet.models.heads.centernet import HEATMAP_PRIOR
 from pointdet.models.heads.mask import MaskHead
 from pointdet.ops.corner_pool import Direction, corner_pool
 from pointdet.ops.dcn import deform_conv
+from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
 from pointdet.structures import Detections, Instances
 from pointdet.targets.corners import CORNERS, build_corner_targets
 

@@ -1,4 +1,4 @@
-"""Necks turn backbone features into the single stride-4 map CenterNet's heads read."""
+"""Necks turn backbone features into the maps heads read; each declares them in ``feature_shapes``."""
 
 from pointdet.models.necks.deconv import DeconvUpsampler
 from pointdet.models.necks.dla_up import DLAUpsampler

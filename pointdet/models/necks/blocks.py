@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from pointdet.ops.dcn import ModulatedDeformConv2d
-
-BN_MOMENTUM = 0.1
+from pointdet.ops.layers import BN_MOMENTUM
 
 
 def deform_conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from pointdet.models.necks.blocks import BN_MOMENTUM, bilinear_upsampling_, deform_conv_bn_relu
+from pointdet.models.necks.blocks import bilinear_upsampling_, deform_conv_bn_relu
+from pointdet.ops.layers import BN_MOMENTUM
+from pointdet.structures import FeatureShape
 
 
 class DeconvUpsampler(nn.Module):
@@ -21,7 +23,7 @@ class DeconvUpsampler(nn.Module):
         channels: output channels of the three stages.
 
     Shapes:
-        list of backbone maps, last (B, in_channels, H/32, W/32) -> (B, channels[-1], H/4, W/4).
+        list of backbone maps, last (B, in_channels, H/32, W/32) -> [(B, channels[-1], H/4, W/4)].
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int] = (256, 128, 64)) -> None:
@@ -37,8 +39,7 @@ class DeconvUpsampler(nn.Module):
             ]
             in_channels = out_channels
         self.layers = nn.Sequential(*stages)
-        self.out_channels = channels[-1]
-        self.stride = 4
+        self.feature_shapes = (FeatureShape("up4", channels[-1], 4),)
 
-    def forward(self, features: list[Tensor]) -> Tensor:
-        return self.layers(features[-1])
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        return [self.layers(features[-1])]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from pointdet.models.necks.blocks import bilinear_upsampling_, deform_conv_bn_relu
+from pointdet.structures import FeatureShape
 
 
 class IDAUp(nn.Module):
@@ -51,7 +52,7 @@ class DLAUpsampler(nn.Module):
         first_level: 2 for output stride 4.
 
     Shapes:
-        six maps -> (B, in_channels[first_level], H/4, W/4).
+        six maps -> [(B, in_channels[first_level], H/4, W/4)].
     """
 
     def __init__(self, in_channels: Sequence[int], first_level: int = 2) -> None:
@@ -68,10 +69,9 @@ class DLAUpsampler(nn.Module):
             running_in[j + 1 :] = [channels[j]] * len(running_in[j + 1 :])
         # The final IDA fuses the three finest outputs of DLA-up (strides 4, 8, 16) to stride 4.
         self.ida_up = IDAUp(channels[0], channels[:-1], [2**i for i in range(len(channels) - 1)])
-        self.out_channels = channels[0]
-        self.stride = 2**first_level
+        self.feature_shapes = (FeatureShape(f"up{2**first_level}", channels[0], 2**first_level),)
 
-    def forward(self, features: list[Tensor]) -> Tensor:
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
         layers = list(features[self.first_level :])
         outputs = [layers[-1]]
         for i, ida in enumerate(self.dla_up):
@@ -79,4 +79,4 @@ class DLAUpsampler(nn.Module):
             outputs.insert(0, layers[-1])
         fused = outputs[:-1]
         self.ida_up(fused, 0, len(fused))
-        return fused[-1]
+        return [fused[-1]]
