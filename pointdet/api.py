@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pointdet.configs import ExperimentConfig, config_from_dict, get_preset
+from pointdet.configs import ExperimentConfig, config_from_checkpoint, get_preset
 from pointdet.data.images import pil_to_tensor_rgb, read_image
 from pointdet.data.transforms import Letterbox, Sample
 from pointdet.distributed import device_for_process
@@ -122,7 +122,7 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
         CheckpointError: the file is not a pointdet checkpoint or its weights do not fit the recorded model.
     """
     state = load_checkpoint(path)
-    config = config_from_dict(ExperimentConfig, state["config"])
+    config = config_from_checkpoint(state)
     # The checkpoint holds the trained weights; the ImageNet file the run started from is not needed.
     keypoint_names = state.get("keypoint_names", [])
     flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]

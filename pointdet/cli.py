@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from pointdet.benchmark import add_arguments as add_benchmark_arguments
-from pointdet.configs import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_overrides, config_from_dict, get_preset
+from pointdet.configs import DEFAULT_PRESET, PRESETS, apply_overrides, config_from_checkpoint, get_preset
 from pointdet.configs.overrides import ConfigError
 from pointdet.data.coco import DatasetError
 from pointdet.engine.checkpoint import CheckpointError
@@ -31,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.resume is not None:
         resume = args.resume if args.resume != "latest" else _latest_run(args.preset)
-        config = config_from_dict(ExperimentConfig, load_checkpoint(resume)["config"])
+        config = config_from_checkpoint(load_checkpoint(resume))
         print(f"resuming {resume}")
     else:
         resume, config = None, get_preset(args.preset)
@@ -63,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from pointdet.models.build import apply_decoding_options
 
     config = apply_overrides(
-        config_from_dict(ExperimentConfig, load_checkpoint(args.weights)["config"]), args.overrides
+        config_from_checkpoint(load_checkpoint(args.weights)), args.overrides
     )
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
     _refuse_3d_test_augmentation(config.model.task, args)

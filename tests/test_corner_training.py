@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from pointdet.configs import ModelConfig
+from pointdet.configs import CornerConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import TransformedDataset, collate
 from pointdet.data.shapes import generate_shapes
@@ -26,7 +26,7 @@ def test_corner_detectors_overfit_four_shapes_images(tmp_path, method):
     with_mask = method == "centripetalnet"
     coco = CocoDataset(shapes.train_json, shapes.train_images, with_masks=with_mask)
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
-    model = build_model(ModelConfig(method=method, backbone="hourglass_small", mask_head=with_mask), num_classes=3)
+    model = build_model(CornerConfig(method=method, backbone="hourglass_small", mask_head=with_mask), num_classes=3)
     history = fit(model, batch, steps=STEPS)
     assert history[-1] < 0.1 * history[0], history[::10]
     model.eval()
@@ -72,7 +72,7 @@ def test_a_batch_without_objects_trains_the_corner_heads():
 
     torch.manual_seed(0)
     for method in ("centripetalnet", "cornernet"):
-        model = build_model(ModelConfig(method=method, backbone="hourglass_small", mask_head=True), 2)
+        model = build_model(CornerConfig(method=method, backbone="hourglass_small", mask_head=True), 2)
         empty = Instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, 3))
         empty = Instances(empty.boxes, empty.labels, empty.keypoints, masks=torch.zeros(0, 64, 64, dtype=torch.uint8))
         losses = model.loss(model(torch.randn(2, 3, 64, 64)), [empty, empty])

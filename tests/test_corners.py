@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pointdet.configs import ModelConfig
+from pointdet.configs import ConfigError, CornerConfig, apply_overrides, get_preset
 from pointdet.decoders.corners import Corners, mirror, pair_candidates, pair_scores
 from pointdet.losses import associative_embedding_loss
 from pointdet.models.build import build_model
@@ -160,7 +160,7 @@ def perfect_outputs(model, instances, size=128):
     ("method", "cross_star"), [("centripetalnet", True), ("centripetalnet", False), ("cornernet", True)]
 )
 def test_encode_then_decode_returns_the_boxes(method, cross_star):
-    config = ModelConfig(method=method, backbone="hourglass_small", cross_star=cross_star)
+    config = CornerConfig(method=method, backbone="hourglass_small", cross_star=cross_star)
     model = build_model(config, num_classes=2).eval()
     instances = [
         Instances(BOXES, LABELS, torch.zeros(4, 0, 3)),
@@ -238,7 +238,7 @@ def test_associative_embedding_loss_by_hand():
 
 def test_cross_star_offsets_come_from_the_detached_guiding_shift():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(method="centripetalnet", backbone="hourglass_small"), num_classes=2).train()
+    model = build_model(CornerConfig(method="centripetalnet", backbone="hourglass_small"), num_classes=2).train()
     inst = Instances(BOXES, LABELS, torch.zeros(4, 0, 3))
     losses = model.loss(model(torch.randn(1, 3, 128, 128)), [inst])
     assert set(losses) == {"loss_heatmap", "loss_offset", "loss_guiding", "loss_centripetal"}
@@ -250,7 +250,7 @@ def test_cross_star_offsets_come_from_the_detached_guiding_shift():
 
 
 def test_without_cross_star_the_centripetal_shift_reads_the_pooled_feature():
-    config = ModelConfig(method="centripetalnet", backbone="hourglass_small", cross_star=False)
+    config = CornerConfig(method="centripetalnet", backbone="hourglass_small", cross_star=False)
     model = build_model(config, num_classes=2).train()
     branches = model.head.stacks[0]["tl"]
     assert not hasattr(branches, "guiding") and not hasattr(branches, "adaption")
@@ -259,7 +259,7 @@ def test_without_cross_star_the_centripetal_shift_reads_the_pooled_feature():
 
 
 def test_hourglass_104_has_two_supervised_stacks_and_pads_odd_sizes():
-    model = build_model(ModelConfig(method="cornernet", backbone="hourglass_small"), num_classes=2)
+    model = build_model(CornerConfig(method="cornernet", backbone="hourglass_small"), num_classes=2)
     assert model.backbone.size_divisor == 32
     images = torch.randint(0, 255, (1, 3, 70, 90), dtype=torch.uint8)
     assert len(model.eval().predict(images, flip=True)) == 1  # padded to 96 x 96 before the flip
@@ -268,14 +268,14 @@ def test_hourglass_104_has_two_supervised_stacks_and_pads_odd_sizes():
     backbone = hourglass104()
     assert backbone.num_stacks == 2 and backbone.size_divisor == 128
     assert 185e6 < sum(p.numel() for p in backbone.parameters()) < 190e6  # CornerNet's HG-104 (~187 M)
-    head = build_model(ModelConfig(method="centripetalnet", backbone="hourglass104"), 80).head
+    head = build_model(CornerConfig(method="centripetalnet", backbone="hourglass104"), 80).head
     assert len(head.stacks) == 2
 
 
-def test_corner_methods_refuse_other_backbones_and_tasks():
-    with pytest.raises(ValueError, match="hourglass"):
-        build_model(ModelConfig(method="centripetalnet", backbone="resnet18"), 2)
-    with pytest.raises(ValueError, match="task"):
-        build_model(ModelConfig(method="cornernet", backbone="hourglass52", task="pose"), 2)
-    with pytest.raises(ValueError, match="centripetalnet"):
-        build_model(ModelConfig(mask_head=True), 2)
+def test_corner_methods_refuse_other_backbones_and_tasks_when_parsed():
+    with pytest.raises(ConfigError, match="model.backbone: 'resnet18' is not one of"):
+        apply_overrides(get_preset("centripetalnet_hg52"), ["model.backbone=resnet18"])
+    with pytest.raises(ConfigError, match="model.task: 'pose' is not one of"):
+        apply_overrides(get_preset("cornernet_hg52"), ["model.task=pose"])
+    with pytest.raises(ConfigError, match="'model.mask_head' for method=centernet"):
+        apply_overrides(get_preset("centernet_r18"), ["model.mask_head=true"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pointdet.configs import ModelConfig
+from pointdet.configs import CenterNetConfig, CornerConfig
 from pointdet.export import export_onnx
 from pointdet.models.build import build_model
 
@@ -33,7 +33,7 @@ def assert_same_detections(onnx: dict, dets, names) -> None:
 @pytest.mark.parametrize(("task", "extra"), [("detection", []), ("pose", ["keypoints"]), ("mono3d", ["mono3d"])])
 def test_onnx_matches_pytorch_with_dynamic_batch_and_size(tmp_path, task, extra):
     joints, pairs = (4, [(1, 3)]) if task == "pose" else (0, [])
-    model = distinct_scores(build_model(ModelConfig(backbone="resnet18", task=task), 3, joints, pairs))
+    model = distinct_scores(build_model(CenterNetConfig(backbone="resnet18", task=task), 3, joints, pairs))
     path = tmp_path / "model.onnx"
     names = export_onnx(model, path, 128, 128)
     assert names == ["boxes", "scores", "labels", *extra]
@@ -48,7 +48,7 @@ def test_onnx_matches_pytorch_with_dynamic_batch_and_size(tmp_path, task, extra)
 
 
 def test_export_refuses_corner_detectors(tmp_path):
-    model = build_model(ModelConfig(method="centripetalnet", backbone="hourglass_small"), 2)
+    model = build_model(CornerConfig(method="centripetalnet", backbone="hourglass_small"), 2)
     with pytest.raises(ValueError, match="soft-NMS"):
         export_onnx(model, tmp_path / "m.onnx", 64, 64)
 

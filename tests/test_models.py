@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pointdet.configs import ModelConfig
+from pointdet.configs import CenterNetConfig
 from pointdet.models.build import build_model
 from pointdet.models.necks.blocks import bilinear_upsampling_
 from pointdet.structures import Instances
@@ -9,7 +9,7 @@ from pointdet.structures import Instances
 
 @pytest.mark.parametrize("backbone", ["resnet18", "dla34"])
 def test_shapes_odd_sizes_and_full_backward(backbone):
-    model = build_model(ModelConfig(backbone=backbone), num_classes=3)
+    model = build_model(CenterNetConfig(backbone=backbone), num_classes=3)
     images = torch.randint(0, 255, (2, 3, 64, 96), dtype=torch.uint8)
     outputs = model(model.preprocess(images))
     assert outputs.heatmap.shape == (2, 3, 16, 24)
@@ -25,7 +25,7 @@ def test_shapes_odd_sizes_and_full_backward(backbone):
 
 
 def test_heatmap_bias_prior():
-    model = build_model(ModelConfig(backbone="resnet18"), num_classes=2)
+    model = build_model(CenterNetConfig(backbone="resnet18"), num_classes=2)
     assert model.head.heatmap[-1].bias.detach().tolist() == pytest.approx([-2.1972, -2.1972], abs=1e-4)
     assert model.head.heatmap[0].out_channels == 64  # official head_conv for ResNet
 
@@ -47,8 +47,8 @@ def test_local_backbone_weights_load(tmp_path):
     reference = resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
-    model = build_model(ModelConfig(backbone="resnet18", backbone_weights=str(path)), num_classes=1)
+    model = build_model(CenterNetConfig(backbone="resnet18", backbone_weights=str(path)), num_classes=1)
     torch.testing.assert_close(model.backbone.stem[0].weight, reference.conv1.weight)
     torch.save({"unrelated": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not weights for this backbone"):
-        build_model(ModelConfig(backbone="resnet18", backbone_weights=str(tmp_path / "other.pth")), num_classes=1)
+        build_model(CenterNetConfig(backbone="resnet18", backbone_weights=str(tmp_path / "other.pth")), num_classes=1)

@@ -175,7 +175,7 @@ def test_cli_mono3d_train_eval_predict_and_api(tmp_path, capsys):
 @pytest.mark.slow
 def test_mono3d_overfits_four_synthetic_scenes(tmp_path):
     """About 5 minutes on 2 CPU cores."""
-    from pointdet.configs import ModelConfig
+    from pointdet.configs import CenterNetConfig
     from pointdet.engine.inference import predict_images
     from pointdet.evaluation import evaluate_kitti
     from pointdet.models.build import build_model
@@ -185,7 +185,7 @@ def test_mono3d_overfits_four_synthetic_scenes(tmp_path):
     torch.manual_seed(0)
     dataset = KittiDataset(generate_kitti_scenes(tmp_path, num_train=6, num_val=2).root, "train")
     batch = collate([TransformedDataset(dataset, eval_transforms(384, 128))[i] for i in range(4)])
-    model = build_model(ModelConfig(task="mono3d", backbone="resnet18"), 1)
+    model = build_model(CenterNetConfig(task="mono3d", backbone="resnet18"), 1)
     history = fit(model, batch, steps=300)
     assert history[-1] < 0.1 * history[0], history[::25]
     model.eval()

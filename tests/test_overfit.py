@@ -2,7 +2,7 @@
 
 import torch
 
-from pointdet.configs import ModelConfig
+from pointdet.configs import CenterNetConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import TransformedDataset, collate
 from pointdet.data.shapes import generate_shapes
@@ -20,7 +20,7 @@ def test_centernet_overfits_four_shapes_images(tmp_path):
     shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
     coco = CocoDataset(shapes.train_json, shapes.train_images)
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
-    model = build_model(ModelConfig(backbone="resnet18"), num_classes=3)
+    model = build_model(CenterNetConfig(backbone="resnet18"), num_classes=3)
     history = fit(model, batch, steps=120)
     assert history[-1] < 0.05 * history[0], history[::10]
     model.eval()
@@ -34,6 +34,6 @@ def test_short_training_on_raccoon_decreases_the_loss():
     torch.manual_seed(0)
     coco = CocoDataset(root / "annotations" / "instances_train.json", root / "images")
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
-    model = build_model(ModelConfig(backbone="resnet18"), num_classes=1)
+    model = build_model(CenterNetConfig(backbone="resnet18"), num_classes=1)
     history = fit(model, batch, steps=30)
     assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from pointdet.configs import ModelConfig
+from pointdet.configs import CenterNetConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import TransformedDataset, collate
 from pointdet.data.transforms import eval_transforms
@@ -87,7 +87,7 @@ def test_flip_test_with_perfect_plain_and_mirrored_passes_returns_the_joints(tin
     coco, batch = _shapes_batch(tiny_shapes, 4)
     samples = [TransformedDataset(coco, eval_transforms(64))[i] for i in range(4)]
     mirrored_batch = collate([horizontal_flip(s, coco.flip_pairs) for s in samples])
-    head = build_model(ModelConfig(task="pose", backbone="resnet18"), 3, 4, coco.flip_pairs).head
+    head = build_model(CenterNetConfig(task="pose", backbone="resnet18"), 3, 4, coco.flip_pairs).head
 
     def perfect(instances):
         centers = build_centernet_targets(instances, 3, (16, 16), 4)
@@ -152,7 +152,7 @@ def test_pose_overfits_four_shapes_images(tmp_path):
     torch.manual_seed(0)
     shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
     coco, batch = _shapes_batch(shapes, 4, size=128)
-    model = build_model(ModelConfig(task="pose", backbone="resnet18"), 3, 4, coco.flip_pairs)
+    model = build_model(CenterNetConfig(task="pose", backbone="resnet18"), 3, 4, coco.flip_pairs)
     history = fit(model, batch, steps=150)
     assert history[-1] < 0.05 * history[0], history[::10]
     model.eval()
@@ -169,7 +169,7 @@ def test_a_few_steps_on_coco_persons_and_keypoint_ap():
     assert len(coco.keypoint_names) == 17 and len(coco.flip_pairs) == 8 and len(coco.skeleton) == 19
     persons = [i for i, r in enumerate(coco.records) if (r.keypoints[..., 2] > 0).any()][:4]
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in persons])
-    model = build_model(ModelConfig(task="pose", backbone="resnet18"), 1, 17, coco.flip_pairs)
+    model = build_model(CenterNetConfig(task="pose", backbone="resnet18"), 1, 17, coco.flip_pairs)
     history = fit(model, batch, steps=20)
     assert sum(history[-3:]) < 0.7 * sum(history[:3]), history
     loader = eval_loader(coco, 128, batch_size=16, num_workers=0)
@@ -220,7 +220,7 @@ def test_a_batch_without_objects_trains():
 
     torch.manual_seed(0)
     for task, joints in (("pose", 4), ("mono3d", 0), ("detection", 0)):
-        model = build_model(ModelConfig(task=task, backbone="resnet18"), 2, joints, [(3, 1)] if joints else [])
+        model = build_model(CenterNetConfig(task=task, backbone="resnet18"), 2, joints, [(3, 1)] if joints else [])
         empty = Instances.empty(joints)
         if task == "mono3d":
             empty = Instances(empty.boxes, empty.labels, empty.keypoints, boxes3d=torch.zeros(0, 8))

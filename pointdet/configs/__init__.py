@@ -1,19 +1,38 @@
 """Experiment configuration: frozen dataclasses, named presets and ``key=value`` overrides."""
 
-from pointdet.configs.overrides import apply_overrides, config_from_dict, config_to_dict
+from pointdet.configs.overrides import ConfigError, apply_overrides, config_from_dict, config_to_dict
 from pointdet.configs.presets import DEFAULT_PRESET, PRESETS, get_preset
-from pointdet.configs.schema import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OptimConfig
+from pointdet.configs.schema import (
+    MODEL_FAMILIES,
+    CenterNetConfig,
+    CornerConfig,
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    RepPointsConfig,
+)
+from pointdet.configs.versions import CONFIG_VERSION, config_from_checkpoint, upgrade_config
 
 __all__ = [
+    "CONFIG_VERSION",
     "DEFAULT_PRESET",
+    "MODEL_FAMILIES",
     "PRESETS",
+    "CenterNetConfig",
+    "ConfigError",
+    "CornerConfig",
     "DataConfig",
     "EvalConfig",
     "ExperimentConfig",
     "ModelConfig",
     "OptimConfig",
+    "RepPointsConfig",
     "apply_overrides",
+    "config_from_checkpoint",
     "config_from_dict",
     "config_to_dict",
     "get_preset",
+    "upgrade_config",
 ]

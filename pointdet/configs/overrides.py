@@ -55,21 +55,42 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:
-    """Return ``config`` with ``section.key=value`` items applied; unknown keys and bad types raise ``ConfigError``."""
+    """Return ``config`` with ``section.key=value`` items applied; unknown keys and bad types raise ``ConfigError``.
+
+    ``model.method=...`` is applied first: a method of another family replaces the model section with that
+    family's defaults, and the other ``model.*`` keys are then checked against that family.
+    """
+    parsed = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=2e-4)")
         key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text.strip() else None
-        config = _set(config, key.strip().split("."), value, key.strip())
+        parsed.append((key.strip(), yaml.safe_load(text) if text.strip() else None))
+    for key, value in sorted(parsed, key=lambda item: item[0] != "model.method"):
+        config = _set(config, key.split("."), value, key)
     return config
+
+
+def _family_of(value: Any, key: str) -> type:
+    from pointdet.configs.schema import MODEL_FAMILIES
+
+    if value not in MODEL_FAMILIES:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(MODEL_FAMILIES)}")
+    return MODEL_FAMILIES[value]
+
+
+def _describe(config: Any) -> str:
+    method = getattr(config, "method", None)
+    return f" for method={method} ({type(config).__name__})" if method is not None else ""
 
 
 def _set(config: Any, path: list[str], value: Any, full_key: str) -> Any:
     names = {f.name for f in dataclasses.fields(config)}
     if path[0] not in names:
-        raise ConfigError(f"unknown config key {full_key!r}; valid keys here: {sorted(names)}")
+        raise ConfigError(f"unknown config key {full_key!r}{_describe(config)}; valid keys here: {sorted(names)}")
     current = getattr(config, path[0])
+    if path == ["method"] and not isinstance(config, _family_of(value, full_key)):
+        return _family_of(value, full_key)(method=value)
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
@@ -96,13 +117,17 @@ def config_to_dict(config: Any) -> dict:
 
 
 def config_from_dict(cls: type, data: dict) -> Any:
-    """Inverse of ``config_to_dict``, with the same type checks as overrides."""
+    """Inverse of ``config_to_dict``, with the same type checks as overrides; a union of config classes (the
+    model section) is resolved by the dict's ``method``."""
     hints = _field_types(cls)
     kwargs = {}
     for name, value in data.items():
         if name not in hints:
             raise ConfigError(f"unknown config key {name!r} for {cls.__name__}")
         annotation = hints[name]
+        options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else ()
+        if options and all(dataclasses.is_dataclass(option) for option in options):
+            annotation = _family_of(value.get("method", "centernet"), f"{name}.method")
         if dataclasses.is_dataclass(annotation):
             kwargs[name] = config_from_dict(annotation, value)
         else:

@@ -10,27 +10,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from pointdet.configs.schema import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OptimConfig
+from pointdet.configs.schema import (
+    CenterNetConfig,
+    CornerConfig,
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    OptimConfig,
+)
 
 
 def centernet_r18() -> ExperimentConfig:
     """CenterNet ResNet-18 + DCN up-sampler, COCO recipe (paper: 28.1 AP on COCO val)."""
-    return ExperimentConfig(name="centernet_r18", model=ModelConfig(backbone="resnet18"))
+    return ExperimentConfig(name="centernet_r18", model=CenterNetConfig(backbone="resnet18"))
 
 
 def centernet_r50() -> ExperimentConfig:
     """CenterNet ResNet-50 + DCN up-sampler, COCO recipe."""
-    return ExperimentConfig(name="centernet_r50", model=ModelConfig(backbone="resnet50"))
+    return ExperimentConfig(name="centernet_r50", model=CenterNetConfig(backbone="resnet50"))
 
 
 def centernet_r101() -> ExperimentConfig:
     """CenterNet ResNet-101 + DCN up-sampler, COCO recipe (paper: 34.6 AP)."""
-    return ExperimentConfig(name="centernet_r101", model=ModelConfig(backbone="resnet101"))
+    return ExperimentConfig(name="centernet_r101", model=CenterNetConfig(backbone="resnet101"))
 
 
 def centernet_dla34() -> ExperimentConfig:
     """CenterNet DLA-34 + deformable DLA-up, COCO recipe (paper: 37.4 AP)."""
-    return ExperimentConfig(name="centernet_dla34", model=ModelConfig(backbone="dla34"))
+    return ExperimentConfig(name="centernet_dla34", model=CenterNetConfig(backbone="dla34"))
 
 
 def centernet_dla34_shapes() -> ExperimentConfig:
@@ -111,7 +118,7 @@ def centripetalnet_hg104() -> ExperimentConfig:
     """
     return ExperimentConfig(
         name="centripetalnet_hg104",
-        model=ModelConfig(method="centripetalnet", backbone="hourglass104", mask_head=True),
+        model=CornerConfig(method="centripetalnet", backbone="hourglass104", mask_head=True),
         data=DataConfig(input_size=512),
         optim=OptimConfig(
             lr=5e-4, base_batch=96, batch_size=6, epochs=210, lr_steps=(190,), warmup_iters=500, grad_clip=35.0
@@ -129,7 +136,7 @@ def centripetalnet_hg52() -> ExperimentConfig:
     return replace(
         base,
         name="centripetalnet_hg52",
-        model=ModelConfig(method="centripetalnet", backbone="hourglass52"),
+        model=CornerConfig(method="centripetalnet", backbone="hourglass52"),
         optim=replace(base.optim, epochs=110, lr_steps=(90,)),
     )
 
@@ -141,7 +148,7 @@ def cornernet_hg52() -> ExperimentConfig:
     shift without the cross-star DCN, same network otherwise.
     """
     base = centripetalnet_hg52()
-    return replace(base, name="cornernet_hg52", model=ModelConfig(method="cornernet", backbone="hourglass52"))
+    return replace(base, name="cornernet_hg52", model=CornerConfig(method="cornernet", backbone="hourglass52"))
 
 
 def centripetalnet_shapes() -> ExperimentConfig:

@@ -3,41 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+import typing
+from typing import ClassVar, Literal
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    """The model: CenterNet, or a corner detector (CornerNet, CentripetalNet) on an hourglass.
+class CenterNetConfig:
+    """CenterNet ("Objects as Points", METHODS.md CARD 2): objects as centre points on one stride-4 map.
 
     Attributes:
-        method: ``centernet`` (objects as centre points), ``centripetalnet`` (corners matched by centripetal
-            shift, cross-star DCN; METHODS.md CARD 3) or ``cornernet`` (corners grouped by associative embedding).
-        task: ``detection`` (boxes), ``pose`` (boxes + keypoints, METHODS.md §2b) or ``mono3d`` (boxes + KITTI
-            3D cuboids, §2c).
-        backbone: ``resnet18``, ``resnet50``, ``resnet101``, ``dla34`` (CenterNet), ``hourglass104``,
-            ``hourglass52`` or ``hourglass_small`` (corner methods; the last one is CPU-sized).
+        method: ``centernet``; selects this family.
+        task: ``detection`` (boxes), ``pose`` (boxes + keypoints, §2b) or ``mono3d`` (boxes + KITTI cuboids, §2c).
+        backbone: ``resnet18``, ``resnet50``, ``resnet101`` (+ DCN up-sampler) or ``dla34`` (+ deformable DLA-up).
         backbone_weights: local ImageNet checkpoint for the backbone (torchvision/timm file); None = random init.
         head_conv: hidden channels of the head branches; None = the official default (64 ResNet, 256 DLA).
         radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
         min_overlap: IoU ``t`` of the Gaussian radius.
         size_weight, offset_weight: loss weights of the size and offset terms.
         snap_joints: pose decoding snaps joints to joint-heatmap peaks (``-jd``); false keeps the regression.
-        pair_score: corner-pair score, ``paper`` (geometric mean x centre weight w) or ``code`` (arithmetic mean,
-            centre-box threshold; both official codes) — METHODS.md App. A #7.
-        central_region: ``paper`` (mu = 1/2.1 for boxes over 3500 px², else 1/2.4) or ``official`` (reversed).
-        guiding_weight: weight alpha of CentripetalNet's guiding-shift loss.
-        cross_star: CentripetalNet's cross-star deformable conv (with its guiding shift); false reads the
-            centripetal shift from the corner-pool feature, the base model of the paper's Tables 4-5.
-        mask_head: add CentripetalNet's RoIAlign instance-mask head (COCO data with segmentations).
-        soft_nms_sigma: Gaussian soft-NMS sigma of the corner methods.
     """
 
-    method: Literal["centernet", "centripetalnet", "cornernet"] = "centernet"
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("snap_joints",)
+
+    method: Literal["centernet"] = "centernet"
     task: Literal["detection", "pose", "mono3d"] = "detection"
-    backbone: Literal[
-        "resnet18", "resnet50", "resnet101", "dla34", "hourglass104", "hourglass52", "hourglass_small"
-    ] = "resnet18"
+    backbone: Literal["resnet18", "resnet50", "resnet101", "dla34"] = "resnet18"
     backbone_weights: str | None = None
     head_conv: int | None = None
     radius_mode: Literal["centernet", "cornernet"] = "centernet"
@@ -45,12 +35,109 @@ class ModelConfig:
     size_weight: float = 0.1
     offset_weight: float = 1.0
     snap_joints: bool = True
-    pair_score: Literal["paper", "code"] = "paper"
-    central_region: Literal["paper", "official"] = "paper"
+
+    @property
+    def needs_masks(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class CornerConfig:
+    """Corner detectors on a stacked hourglass (METHODS.md CARD 3): CentripetalNet, or CornerNet's embeddings.
+
+    Attributes:
+        method: ``centripetalnet`` (corners matched by centripetal shift, cross-star DCN) or ``cornernet``
+            (corners grouped by associative embedding, the paper's matching baseline).
+        task: ``detection`` (boxes; ``mask_head`` adds instance masks).
+        backbone: ``hourglass104``, ``hourglass52`` or ``hourglass_small`` (CPU-sized); they train from scratch.
+        head_conv: hidden channels of the prediction branches; None = the stack's channels.
+        guiding_weight: weight alpha of CentripetalNet's guiding-shift loss.
+        cross_star: CentripetalNet's cross-star deformable conv (with its guiding shift); false reads the
+            centripetal shift from the corner-pool feature, the base model of the paper's Tables 4-5.
+        mask_head: add CentripetalNet's RoIAlign instance-mask head (COCO data with segmentations).
+        pair_score: corner-pair score, ``paper`` (geometric mean x centre weight w) or ``code`` (arithmetic mean,
+            centre-box threshold; both official codes) — METHODS.md App. A #7.
+        central_region: ``paper`` (mu = 1/2.1 for boxes over 3500 px², else 1/2.4) or ``official`` (reversed).
+        soft_nms_sigma: Gaussian soft-NMS sigma of the pair clean-up.
+    """
+
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("pair_score", "central_region", "soft_nms_sigma")
+
+    method: Literal["centripetalnet", "cornernet"] = "centripetalnet"
+    task: Literal["detection"] = "detection"
+    backbone: Literal["hourglass104", "hourglass52", "hourglass_small"] = "hourglass104"
+    head_conv: int | None = None
     guiding_weight: float = 0.05
     cross_star: bool = True
     mask_head: bool = False
+    pair_score: Literal["paper", "code"] = "paper"
+    central_region: Literal["paper", "official"] = "paper"
     soft_nms_sigma: float = 0.5
+
+    @property
+    def needs_masks(self) -> bool:
+        return self.mask_head
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepPointsConfig:
+    """RepPoints v1 (METHODS.md CARD 5 §5.0): objects as 9 learned points on FPN P3-P7, refined once.
+
+    Attributes:
+        method: ``reppoints``; selects this family.
+        task: ``detection``.
+        backbone: ``resnet18``, ``resnet50`` or ``resnet101``.
+        backbone_weights: local ImageNet checkpoint for the backbone; None = random init.
+        frozen_stages: backbone stages kept fixed (0 = none, 1 = stem + stage 1 as the recipes, up to 4).
+        frozen_bn: backbone BatchNorm as ``FrozenBatchNorm2d`` (the 2-images-per-GPU recipes); false trains it.
+        backbone_dcn: DCNv2 in the 3x3 convs of stages c3-c5 ("-DCN" models).
+        norm: ``gn`` (GroupNorm 32 in the FPN and the towers, the GN recipes) or ``none``.
+        channels: FPN and tower channels (256).
+        stacked_convs: convs per tower (3).
+        num_points: points per object (9, a 3x3 DCN kernel).
+        transform: pseudo box of a point set: ``minmax``, ``partial_minmax``, ``moment`` (learned transfer) or
+            ``exact_minmax`` (points 0 and 1 are the corners, RepPoints v2).
+        box_loss: ``smooth_l1`` (beta 0.11 on box / (4 x stride), weights 0.5 / 1) or ``giou`` (weights 1 / 2).
+        refine_assigner: ``max_iou`` (v1: pos 0.5, neg 0.4 on the init boxes) or ``atss`` (k = 9, the v2 repository).
+        gradient_mul: share of the DCN-offset gradient that reaches the init points (0.1).
+        score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
+    """
+
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms")
+
+    method: Literal["reppoints"] = "reppoints"
+    task: Literal["detection"] = "detection"
+    backbone: Literal["resnet18", "resnet50", "resnet101"] = "resnet50"
+    backbone_weights: str | None = None
+    frozen_stages: int = 1
+    frozen_bn: bool = True
+    backbone_dcn: bool = False
+    norm: Literal["gn", "none"] = "gn"
+    channels: int = 256
+    stacked_convs: int = 3
+    num_points: int = 9
+    transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax"] = "moment"
+    box_loss: Literal["smooth_l1", "giou"] = "smooth_l1"
+    refine_assigner: Literal["max_iou", "atss"] = "max_iou"
+    gradient_mul: float = 0.1
+    score_threshold: float = 0.05
+    nms_iou: float = 0.5
+    pre_nms: int = 1000
+
+    @property
+    def needs_masks(self) -> bool:
+        return False
+
+
+ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig
+"""The model section: one typed config per method family, selected by ``model.method``."""
+
+MODEL_FAMILIES: dict[str, type] = {
+    method: family
+    for family in (CenterNetConfig, CornerConfig, RepPointsConfig)
+    for method in typing.get_args(typing.get_type_hints(family)["method"])
+}
+"""``model.method`` value -> the config class of its family."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,10 +153,18 @@ class DataConfig:
         train_split, val_split: KITTI split names (``ImageSets/<name>.txt``) or paths of id lists.
         classes: KITTI object types trained and evaluated.
         synthetic_train, synthetic_val: size of the generated synthetic KITTI scenes.
+        resize: training geometry: ``crop`` (CenterNet's random scale + square crop of ``input_size``) or
+            ``keep_ratio`` (shorter side ``min_size``, long side at most ``max_size``; the FPN recipes).
         input_size: square training input side (and the long side at test time); with ``input_height`` the
             input is ``input_height x input_size`` (e.g. 384 x 1280 for KITTI).
         input_height: height of a non-square input, None = square.
         scales: random scale choices of the training crop.
+        min_size: ``keep_ratio`` training shorter side: one value, or ``[low, high]`` drawn uniformly (multi-scale).
+        max_size: ``keep_ratio`` bound on the long side (training and test).
+        test_resize: test geometry: ``letterbox`` (long side ``input_size``, padded square), ``keep_ratio``
+            (shorter side ``test_min_size``, long side at most ``max_size``) or ``original`` (the image's own size);
+            the last two keep the image's aspect and are padded only to the backbone's size divisor.
+        test_min_size: shorter side of ``test_resize=keep_ratio``.
         flip: horizontal flip probability.
         color_jitter: brightness/contrast/saturation strength.
         lighting: standard deviation of the PCA lighting noise (0.1 in the reference; 0 = off).
@@ -90,9 +185,14 @@ class DataConfig:
     classes: tuple[str, ...] = ("Car",)
     synthetic_train: int = 400
     synthetic_val: int = 100
+    resize: Literal["crop", "keep_ratio"] = "crop"
     input_size: int = 512
     input_height: int | None = None
     scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+    min_size: tuple[int, ...] = (800,)
+    max_size: int = 1333
+    test_resize: Literal["letterbox", "keep_ratio", "original"] = "letterbox"
+    test_min_size: int = 800
     flip: float = 0.5
     color_jitter: float = 0.4
     lighting: float = 0.1
@@ -101,27 +201,34 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """Adam with step decay and the linear learning-rate scaling rule.
+    """Adam (CenterNet, corner methods) or SGD (FPN recipes), linear warm-up, step decay and the linear
+    learning-rate scaling rule.
 
     Attributes:
+        optimizer: ``adam`` or ``sgd`` (with ``momentum``).
         lr: learning rate at ``base_batch`` images per step; the run uses ``lr * batch_size * world / base_batch``.
         base_batch: the batch ``lr`` was tuned for.
         batch_size: images per step per process.
-        weight_decay: Adam weight decay (0 in the reference).
+        momentum: SGD momentum (0.9).
+        weight_decay: weight decay (0 in CenterNet's Adam recipe, 1e-4 in the SGD recipes).
         epochs: training length.
         lr_steps: epochs after which the learning rate is divided by 10.
-        warmup_iters: linear warm-up steps from 0.1 x lr (0 in the reference).
+        warmup_iters: linear warm-up steps from ``warmup_ratio x lr`` (0 in CenterNet; 500 in the SGD recipes).
+        warmup_ratio: starting fraction of the warm-up (0.1 here so far; mmdetection's recipes use 0.001).
         grad_clip: max gradient norm, None = off.
         amp: mixed precision on CUDA, ``none``, ``bf16`` or ``fp16``.
     """
 
+    optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 5e-4
     base_batch: int = 128
     batch_size: int = 32
+    momentum: float = 0.9
     weight_decay: float = 0.0
     epochs: int = 140
     lr_steps: tuple[int, ...] = (90, 120)
     warmup_iters: int = 0
+    warmup_ratio: float = 0.1
     grad_clip: float | None = None
     amp: Literal["none", "bf16", "fp16"] = "none"
 
@@ -171,7 +278,7 @@ class ExperimentConfig:
     """
 
     name: str = "centernet"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=CenterNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from pointdet.configs import ExperimentConfig, config_to_dict
+from pointdet.configs import CONFIG_VERSION, ExperimentConfig, config_to_dict
 from pointdet.data.images import read_image
 from pointdet.data.kitti import KittiDataset
 from pointdet.distributed import (
@@ -85,7 +85,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         if config.data.val_json is None and config.data.train_json is not None:
             logger.warning("no data.val_json given: validating on the training set")
-        self.train_set, self.val_set = load_datasets(config.data, with_masks=config.model.mask_head)
+        self.train_set, self.val_set = load_datasets(config.data, with_masks=config.model.needs_masks)
         _check_task_fits_data(config, self.train_set)
         self.loader, self.sampler = train_loader(self.train_set, config)
         self.val_loader = eval_loader(
@@ -133,7 +133,9 @@ class Trainer:
         self.writer = None
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+            (self.run_dir / "config.yaml").write_text(
+                f"# pointdet config version {CONFIG_VERSION}\n" + yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
+            )
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # ----------------------------------------------------------------------------------------------- state
@@ -148,6 +150,7 @@ class Trainer:
             "best_ap": self.best_ap,
             "history": json.dumps(self.history),
             "config": config_to_dict(self.config),
+            "config_version": CONFIG_VERSION,
             "class_names": list(self.train_set.class_names),
             "category_ids": list(self.train_set.category_ids),
             "keypoint_names": list(self.train_set.keypoint_names),

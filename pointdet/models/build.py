@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pointdet.configs.schema import ModelConfig
+from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig
 from pointdet.models.backbones import DLA34, ResNet, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector
 from pointdet.models.heads import CenterNetHead, CornerHead, Mono3DHead, PoseHead
@@ -26,60 +26,47 @@ def build_model(
         num_classes: C.
         num_joints, flip_pairs: keypoints of the dataset (pose only).
     """
-    if config.method in ("centripetalnet", "cornernet"):
+    if isinstance(config, CornerConfig):
         return _build_corner_model(config, num_classes)
-    if config.method != "centernet":
-        raise ValueError(f"unknown method {config.method!r}; choose centernet, centripetalnet or cornernet")
-    if config.mask_head:
-        raise ValueError("model.mask_head is CentripetalNet's mask head: use model.method=centripetalnet")
+    if not isinstance(config, CenterNetConfig):
+        raise TypeError(f"no model builder for {type(config).__name__}")
     if config.backbone == "dla34":
         backbone = DLA34(weights=config.backbone_weights)
-        neck = DLAUpsampler(backbone.out_channels)
+        neck = DLAUpsampler([shape.channels for shape in backbone.feature_shapes])
         default_head_conv = 256
-    elif config.backbone.startswith("resnet"):
-        backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=config.backbone_weights)
-        neck = DeconvUpsampler(backbone.out_channels[-1])
-        default_head_conv = 64
     else:
-        raise ValueError(f"backbone {config.backbone!r} is not a CenterNet backbone; choose resnet18/50/101 or dla34")
+        backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=config.backbone_weights)
+        neck = DeconvUpsampler(backbone.feature_shapes[-1].channels)
+        default_head_conv = 64
+    (feature,) = neck.feature_shapes
     common = {
         "head_conv": config.head_conv or default_head_conv,
-        "stride": neck.stride,
+        "stride": feature.stride,
         "size_weight": config.size_weight,
         "offset_weight": config.offset_weight,
         "min_overlap": config.min_overlap,
         "radius_mode": config.radius_mode,
     }
     if config.task == "pose":
-        head = PoseHead(neck.out_channels, num_classes, num_joints, flip_pairs, snap=config.snap_joints, **common)
+        head = PoseHead(feature.channels, num_classes, num_joints, flip_pairs, snap=config.snap_joints, **common)
     elif config.task == "mono3d":
-        head = Mono3DHead(neck.out_channels, num_classes, **common)
-    elif config.task == "detection":
-        head = CenterNetHead(neck.out_channels, num_classes, **common)
+        head = Mono3DHead(feature.channels, num_classes, **common)
     else:
-        raise ValueError(f"unknown task {config.task!r}; choose detection, pose or mono3d")
+        head = CenterNetHead(feature.channels, num_classes, **common)
     return Detector(backbone, neck, head)
 
 
-def _build_corner_model(config: ModelConfig, num_classes: int) -> Detector:
+def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
     """CornerNet (associative embedding) or CentripetalNet on an hourglass; the stacks feed the head directly."""
-    if config.backbone not in HOURGLASSES:
-        raise ValueError(
-            f"model.method={config.method} needs an hourglass backbone ({', '.join(HOURGLASSES)}), "
-            f"got {config.backbone!r}"
-        )
-    if config.task != "detection":
-        raise ValueError(f"model.method={config.method} does detection (and masks), not task={config.task}")
-    if config.backbone_weights:
-        raise ValueError("hourglass backbones train from scratch (no ImageNet weights exist); unset backbone_weights")
     backbone = HOURGLASSES[config.backbone]()
+    channels = backbone.feature_shapes[-1].channels
     head = CornerHead(
-        backbone.out_channels[-1],
+        channels,
         num_classes,
-        backbone.num_stacks,
+        len(backbone.feature_shapes),
         matching="centripetal" if config.method == "centripetalnet" else "embedding",
         cross_star=config.cross_star,
-        head_conv=config.head_conv or backbone.out_channels[-1],
+        head_conv=config.head_conv or channels,
         guiding_weight=config.guiding_weight,
         pair_score=config.pair_score,
         central_region=config.central_region,

@@ -44,11 +44,11 @@ class Detector(nn.Module):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) uint8 RGB -> normalised float on the model's device, zero-padded at the bottom/right to a
-        multiple of the backbone's ``size_divisor`` when it has one (hourglasses; coordinates are unchanged, and
-        a flip test then mirrors the padded frame)."""
+        multiple of the backbone's ``size_divisor`` (coordinates are unchanged, and a flip test then mirrors the
+        padded frame)."""
         images = images.to(self.pixel_mean.device, non_blocking=True)
         x = (images.float() - self.pixel_mean) / self.pixel_std
-        divisor = getattr(self.backbone, "size_divisor", 1)
+        divisor = self.backbone.size_divisor
         return F.pad(x, (0, -x.shape[-1] % divisor, 0, -x.shape[-2] % divisor))
 
     def forward(self, images: Tensor):

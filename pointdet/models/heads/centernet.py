@@ -77,7 +77,9 @@ class CenterNetHead(nn.Module):
         bias = -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR) if heatmap else 0.0
         return prediction_branch(in_channels, self.head_conv, out_channels, bias=bias)
 
-    def forward(self, x: Tensor) -> NamedTuple:
+    def forward(self, features: list[Tensor]) -> NamedTuple:
+        """The neck's one stride-R map [(B, D, H, W)] -> ``Outputs``."""
+        (x,) = features
         return self.Outputs(*(getattr(self, name)(x) for name in self.Outputs._fields))
 
     def loss(self, outputs: NamedTuple, instances: list[Instances]) -> dict[str, Tensor]:

@@ -1,0 +1,35 @@
+"""Versioned configs in checkpoints: what today's code writes, and how older ones are read.
+
+Version 1 (pointdet up to the corner methods) had one flat ``ModelConfig`` of 17 fields for every method;
+version 2 has one config class per method family (``configs.schema.MODEL_FAMILIES``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pointdet.configs.overrides import ConfigError, config_from_dict
+from pointdet.configs.schema import MODEL_FAMILIES, ExperimentConfig
+
+CONFIG_VERSION = 2
+
+
+def upgrade_config(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """A config dict written by ``version`` in today's form (a new dict; ``data`` is unchanged)."""
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"config version {version} is newer than this pointdet understands ({CONFIG_VERSION})")
+    data = dict(data)
+    if version < 2 and "model" in data:
+        # The flat v1 model section: keep the keys of the method's family; the others never applied to it.
+        model = data["model"]
+        family = MODEL_FAMILIES.get(model.get("method", "centernet"))
+        if family is None:
+            raise ConfigError(f"unknown model.method {model.get('method')!r} in a version-{version} config")
+        known = {name for name in family.__dataclass_fields__}
+        data["model"] = {key: value for key, value in model.items() if key in known}
+    return data
+
+
+def config_from_checkpoint(state: dict[str, Any]) -> ExperimentConfig:
+    """The experiment config stored in a checkpoint of any version."""
+    return config_from_dict(ExperimentConfig, upgrade_config(state["config"], state.get("config_version", 1)))
