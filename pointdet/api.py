@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pointdet.configs import ExperimentConfig, config_from_checkpoint, get_preset
+from pointdet.configs import config_from_checkpoint, get_preset
 from pointdet.data.images import pil_to_tensor_rgb, read_image
 from pointdet.data.transforms import Letterbox, Sample
 from pointdet.distributed import device_for_process

@@ -62,9 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from pointdet.evaluation import format_metrics
     from pointdet.models.build import apply_decoding_options
 
-    config = apply_overrides(
-        config_from_checkpoint(load_checkpoint(args.weights)), args.overrides
-    )
+    config = apply_overrides(config_from_checkpoint(load_checkpoint(args.weights)), args.overrides)
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
     _refuse_3d_test_augmentation(config.model.task, args)
     dataset = load_val_dataset(config.data)

@@ -133,9 +133,8 @@ class Trainer:
         self.writer = None
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(
-                f"# pointdet config version {CONFIG_VERSION}\n" + yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
-            )
+            text = yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
+            (self.run_dir / "config.yaml").write_text(f"# pointdet config version {CONFIG_VERSION}\n{text}")
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # ----------------------------------------------------------------------------------------------- state
