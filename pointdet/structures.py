@@ -123,3 +123,23 @@ class Detections:
             return None if values[0] is None else torch.cat(values)
 
         return Detections(*(joined(f.name) for f in fields(Detections)))
+
+
+@dataclass(frozen=True)
+class KittiObject:
+    """One line of a KITTI label or result file."""
+
+    type: str
+    truncated: float
+    occluded: int
+    alpha: float
+    box: tuple[float, float, float, float]
+    dimensions: tuple[float, float, float]  # h, w, l
+    location: tuple[float, float, float]  # x, y, z
+    rotation_y: float
+    score: float = 1.0
+
+    def to_line(self) -> str:
+        values = [self.truncated, self.occluded, self.alpha, *self.box, *self.dimensions, *self.location]
+        text = " ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in values)
+        return f"{self.type} {text} {self.rotation_y:.2f} {self.score:.4f}"

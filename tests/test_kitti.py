@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from pointdet.data.coco import DatasetError
-from pointdet.data.kitti import KittiDataset, KittiObject, parse_label_line, read_calibration, read_label_file
+from pointdet.data.kitti import KittiDataset, parse_label_line, read_calibration, read_label_file
 from pointdet.data.synthetic3d import generate_kitti_scenes
 from pointdet.evaluation.kitti import cuboid_overlaps, evaluate_kitti, format_kitti_metrics
+from pointdet.structures import KittiObject
 
 LINE = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59"
 

@@ -16,9 +16,10 @@ from pointdet.decoders.mono3d import decode_depth, decode_mono3d
 from pointdet.engine.inference import to_original_pixels
 from pointdet.evaluation import detections_to_kitti
 from pointdet.losses.rotation import multibin_rotation_loss
+from pointdet.ops.angles import decode_orientation, encode_orientation
 from pointdet.ops.camera import lift_to_camera, observation_angle, project_points
 from pointdet.targets.centernet import build_centernet_targets
-from pointdet.targets.mono3d import build_mono3d_targets, decode_orientation, encode_orientation
+from pointdet.targets.mono3d import build_mono3d_targets
 
 
 def _ideal_rotation(bins, residuals, confidence=1.0):

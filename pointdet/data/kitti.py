@@ -21,32 +21,12 @@ import numpy as np
 import torch
 
 from pointdet.data.coco import DatasetError
-from pointdet.structures import Instances
+from pointdet.structures import Instances, KittiObject
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LABEL_FIELDS = (
     "type", "truncated", "occluded", "alpha", "x1", "y1", "x2", "y2", "h", "w", "l", "x", "y", "z", "rotation_y",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class KittiObject:
-    """One line of a KITTI label or result file."""
-
-    type: str
-    truncated: float
-    occluded: int
-    alpha: float
-    box: tuple[float, float, float, float]
-    dimensions: tuple[float, float, float]  # h, w, l
-    location: tuple[float, float, float]  # x, y, z
-    rotation_y: float
-    score: float = 1.0
-
-    def to_line(self) -> str:
-        values = [self.truncated, self.occluded, self.alpha, *self.box, *self.dimensions, *self.location]
-        text = " ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in values)
-        return f"{self.type} {text} {self.rotation_y:.2f} {self.score:.4f}"
 
 
 def _number(text: str, field: str, where: str, kind=float):

@@ -19,8 +19,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from pointdet.data.cache import build_once, cache_dir
-from pointdet.data.kitti import KittiObject, write_label_file
+from pointdet.data.kitti import write_label_file
 from pointdet.ops.camera import cuboid_corners, observation_angle, project_points
+from pointdet.structures import KittiObject
 
 FORMAT_VERSION = 1
 KITTI_SIZE = (1242, 375)

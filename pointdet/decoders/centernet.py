@@ -5,15 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pointdet.ops.gather import gather_at
 from pointdet.ops.peaks import Peaks, peak_topk
 from pointdet.structures import Detections
-
-
-def gather_at(maps: Tensor, flat_index: Tensor) -> Tensor:
-    """Values of ``maps`` (B, D, H, W) at positions ``flat_index`` (B, K) -> (B, K, D)."""
-    batch, channels = maps.shape[:2]
-    flat = maps.reshape(batch, channels, -1)
-    return flat.gather(2, flat_index.unsqueeze(1).expand(-1, channels, -1)).transpose(1, 2)
 
 
 def centre_boxes(heatmap: Tensor, size: Tensor, offset: Tensor, k: int = 100) -> tuple[Peaks, Tensor]:

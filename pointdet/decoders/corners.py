@@ -23,7 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from pointdet.decoders.centernet import gather_at
+from pointdet.ops.gather import gather_at
 from pointdet.ops.nms import soft_nms
 from pointdet.ops.peaks import peak_topk
 from pointdet.structures import Detections

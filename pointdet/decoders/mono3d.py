@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pointdet.decoders.centernet import centre_boxes, gather_at
+from pointdet.decoders.centernet import centre_boxes
+from pointdet.ops.angles import decode_orientation
+from pointdet.ops.gather import gather_at
 from pointdet.structures import Detections
-from pointdet.targets.mono3d import decode_orientation
 
 
 def decode_depth(raw: Tensor) -> Tensor:

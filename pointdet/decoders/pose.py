@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pointdet.decoders.centernet import centre_boxes, gather_at
+from pointdet.decoders.centernet import centre_boxes
+from pointdet.ops.gather import gather_at
 from pointdet.ops.peaks import channel_peak_topk
 from pointdet.structures import Detections
 

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from pointdet.data.kitti import KittiObject
 from pointdet.ops.camera import cuboid_corners, lift_to_camera
 from pointdet.ops.polygons import signed_area
-from pointdet.structures import Detections
+from pointdet.structures import Detections, KittiObject
 
 DIFFICULTIES = ("easy", "moderate", "hard")
 MIN_HEIGHT = (40.0, 25.0, 25.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pointdet.targets.mono3d import wrap_angle
+from pointdet.ops.angles import wrap_angle
 
 
 def lift_to_camera(mono3d: Tensor, projection: Tensor) -> tuple[Tensor, Tensor]:

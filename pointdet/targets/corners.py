@@ -20,9 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pointdet.ops.gaussian import gaussian_radius
+from pointdet.ops.gaussian import gaussian_radius, splat_gaussians
 from pointdet.structures import Instances
-from pointdet.targets.centernet import splat_gaussians
 
 CORNERS = ("tl", "br")  # top-left, bottom-right; the prefixes of the head's output fields
 

@@ -11,8 +11,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pointdet.ops.gaussian import splat_gaussians
 from pointdet.structures import Instances
-from pointdet.targets.centernet import CenterNetTargets, splat_gaussians
+from pointdet.targets.centernet import CenterNetTargets
 
 
 class PoseTargets(NamedTuple):

@@ -11,10 +11,11 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from pointdet.decoders.centernet import decode_centernet, gather_at, per_image
+from pointdet.decoders.centernet import decode_centernet, per_image
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import masked_l1, penalty_reduced_focal_loss
 from pointdet.models.heads.branches import prediction_branch
+from pointdet.ops.gather import gather_at
 from pointdet.ops.gaussian import RadiusMode
 from pointdet.structures import Detections, Instances
 from pointdet.targets.centernet import CenterNetTargets, build_centernet_targets

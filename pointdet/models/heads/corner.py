@@ -19,7 +19,6 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pointdet.decoders.centernet import gather_at
 from pointdet.decoders.corners import (
     CentralRegion,
     PairScore,
@@ -37,6 +36,7 @@ from pointdet.models.heads.centernet import HEATMAP_PRIOR
 from pointdet.models.heads.mask import MaskHead
 from pointdet.ops.corner_pool import Direction, corner_pool
 from pointdet.ops.dcn import deform_conv
+from pointdet.ops.gather import gather_at
 from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
 from pointdet.structures import Detections, Instances
 from pointdet.targets.corners import CORNERS, build_corner_targets

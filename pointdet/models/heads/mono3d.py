@@ -13,11 +13,11 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from pointdet.decoders.centernet import gather_at
 from pointdet.decoders.mono3d import decode_depth, decode_mono3d
 from pointdet.losses import masked_l1
 from pointdet.losses.rotation import multibin_rotation_loss
 from pointdet.models.heads.centernet import CenterNetHead
+from pointdet.ops.gather import gather_at
 from pointdet.structures import Detections, Instances
 from pointdet.targets.centernet import CenterNetTargets
 from pointdet.targets.mono3d import build_mono3d_targets

@@ -11,11 +11,11 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from pointdet.decoders.centernet import gather_at
 from pointdet.decoders.pose import decode_pose
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import masked_l1, penalty_reduced_focal_loss
 from pointdet.models.heads.centernet import CenterNetHead
+from pointdet.ops.gather import gather_at
 from pointdet.structures import Detections, Instances
 from pointdet.targets.centernet import CenterNetTargets
 from pointdet.targets.pose import build_pose_targets
