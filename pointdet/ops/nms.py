@@ -6,7 +6,7 @@ matched corner pairs (Gaussian, IoU 0.5).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -63,3 +63,80 @@ def soft_nms(
         current = current * decay[best]
         alive &= current >= score_threshold
     return torch.stack(keep), torch.stack(kept_scores)
+
+
+class VotedDetections(NamedTuple):
+    """Output of ``box_voting``, sorted by decreasing score.
+
+    Attributes:
+        boxes: (N', 4) xyxy.
+        scores: (N',) scores.
+        labels: (N',) class ids.
+        extra: (N', ...) the per-detection vectors voted with the boxes, or None.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    extra: Tensor | None
+
+
+def box_voting(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    iou_threshold: float = 0.66,
+    score_threshold: float = 0.05,
+    max_detections: int = 1000,
+    extra: Tensor | None = None,
+) -> VotedDetections:
+    """Per-class box voting for merging multi-scale detections (METHODS.md §1.11).
+
+    From ATSS / LSNet's ``bboxes_vote`` (Duankaiwen/LSNet code/mmdet/models/detectors/lsnet.py). Per class,
+    repeatedly take the best remaining detection and its group (remaining detections of its class with
+    ``IoU >= iou_threshold``, itself included) out of the pool, and output:
+
+    - the score-weighted average of the group's boxes (and ``extra`` vectors) with the group's max score;
+    - each other group member re-scored by ``s * (1 - IoU)`` when that is ``>= score_threshold``.
+
+    IoU has no ``+1`` pixel term (the reference code's legacy convention is dropped). The leader itself is never
+    re-scored (its ``1 - IoU`` is 0; the reference only keeps it when ``score_threshold <= 0``).
+
+    Args:
+        boxes: (N, 4) xyxy.
+        scores: (N,) positive scores.
+        labels: (N,) class ids; detections of different classes never vote together.
+        iou_threshold: overlap from which a detection joins the group.
+        score_threshold: least re-scored score for a group member to be kept.
+        max_detections: most detections returned.
+        extra: (N, ...) float vectors carried and averaged with the boxes (e.g. landmarks), or None.
+
+    Returns:
+        ``VotedDetections(boxes, scores, labels, extra)``, at most ``max_detections``, by decreasing score.
+    """
+    order = scores.argsort(descending=True, stable=True)
+    boxes, scores, labels = boxes[order], scores[order], labels[order]
+    values = boxes if extra is None else torch.cat([boxes, extra[order].flatten(1)], dim=1)  # (N, 4 + D)
+    remaining = torch.ones_like(scores, dtype=torch.bool)
+    out_values, out_scores, out_labels = [values[:0]], [scores[:0]], [labels[:0]]
+    while remaining.any():
+        leader = int(remaining.int().argmax())  # the first remaining, so the best
+        iou = box_iou(boxes[leader : leader + 1], boxes)[0].nan_to_num(0.0)  # (N,)
+        group = remaining & (labels == labels[leader]) & (iou >= iou_threshold)
+        group[leader] = True
+        weights = scores[group]
+        out_values.append((weights[:, None] * values[group]).sum(dim=0, keepdim=True) / weights.sum())
+        out_scores.append(scores[leader : leader + 1])
+        out_labels.append(labels[leader : leader + 1])
+        rescored = scores * (1 - iou)
+        members = group & (rescored >= score_threshold)
+        members[leader] = False
+        out_values.append(values[members])
+        out_scores.append(rescored[members])
+        out_labels.append(labels[members])
+        remaining &= ~group
+    values, scores, labels = torch.cat(out_values), torch.cat(out_scores), torch.cat(out_labels)
+    order = scores.argsort(descending=True, stable=True)[:max_detections]
+    values, scores, labels = values[order], scores[order], labels[order]
+    voted_extra = None if extra is None else values[:, 4:].reshape(len(values), *extra.shape[1:])
+    return VotedDetections(values[:, :4], scores, labels, voted_extra)
