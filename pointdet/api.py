@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from pointdet.configs import config_from_checkpoint, get_preset
 from pointdet.data.images import pil_to_tensor_rgb, read_image
 from pointdet.data.transforms import Letterbox, Sample
 from pointdet.distributed import device_for_process
-from pointdet.engine.checkpoint import load_checkpoint, load_model_weights
+from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, model_state
 from pointdet.engine.inference import predict_images, to_original_pixels
 from pointdet.models.build import build_model
 from pointdet.models.detector import Detector
@@ -127,9 +126,9 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
     keypoint_names = state.get("keypoint_names", [])
     flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]
     model = build_model(
-        replace(config.model, backbone_weights=None), len(state["class_names"]), len(keypoint_names), flip_pairs
+        config.model, len(state["class_names"]), len(keypoint_names), flip_pairs, with_backbone_weights=False
     )
-    load_model_weights(model, state["model"], path)
+    load_model_weights(model, model_state(state), path)
     predictor = Predictor(
         model,
         state["class_names"],

@@ -24,6 +24,7 @@ import torchvision
 from torch import nn
 
 from pointdet.configs import get_preset
+from pointdet.engine.train_step import TrainStep
 from pointdet.models.build import build_model
 from pointdet.structures import Instances
 
@@ -134,11 +135,10 @@ def bench_preset(name: str, settings: Settings, train_batch: int | None = None) 
     images, instances = _images(batch, size, device), _boxes_for(batch, size, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     precision = "bf16" if device.type == "cuda" else "fp32"
+    train_step = TrainStep(model, torch.bfloat16 if precision == "bf16" else None)
 
     def step():
-        with _autocast(device, precision):
-            outputs = model(model.preprocess(images))
-        loss = sum(model.loss(outputs, instances).values())
+        loss = sum(train_step(images, instances).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

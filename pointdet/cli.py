@@ -60,15 +60,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from pointdet.engine.data import eval_loader, load_val_dataset
     from pointdet.engine.evaluate import evaluate_model
     from pointdet.evaluation import format_metrics
-    from pointdet.models.build import apply_decoding_options
+    from pointdet.models.build import build_postprocess
 
-    config = apply_overrides(config_from_checkpoint(load_checkpoint(args.weights)), args.overrides)
+    state = load_checkpoint(args.weights)
+    config = apply_overrides(config_from_checkpoint(state), args.overrides)
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
     _refuse_3d_test_augmentation(config.model.task, args)
     dataset = load_val_dataset(config.data)
     data = config.data
     loader = eval_loader(dataset, data.input_size, config.eval.batch_size, data.num_workers, data.input_height)
-    apply_decoding_options(predictor.model, config.model)  # e.g. `model.snap_joints=false` evaluates pose "-reg"
+    # Decode-time options (e.g. `model.snap_joints=false`: pose "-reg") need no retraining: rebuild the post-processor.
+    flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]
+    predictor.model.postprocess = build_postprocess(config.model, predictor.model.feature_shapes, flip_pairs)
     flip = config.eval.flip if args.flip is None else args.flip
     model = predictor.model
     metrics = evaluate_model(model, loader, dataset, config.eval, flip, args.scales, args.backend, args.results)

@@ -1,4 +1,4 @@
-"""``pointdet export``: a trained CenterNet-family model with its decoder as one ONNX graph.
+"""``pointdet export``: a trained model with its decoder as one ONNX graph.
 
 The graph takes ``images`` (B, 3, H, W) uint8 RGB — batch, height and width are dynamic (H and W multiples of 32)
 — and returns the top ``k`` detections per image in the pixels of that input: ``boxes`` (B, K, 4) xyxy, ``scores``
@@ -7,8 +7,9 @@ monocular 3D models. Normalisation, the network, peak extraction and decoding ar
 deformable convolutions export through their ``grid_sample`` formulation (``ops.dcn``). The caller letterboxes
 and maps boxes back to the original image, as ``pointdet.load(...).predict`` does.
 
-Corner detectors are refused: their Gaussian soft-NMS keeps a data-dependent number of boxes one at a time,
-which has no ONNX operator.
+A model exports when its post-processor has a tensor-only ``batched(outputs, k=...)`` path and it has no RoI
+stage. Corner detectors are refused: their Gaussian soft-NMS keeps a data-dependent number of boxes one at a
+time, which has no ONNX operator.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from pointdet.models.detector import Detector
-from pointdet.models.heads import CenterNetHead
 
 OPSET = 17
 
@@ -29,16 +29,18 @@ class ExportableDetector(nn.Module):
     """uint8 images -> normalised -> network -> batched decode; the ``forward`` that is exported.
 
     Args:
-        model: a CenterNet-family ``Detector`` (detection, pose or monocular 3D head).
+        model: a ``Detector`` whose post-processor has a ``batched`` path.
         k: detections per image.
     """
 
     def __init__(self, model: Detector, k: int = 100) -> None:
         super().__init__()
-        if not isinstance(model.head, CenterNetHead):
+        postprocess = type(model.postprocess).__name__
+        if not hasattr(model.postprocess, "batched") or model.roi_heads is not None:
+            reason = "has an RoI stage" if model.roi_heads is not None else f"decodes with {postprocess}"
             raise ValueError(
-                f"ONNX export supports the CenterNet heads (detection, pose, 3D); {type(model.head).__name__} "
-                "decodes with soft-NMS, which has no ONNX operator"
+                f"this model cannot be exported to ONNX: it {reason}, whose data-dependent loop (soft-NMS, RoI "
+                "selection) has no ONNX form; export supports models with a tensor-only decoder (CenterNet, RepPoints)"
             )
         self.model, self.k = model.eval(), k
         self.output_names = ["boxes", "scores", "labels"]
@@ -46,7 +48,7 @@ class ExportableDetector(nn.Module):
         self.output_names += [name for name in ("keypoints", "mono3d") if getattr(probe, name) is not None]
 
     def _decode(self, images: Tensor):
-        return self.model.head.decode_batched(self.model(self.model.preprocess(images)), k=self.k)
+        return self.model.postprocess.batched(self.model(self.model.preprocess(images)), k=self.k)
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         detections = self._decode(images)

@@ -55,10 +55,9 @@ def fit(model, batch, steps: int, lr: float = 1e-3) -> list[float]:
     import torch
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    images = model.preprocess(batch.images)
     history = []
     for _ in range(steps):
-        total = sum(model.loss(model(images), batch.instances).values())
+        total = sum(model.loss(batch.images, batch.instances).values())
         optimizer.zero_grad()
         total.backward()
         optimizer.step()

@@ -75,7 +75,7 @@ def test_a_batch_without_objects_trains_the_corner_heads():
         model = build_model(CornerConfig(method=method, backbone="hourglass_small", mask_head=True), 2)
         empty = Instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, 3))
         empty = Instances(empty.boxes, empty.labels, empty.keypoints, masks=torch.zeros(0, 64, 64, dtype=torch.uint8))
-        losses = model.loss(model(torch.randn(2, 3, 64, 64)), [empty, empty])
+        losses = model.loss(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8), [empty, empty])
         total = sum(losses.values())
         total.backward()
         assert torch.isfinite(total), (method, losses)

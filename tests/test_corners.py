@@ -152,8 +152,7 @@ def perfect_outputs(model, instances, size=128):
             count = int(targets.mask[b].sum())
             embedding[b].view(-1)[target.index[b, :count]] = 3.0 * torch.arange(count, dtype=torch.float32)
         fields[f"{corner}_embedding"] = embedding
-    names = [n for n in head.Outputs._fields if n != "features"]
-    return head.Outputs(**{n: fields[n][:, None] for n in names}, features=torch.zeros(len(instances), 1, 1, 1))
+    return head.Outputs(**{n: fields[n][:, None] for n in head.Outputs._fields})
 
 
 @pytest.mark.parametrize(
@@ -166,7 +165,7 @@ def test_encode_then_decode_returns_the_boxes(method, cross_star):
         Instances(BOXES, LABELS, torch.zeros(4, 0, 3)),
         Instances(BOXES[1:3], LABELS[1:3], torch.zeros(2, 0, 3)),
     ]
-    detections = model.head.decode(perfect_outputs(model, instances))
+    detections = model.postprocess(perfect_outputs(model, instances))
     for dets, inst in zip(detections, instances, strict=True):
         confident = dets[dets.scores > 0.9]
         order = confident.boxes[:, 0].argsort()
@@ -240,7 +239,7 @@ def test_cross_star_offsets_come_from_the_detached_guiding_shift():
     torch.manual_seed(0)
     model = build_model(CornerConfig(method="centripetalnet", backbone="hourglass_small"), num_classes=2).train()
     inst = Instances(BOXES, LABELS, torch.zeros(4, 0, 3))
-    losses = model.loss(model(torch.randn(1, 3, 128, 128)), [inst])
+    losses = model.loss(torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8), [inst])
     assert set(losses) == {"loss_heatmap", "loss_offset", "loss_guiding", "loss_centripetal"}
     losses["loss_centripetal"].backward()
     branches = model.head.stacks[0]["tl"]
@@ -254,7 +253,8 @@ def test_without_cross_star_the_centripetal_shift_reads_the_pooled_feature():
     model = build_model(config, num_classes=2).train()
     branches = model.head.stacks[0]["tl"]
     assert not hasattr(branches, "guiding") and not hasattr(branches, "adaption")
-    losses = model.loss(model(torch.randn(1, 3, 128, 128)), [Instances(BOXES, LABELS, torch.zeros(4, 0, 3))])
+    images = torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)
+    losses = model.loss(images, [Instances(BOXES, LABELS, torch.zeros(4, 0, 3))])
     assert set(losses) == {"loss_heatmap", "loss_offset", "loss_centripetal"}
 
 

@@ -48,18 +48,18 @@ def test_ground_truth_masks_through_28x28_score_high_segm_ap_on_coco_train_mini(
 def test_mask_head_trains_on_matched_proposals_only():
     torch.manual_seed(0)
     head = MaskHead(8, num_classes=3, stride=4, hidden=16)
-    features = torch.randn(1, 8, 16, 16)
+    features = [torch.randn(1, 8, 16, 16)]
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 8:40, 8:40] = 1
     inst = Instances(torch.tensor([[8.0, 8, 40, 40]]), torch.tensor([2]), torch.zeros(1, 0, 3), masks=masks)
     far = torch.tensor([[44.0, 44, 60, 60]])  # IoU 0 with the object: not a mask RoI
     assert head(features, [torch.cat([inst.boxes, far])]).shape == (2, 3, 28, 28)
-    alone = head.loss(features, [torch.zeros(0, 4)], [inst])
-    with_far = head.loss(features, [far], [inst])
+    alone = head.loss(features, [torch.zeros(0, 4)], [inst])["loss_mask"]
+    with_far = head.loss(features, [far], [inst])["loss_mask"]
     assert alone.item() == pytest.approx(with_far.item())  # the unmatched proposal changes nothing
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     for _ in range(60):
-        loss = head.loss(features, [far], [inst])
+        loss = head.loss(features, [far], [inst])["loss_mask"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -72,4 +72,4 @@ def test_mask_head_needs_ground_truth_masks():
     head = MaskHead(8, num_classes=2)
     inst = Instances(torch.tensor([[0.0, 0, 8, 8]]), torch.tensor([0]), torch.zeros(1, 0, 3))
     with pytest.raises(ValueError, match="ground-truth masks"):
-        head.loss(torch.randn(1, 8, 4, 4), [torch.zeros(0, 4)], [inst])
+        head.loss([torch.randn(1, 8, 4, 4)], [torch.zeros(0, 4)], [inst])

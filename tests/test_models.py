@@ -15,7 +15,7 @@ def test_shapes_odd_sizes_and_full_backward(backbone):
     assert outputs.heatmap.shape == (2, 3, 16, 24)
     assert outputs.size.shape == outputs.offset.shape == (2, 2, 16, 24)
     gt = [Instances(torch.tensor([[5.0, 7.0, 40.0, 50.0]]), torch.tensor([2]), torch.zeros(1, 0, 3)), Instances.empty()]
-    losses = model.loss(outputs, gt)
+    losses = model.loss(images, gt)
     assert set(losses) == {"loss_heatmap", "loss_size", "loss_offset"}
     sum(losses.values()).backward()
     for name, parameter in model.named_parameters():

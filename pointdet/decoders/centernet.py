@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -52,3 +54,37 @@ def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int,
     """
     peaks, boxes = centre_boxes(heatmap, size, offset, k)
     return Detections(boxes * stride, peaks.scores.float(), peaks.labels)
+
+
+class CenterNetPostprocess:
+    """Raw CenterNet maps -> detections in input pixels, with the reference flip test (METHODS.md §2a(d)):
+    heatmaps and sizes of the plain and mirrored passes averaged, sub-pixel offsets from the plain pass.
+
+    The pose and 3D post-processors extend ``maps`` (what the decoder reads) and ``decode_maps``.
+
+    Args:
+        stride: output stride R.
+    """
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+
+    def maps(self, outputs: NamedTuple, flipped: NamedTuple | None) -> dict[str, Tensor]:
+        """Decoder inputs: sigmoid heatmaps, flip-averaged with ``flipped`` (outputs of the mirrored batch)."""
+        maps = {"heatmap": outputs.heatmap.sigmoid(), "size": outputs.size, "offset": outputs.offset}
+        if flipped is not None:
+            maps["heatmap"] = (maps["heatmap"] + flipped.heatmap.sigmoid().flip(-1)) / 2
+            maps["size"] = (maps["size"] + flipped.size.flip(-1)) / 2
+        return maps
+
+    def decode_maps(self, maps: dict[str, Tensor], k: int) -> Detections:
+        return decode_centernet(maps["heatmap"], maps["size"], maps["offset"], self.stride, k)
+
+    def batched(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> Detections:
+        """The top ``k`` of every image as one batched ``Detections`` (fields (B, K, ...)); tensor ops only, so it
+        exports to ONNX."""
+        return self.decode_maps(self.maps(outputs, flipped), k)
+
+    def __call__(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> list[Detections]:
+        """Per-image detections in input pixels (optionally flip-merged with ``flipped``)."""
+        return per_image(self.batched(outputs, flipped, k))

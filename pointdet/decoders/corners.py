@@ -127,3 +127,65 @@ def mirror(detections: Detections, width: float) -> Detections:
     """Boxes of a horizontally flipped image mapped back to the original: ``x -> width - x``."""
     boxes = detections.boxes[:, [2, 1, 0, 3]] * detections.boxes.new_tensor([-1.0, 1.0, -1.0, 1.0])
     return replace(detections, boxes=boxes + detections.boxes.new_tensor([width, 0.0, width, 0.0]))
+
+
+class CornerPostprocess:
+    """Raw corner maps of the last hourglass stack -> detections in input pixels (steps 1-4 above).
+
+    Args:
+        stride: output stride (4).
+        matching: ``centripetal`` (CentripetalNet) or ``embedding`` (CornerNet).
+        pair_score, central_region: decoding rules (paper defaults; METHODS.md App. A #7-8).
+        num_pairs: pairs kept before soft-NMS (1000).
+        soft_nms_sigma: Gaussian soft-NMS sigma (mmdetection's 0.5; the official code uses 0.7).
+        corners_per_map: top corners taken from each heatmap (100).
+        num_proposals: pairs per image offered to an RoI head (the mask head) in training.
+    """
+
+    def __init__(
+        self,
+        stride: int = 4,
+        matching: Literal["centripetal", "embedding"] = "centripetal",
+        pair_score: PairScore = "paper",
+        central_region: CentralRegion = "paper",
+        num_pairs: int = 1000,
+        soft_nms_sigma: float = 0.5,
+        corners_per_map: int = 100,
+        num_proposals: int = 32,
+    ) -> None:
+        if matching not in ("centripetal", "embedding"):
+            raise ValueError(f"corner matching must be 'centripetal' or 'embedding', got {matching!r}")
+        self.stride, self.matching, self.pair_score, self.central_region = stride, matching, pair_score, central_region
+        self.num_pairs, self.soft_nms_sigma = num_pairs, soft_nms_sigma
+        self.corners_per_map, self.num_proposals = corners_per_map, num_proposals
+
+    @torch.no_grad()
+    def candidates(self, outputs: NamedTuple, num_pairs: int | None = None) -> list[Detections]:
+        """Matched corner pairs of the last stack before soft-NMS, boxes in input pixels, best first."""
+        maps = {name: value[:, -1].detach() for name, value in outputs._asdict().items()}
+        tl_heat, br_heat = maps["tl_heat"].sigmoid(), maps["br_heat"].sigmoid()
+        k = self.corners_per_map
+        if self.matching == "centripetal":
+            tl = centripetal_corners(tl_heat, maps["tl_offset"], maps["tl_centripetal"], k, sign=1.0)
+            br = centripetal_corners(br_heat, maps["br_offset"], maps["br_centripetal"], k, sign=-1.0)
+        else:
+            tl = embedding_corners(tl_heat, maps["tl_offset"], maps["tl_embedding"], k)
+            br = embedding_corners(br_heat, maps["br_offset"], maps["br_embedding"], k)
+        scores = pair_scores(tl, br, self.stride, self.matching, self.pair_score, self.central_region)
+        return pair_candidates(tl, br, scores, self.stride, num_pairs or self.num_pairs)
+
+    def proposals(self, outputs: NamedTuple) -> list[Tensor]:
+        """Training proposals for an RoI head: the boxes (N, 4) of the best ``num_proposals`` pairs per image."""
+        return [d.boxes for d in self.candidates(outputs, num_pairs=self.num_proposals)]
+
+    def __call__(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> list[Detections]:
+        """Detections in input pixels; with ``flipped`` (outputs of the mirrored batch) the pairs of both passes
+        are concatenated before soft-NMS, as both codes do."""
+        candidates = self.candidates(outputs)
+        if flipped is not None:
+            width = outputs.tl_heat.shape[-1] * self.stride
+            candidates = [
+                Detections.cat([plain, mirror(other, width)])
+                for plain, other in zip(candidates, self.candidates(flipped), strict=True)
+            ]
+        return [suppress(c, k, self.soft_nms_sigma) for c in candidates]

@@ -4,10 +4,12 @@ each centre peak. ``ops.camera.lift_to_camera`` then places the object with the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-from pointdet.decoders.centernet import centre_boxes
+from pointdet.decoders.centernet import CenterNetPostprocess, centre_boxes
 from pointdet.ops.angles import decode_orientation
 from pointdet.ops.gather import gather_at
 from pointdet.structures import Detections
@@ -51,3 +53,17 @@ def decode_mono3d(
     alpha = decode_orientation(gather_at(rotation, peaks.flat_index).float())[..., None]
     mono3d = torch.cat([centre, z, hwl, alpha], dim=-1)  # (B, K, 7)
     return Detections(boxes, peaks.scores.float(), peaks.labels, mono3d=mono3d)
+
+
+class Mono3DPostprocess(CenterNetPostprocess):
+    """CenterNet monocular 3D decoding; there is no flip test for 3D (as in the paper)."""
+
+    def maps(self, outputs: NamedTuple, flipped: NamedTuple | None) -> dict[str, Tensor]:
+        if flipped is not None:
+            raise ValueError("flip test is not defined for monocular 3D (the paper uses no test augmentation)")
+        maps = super().maps(outputs, None)
+        return {**maps, "depth": outputs.depth, "dimensions": outputs.dimensions, "rotation": outputs.rotation}
+
+    def decode_maps(self, maps: dict[str, Tensor], k: int) -> Detections:
+        """Detections with (B, K, 7) ``mono3d`` (u, v, depth, h, w, l, alpha) in input pixels."""
+        return decode_mono3d(**maps, stride=self.stride, k=k)

@@ -71,3 +71,19 @@ def load_model_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tenso
             f"{len(mismatched)} of another shape (e.g. {mismatched[:2]})"
         )
     model.load_state_dict(state_dict)
+
+
+# Parameter prefixes renamed between config versions: (version that introduced the name, old prefix, new prefix).
+_RENAMED_PREFIXES = ((2, "head.mask_head.", "roi_heads."),)  # v2: the mask head became the RoI stage
+
+
+def model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint of any version, under today's parameter names."""
+    version = state.get("config_version", 1)
+    weights = {}
+    for name, tensor in state["model"].items():
+        for introduced, old, new in _RENAMED_PREFIXES:
+            if version < introduced and name.startswith(old):
+                name = new + name.removeprefix(old)
+        weights[name] = tensor
+    return weights

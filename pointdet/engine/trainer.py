@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from pointdet.configs import CONFIG_VERSION, ExperimentConfig, config_to_dict
+from pointdet.configs import CONFIG_VERSION, ExperimentConfig, OptimConfig, config_to_dict
 from pointdet.data.images import read_image
 from pointdet.data.kitti import KittiDataset
 from pointdet.distributed import (
@@ -32,9 +32,10 @@ from pointdet.distributed import (
     mean_over_processes,
     world,
 )
-from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, model_state, save_checkpoint
 from pointdet.engine.data import eval_loader, load_datasets, train_loader
 from pointdet.engine.evaluate import evaluate_model, primary_metric, run_inference
+from pointdet.engine.train_step import TrainStep
 from pointdet.engine.visualize import draw_detections, draw_mono3d
 from pointdet.evaluation import format_metrics
 from pointdet.models.build import build_model
@@ -63,14 +64,23 @@ def _check_task_fits_data(config: ExperimentConfig, dataset) -> None:
 
 
 def learning_rate(config: ExperimentConfig, step: int, steps_per_epoch: int) -> float:
-    """Scaled base lr x warm-up x step decay (x0.1 after each of ``lr_steps`` epochs)."""
+    """Scaled base lr x linear warm-up (from ``warmup_ratio``) x step decay (x0.1 after each of ``lr_steps``
+    epochs)."""
     optim = config.optim
     base = optim.lr * optim.batch_size * world()[1] / optim.base_batch
     warmup = 1.0
     if step < optim.warmup_iters:
-        warmup = 0.1 + 0.9 * step / optim.warmup_iters
+        warmup = optim.warmup_ratio + (1 - optim.warmup_ratio) * step / optim.warmup_iters
     epoch = step // steps_per_epoch
     return base * warmup * 0.1 ** sum(epoch >= s for s in optim.lr_steps)
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam, or SGD with momentum; trainable parameters only (frozen backbone stages are left out)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    return torch.optim.Adam(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
 
 
 class Trainer:
@@ -106,19 +116,15 @@ class Trainer:
             len(self.train_set.keypoint_names),
             self.train_set.flip_pairs,
         ).to(self.device)
-        self.ddp_model = self.model
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.optim.amp]
+        if self.amp_dtype == torch.float16 and self.device.type != "cuda":
+            raise ValueError("optim.amp=fp16 needs CUDA (its gradient scaler); use optim.amp=bf16 on the CPU")
+        self.step_module: torch.nn.Module = TrainStep(self.model, self.amp_dtype)
         if world()[1] > 1:
-            self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
-        )
-        self.amp_dtype = (
-            {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.optim.amp]
-            if self.device.type == "cuda"
-            else None
-        )
+        self.optimizer = build_optimizer(self.model, config.optim)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_ap, self.history = -1.0, []
@@ -167,7 +173,7 @@ class Trainer:
 
     def _restore(self, source: str | Path) -> None:
         state = load_checkpoint(source)
-        load_model_weights(self.model, state["model"], source)
+        load_model_weights(self.model, model_state(state), source)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
@@ -224,7 +230,7 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.config.optim.batch_size)
-        self.ddp_model.train()
+        self.model.train()
         remaining = min(self.steps_per_epoch - self.step_in_epoch, self.total_steps - self.global_step)
         bar = tqdm(
             total=remaining,
@@ -255,11 +261,7 @@ class Trainer:
         lr = learning_rate(self.config, self.global_step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        images = self.model.preprocess(batch.images)
-        instances = [inst.to(self.device) for inst in batch.instances]
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            outputs = self.ddp_model(images)
-        losses = self.model.loss(outputs, instances)
+        losses = self.step_module(batch.images, batch.instances)
         total = sum(losses.values())
         if not torch.isfinite(total):
             terms = {name: value.item() for name, value in losses.items()}

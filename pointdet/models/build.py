@@ -1,41 +1,85 @@
-"""``build_model``: the one place where a ``ModelConfig`` becomes modules (jump-to-definition friendly)."""
+"""``build_model``: the one place where a model config becomes modules (jump-to-definition friendly).
+
+One builder per method family; ``build_postprocess`` makes the decode-time part alone, so that decoding
+options (``model.pair_score=code``, ``model.snap_joints=false``) apply to a trained model without retraining.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from torch import nn
+from typing import Any
 
 from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig
+from pointdet.decoders.centernet import CenterNetPostprocess
+from pointdet.decoders.corners import CornerPostprocess
+from pointdet.decoders.mono3d import Mono3DPostprocess
+from pointdet.decoders.pose import PosePostprocess
 from pointdet.models.backbones import DLA34, ResNet, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector
-from pointdet.models.heads import CenterNetHead, CornerHead, Mono3DHead, PoseHead
+from pointdet.models.heads import CenterNetHead, CornerHead, MaskHead, Mono3DHead, PoseHead
 from pointdet.models.necks import DeconvUpsampler, DLAUpsampler
+from pointdet.structures import FeatureShape
 
 HOURGLASSES = {"hourglass104": hourglass104, "hourglass52": hourglass52, "hourglass_small": hourglass_small}
 
 
 def build_model(
-    config: ModelConfig, num_classes: int, num_joints: int = 0, flip_pairs: Sequence[tuple[int, int]] = ()
+    config: ModelConfig,
+    num_classes: int,
+    num_joints: int = 0,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    with_backbone_weights: bool = True,
 ) -> Detector:
-    """The detector of ``config``: CenterNet (ResNet + DCN deconv up-sampler or DLA-34 + deformable DLA-up)
-    for ``config.task``, or a corner detector on a stacked hourglass.
+    """The detector of ``config``.
 
     Args:
-        config: the model section of the experiment.
+        config: the model section of the experiment (its class selects the method family).
         num_classes: C.
         num_joints, flip_pairs: keypoints of the dataset (pose only).
+        with_backbone_weights: load ``config.backbone_weights`` (a trained checkpoint replaces them anyway).
     """
+    weights = getattr(config, "backbone_weights", None) if with_backbone_weights else None
+    if isinstance(config, CenterNetConfig):
+        return _build_centernet(config, num_classes, num_joints, flip_pairs, weights)
     if isinstance(config, CornerConfig):
         return _build_corner_model(config, num_classes)
-    if not isinstance(config, CenterNetConfig):
-        raise TypeError(f"no model builder for {type(config).__name__}")
+    raise TypeError(f"no model builder for {type(config).__name__}")
+
+
+def build_postprocess(
+    config: ModelConfig, feature_shapes: Sequence[FeatureShape], flip_pairs: Sequence[tuple[int, int]] = ()
+) -> Any:
+    """The post-processor of ``config`` for a network whose head reads ``feature_shapes``."""
+    if isinstance(config, CenterNetConfig):
+        stride = feature_shapes[0].stride
+        if config.task == "pose":
+            return PosePostprocess(stride, flip_pairs, snap=config.snap_joints)
+        return Mono3DPostprocess(stride) if config.task == "mono3d" else CenterNetPostprocess(stride)
+    if isinstance(config, CornerConfig):
+        return CornerPostprocess(
+            feature_shapes[-1].stride,
+            matching="centripetal" if config.method == "centripetalnet" else "embedding",
+            pair_score=config.pair_score,
+            central_region=config.central_region,
+            soft_nms_sigma=config.soft_nms_sigma,
+        )
+    raise TypeError(f"no post-processor for {type(config).__name__}")
+
+
+def _build_centernet(
+    config: CenterNetConfig,
+    num_classes: int,
+    num_joints: int,
+    flip_pairs: Sequence[tuple[int, int]],
+    weights: str | None,
+) -> Detector:
+    """CenterNet: ResNet + DCN up-sampler or DLA-34 + deformable DLA-up, and the head of ``config.task``."""
     if config.backbone == "dla34":
-        backbone = DLA34(weights=config.backbone_weights)
+        backbone = DLA34(weights=weights)
         neck = DLAUpsampler([shape.channels for shape in backbone.feature_shapes])
         default_head_conv = 256
     else:
-        backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=config.backbone_weights)
+        backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights)
         neck = DeconvUpsampler(backbone.feature_shapes[-1].channels)
         default_head_conv = 64
     (feature,) = neck.feature_shapes
@@ -48,40 +92,28 @@ def build_model(
         "radius_mode": config.radius_mode,
     }
     if config.task == "pose":
-        head = PoseHead(feature.channels, num_classes, num_joints, flip_pairs, snap=config.snap_joints, **common)
+        head = PoseHead(feature.channels, num_classes, num_joints, **common)
     elif config.task == "mono3d":
         head = Mono3DHead(feature.channels, num_classes, **common)
     else:
         head = CenterNetHead(feature.channels, num_classes, **common)
-    return Detector(backbone, neck, head)
+    return Detector(backbone, neck, head, build_postprocess(config, neck.feature_shapes, flip_pairs))
 
 
 def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
-    """CornerNet (associative embedding) or CentripetalNet on an hourglass; the stacks feed the head directly."""
+    """CornerNet (associative embedding) or CentripetalNet on an hourglass; the stacks feed the head directly,
+    and the mask head, when asked for, is the RoI stage."""
     backbone = HOURGLASSES[config.backbone]()
-    channels = backbone.feature_shapes[-1].channels
+    last = backbone.feature_shapes[-1]
     head = CornerHead(
-        channels,
+        last.channels,
         num_classes,
         len(backbone.feature_shapes),
         matching="centripetal" if config.method == "centripetalnet" else "embedding",
         cross_star=config.cross_star,
-        head_conv=config.head_conv or channels,
+        head_conv=config.head_conv or last.channels,
+        stride=last.stride,
         guiding_weight=config.guiding_weight,
-        pair_score=config.pair_score,
-        central_region=config.central_region,
-        soft_nms_sigma=config.soft_nms_sigma,
-        with_mask=config.mask_head,
     )
-    return Detector(backbone, nn.Identity(), head)
-
-
-def apply_decoding_options(model: Detector, config: ModelConfig) -> None:
-    """Set the decode-time options of ``config`` on a built ``model`` (they need no retraining): pose joint
-    snapping, and the corner methods' pair score, central region and soft-NMS sigma."""
-    head = model.head
-    if isinstance(head, PoseHead):
-        head.snap = config.snap_joints
-    if isinstance(head, CornerHead):
-        head.pair_score, head.central_region = config.pair_score, config.central_region
-        head.soft_nms_sigma = config.soft_nms_sigma
+    masks = MaskHead(last.channels, num_classes, last.stride, hidden=last.channels) if config.mask_head else None
+    return Detector(backbone, None, head, build_postprocess(config, backbone.feature_shapes), roi_heads=masks)

@@ -11,13 +11,12 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from pointdet.decoders.centernet import decode_centernet, per_image
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import masked_l1, penalty_reduced_focal_loss
 from pointdet.models.heads.branches import prediction_branch
 from pointdet.ops.gather import gather_at
 from pointdet.ops.gaussian import RadiusMode
-from pointdet.structures import Detections, Instances
+from pointdet.structures import Instances
 from pointdet.targets.centernet import CenterNetTargets, build_centernet_targets
 
 HEATMAP_PRIOR = 0.1  # bias -2.19, so the initial focal loss is not dominated by easy negatives
@@ -38,10 +37,11 @@ class CenterNetOutputs(NamedTuple):
 
 
 class CenterNetHead(nn.Module):
-    """Heatmap, size and offset branches with their loss and decoder; the base of the pose and 3D heads.
+    """Heatmap, size and offset branches with their loss; the base of the pose and 3D heads (decoding:
+    ``decoders.centernet.CenterNetPostprocess`` and its pose / 3D forms).
 
-    Subclasses add branches (one attribute per field of their ``Outputs``), loss terms (``task_losses``) and
-    their own decoding, and reuse the centre targets, losses and flip averaging here.
+    Subclasses add branches (one attribute per field of their ``Outputs``) and loss terms (``task_losses``), and
+    reuse the centre targets and losses here.
 
     Args:
         in_channels: channels of the neck output.
@@ -113,21 +113,3 @@ class CenterNetHead(nn.Module):
 
         ``num_objects`` is the object count of the batch averaged over processes (at least 1)."""
         return {}, targets.mask
-
-    def merged_maps(self, outputs: NamedTuple, flipped: NamedTuple | None) -> dict[str, Tensor]:
-        """Decoder inputs: sigmoid heatmaps, with ``flipped`` (outputs of the mirrored batch) the reference flip
-        test — heatmaps and sizes of both passes averaged, offsets from the plain pass."""
-        maps = {"heatmap": outputs.heatmap.sigmoid(), "size": outputs.size, "offset": outputs.offset}
-        if flipped is not None:
-            maps["heatmap"] = (maps["heatmap"] + flipped.heatmap.sigmoid().flip(-1)) / 2
-            maps["size"] = (maps["size"] + flipped.size.flip(-1)) / 2
-        return maps
-
-    def decode(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> list[Detections]:
-        """Per-image detections in input pixels (optionally flip-averaged with ``flipped``)."""
-        return per_image(self.decode_batched(outputs, flipped, k))
-
-    def decode_batched(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> Detections:
-        """The top ``k`` of every image as one batched ``Detections`` (fields (B, K, ...)); tensor ops only."""
-        maps = self.merged_maps(outputs, flipped)
-        return decode_centernet(maps["heatmap"], maps["size"], maps["offset"], self.stride, k)

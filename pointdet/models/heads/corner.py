@@ -19,26 +19,15 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pointdet.decoders.corners import (
-    CentralRegion,
-    PairScore,
-    centripetal_corners,
-    embedding_corners,
-    mirror,
-    pair_candidates,
-    pair_scores,
-    suppress,
-)
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import associative_embedding_loss, masked_smooth_l1, penalty_reduced_focal_loss
 from pointdet.models.heads.branches import prediction_branch
 from pointdet.models.heads.centernet import HEATMAP_PRIOR
-from pointdet.models.heads.mask import MaskHead
 from pointdet.ops.corner_pool import Direction, corner_pool
 from pointdet.ops.dcn import deform_conv
 from pointdet.ops.gather import gather_at
 from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
-from pointdet.structures import Detections, Instances
+from pointdet.structures import Instances
 from pointdet.targets.corners import CORNERS, build_corner_targets
 
 Matching = Literal["centripetal", "embedding"]
@@ -46,9 +35,8 @@ POOL_CHANNELS = 128
 
 
 class CentripetalOutputs(NamedTuple):
-    """Raw maps, each (B, S, D, H, W) over S stacks (only the last stack at inference), and ``features``
-    (B, F, H, W) of the last stack (read by the mask head). Heatmaps are logits (D = C); offsets, guiding and
-    centripetal shifts have D = 2."""
+    """Raw maps, each (B, S, D, H, W) over S stacks (only the last stack at inference). Heatmaps are logits
+    (D = C); offsets, guiding and centripetal shifts have D = 2."""
 
     tl_heat: Tensor
     br_heat: Tensor
@@ -58,7 +46,6 @@ class CentripetalOutputs(NamedTuple):
     br_guiding: Tensor
     tl_centripetal: Tensor
     br_centripetal: Tensor
-    features: Tensor
 
 
 class ShiftOutputs(NamedTuple):
@@ -71,7 +58,6 @@ class ShiftOutputs(NamedTuple):
     br_offset: Tensor
     tl_centripetal: Tensor
     br_centripetal: Tensor
-    features: Tensor
 
 
 class EmbeddingOutputs(NamedTuple):
@@ -83,7 +69,6 @@ class EmbeddingOutputs(NamedTuple):
     br_offset: Tensor
     tl_embedding: Tensor
     br_embedding: Tensor
-    features: Tensor
 
 
 class CornerPoolModule(nn.Module):
@@ -160,7 +145,7 @@ class CornerBranches(nn.Module):
 
 
 class CornerHead(nn.Module):
-    """Corner heads over the stacks of an hourglass, with their losses, pair decoding and optional mask head.
+    """Corner heads over the stacks of an hourglass, with their losses (decoding: ``decoders.CornerPostprocess``).
 
     Args:
         in_channels: channels of each stack's feature.
@@ -173,11 +158,6 @@ class CornerHead(nn.Module):
         stride: output stride (4).
         guiding_weight: alpha of the guiding-shift loss (0.05).
         embedding_weight: weight of CornerNet's pull and push losses (0.1 each).
-        pair_score, central_region: decoding rules (paper defaults; App. A #7-8).
-        num_pairs: pairs kept before soft-NMS (1000).
-        soft_nms_sigma: Gaussian soft-NMS sigma (mmdetection's 0.5; the official code uses 0.7).
-        with_mask: add the RoIAlign mask head.
-        mask_proposals: decoded pairs per image offered to the mask head in training.
     """
 
     def __init__(
@@ -191,20 +171,12 @@ class CornerHead(nn.Module):
         stride: int = 4,
         guiding_weight: float = 0.05,
         embedding_weight: float = 0.1,
-        pair_score: PairScore = "paper",
-        central_region: CentralRegion = "paper",
-        num_pairs: int = 1000,
-        soft_nms_sigma: float = 0.5,
-        with_mask: bool = False,
-        mask_proposals: int = 32,
     ) -> None:
         super().__init__()
         if matching not in ("centripetal", "embedding"):
             raise ValueError(f"corner matching must be 'centripetal' or 'embedding', got {matching!r}")
         self.num_classes, self.stride, self.matching = num_classes, stride, matching
         self.guiding_weight, self.embedding_weight = guiding_weight, embedding_weight
-        self.pair_score, self.central_region = pair_score, central_region
-        self.num_pairs, self.soft_nms_sigma, self.mask_proposals = num_pairs, soft_nms_sigma, mask_proposals
         if matching == "embedding":
             self.Outputs = EmbeddingOutputs
         else:
@@ -219,7 +191,6 @@ class CornerHead(nn.Module):
             )
             for _ in range(num_stacks)
         )
-        self.mask_head = MaskHead(in_channels, num_classes, stride, hidden=in_channels) if with_mask else None
 
     def forward(self, features: list[Tensor]) -> NamedTuple:
         """S stack features (B, F, H, W) -> ``Outputs``; at inference only the last stack runs its branches."""
@@ -228,8 +199,7 @@ class CornerHead(nn.Module):
             {f"{c}_{name}": value for c in CORNERS for name, value in self.stacks[i][c](features[i]).items()}
             for i in used
         ]
-        fields = {name: torch.stack([maps[name] for maps in per_stack], dim=1) for name in per_stack[0]}
-        return self.Outputs(**fields, features=features[-1])
+        return self.Outputs(**{name: torch.stack([maps[name] for maps in per_stack], dim=1) for name in per_stack[0]})
 
     def loss(self, outputs: NamedTuple, instances: list[Instances]) -> dict[str, Tensor]:
         """Loss terms summed over stacks, each the mean of its top-left and bottom-right parts (CARD 3 (c))."""
@@ -269,40 +239,4 @@ class CornerHead(nn.Module):
             "loss_pull": self.embedding_weight,
             "loss_push": self.embedding_weight,
         }
-        losses = {name: weights.get(name, 1.0) * value for name, value in terms.items()}
-        if self.mask_head is not None:
-            proposals = [d.boxes.detach() for d in self.candidates(outputs, num_pairs=self.mask_proposals)]
-            losses["loss_mask"] = self.mask_head.loss(outputs.features, proposals, instances)
-        return losses
-
-    @torch.no_grad()
-    def candidates(
-        self, outputs: NamedTuple, num_pairs: int | None = None, corners_per_map: int = 100
-    ) -> list[Detections]:
-        """Matched corner pairs of the last stack before soft-NMS (from the top ``corners_per_map`` corners of
-        each type), boxes in input pixels, best first."""
-        maps = {name: value[:, -1].detach() for name, value in outputs._asdict().items() if name != "features"}
-        tl_heat, br_heat = maps["tl_heat"].sigmoid(), maps["br_heat"].sigmoid()
-        if self.matching == "centripetal":
-            tl = centripetal_corners(tl_heat, maps["tl_offset"], maps["tl_centripetal"], corners_per_map, sign=1.0)
-            br = centripetal_corners(br_heat, maps["br_offset"], maps["br_centripetal"], corners_per_map, sign=-1.0)
-        else:
-            tl = embedding_corners(tl_heat, maps["tl_offset"], maps["tl_embedding"], corners_per_map)
-            br = embedding_corners(br_heat, maps["br_offset"], maps["br_embedding"], corners_per_map)
-        scores = pair_scores(tl, br, self.stride, self.matching, self.pair_score, self.central_region)
-        return pair_candidates(tl, br, scores, self.stride, num_pairs or self.num_pairs)
-
-    def decode(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> list[Detections]:
-        """Detections in input pixels; with ``flipped`` (outputs of the mirrored batch) the pairs of both passes
-        are concatenated before soft-NMS, as both codes do; masks come from the plain pass's features."""
-        candidates = self.candidates(outputs)
-        if flipped is not None:
-            width = outputs.tl_heat.shape[-1] * self.stride
-            candidates = [
-                Detections.cat([plain, mirror(other, width)])
-                for plain, other in zip(candidates, self.candidates(flipped), strict=True)
-            ]
-        detections = [suppress(c, k, self.soft_nms_sigma) for c in candidates]
-        if self.mask_head is not None:
-            detections = self.mask_head.predict(outputs.features, detections)
-        return detections
+        return {name: weights.get(name, 1.0) * value for name, value in terms.items()}

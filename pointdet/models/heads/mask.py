@@ -26,7 +26,8 @@ POSITIVE_IOU = 0.5
 
 
 class MaskHead(nn.Module):
-    """Box-relative mask logits for boxes on a feature map.
+    """Box-relative mask logits for boxes on the last feature map of a list (the last hourglass stack): the
+    second stage of ``Detector``, fed by its post-processor's proposals in training and its detections at test.
 
     Args:
         in_channels: channels of the feature map.
@@ -49,18 +50,25 @@ class MaskHead(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
-    def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
-        """(B, D, H, W) features and B lists of (N_b, 4) xyxy input-pixel boxes -> (ΣN_b, C, 28, 28) logits."""
-        pooled = roi_align(
-            features, [b.to(features.dtype) for b in boxes], ROI_SIZE, 1 / self.stride, sampling_ratio=2, aligned=True
-        )
+    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """Features [..., (B, D, H, W)] and B lists of (N_b, 4) xyxy input-pixel boxes -> (ΣN_b, C, 28, 28) logits.
+
+        RoIAlign runs in float32 outside autocast: torchvision has no CPU bfloat16 kernel for it, and boxes in
+        bfloat16 would be rounded by 2-4 pixels at 256-1024 px.
+        """
+        feature = features[-1]
+        with torch.autocast(feature.device.type, enabled=False):
+            pooled = roi_align(
+                feature.float(), [b.float() for b in boxes], ROI_SIZE, 1 / self.stride, sampling_ratio=2, aligned=True
+            )
         return self.predictor(F.relu(self.upsample(self.convs(pooled))))
 
-    def loss(self, features: Tensor, proposals: list[Tensor], instances: list[Instances]) -> Tensor:
-        """Mean per-RoI BCE of the proposals matched to a ground-truth box (IoU >= 0.5) and the ground truths.
+    def loss(self, features: list[Tensor], proposals: list[Tensor], instances: list[Instances]) -> dict[str, Tensor]:
+        """``loss_mask``: mean per-RoI BCE of the proposals matched to a ground-truth box (IoU >= 0.5) and the
+        ground truths.
 
         Args:
-            features: (B, D, H, W) last-stack features.
+            features: the feature maps; the last one, (B, D, H, W), is read.
             proposals: B (P_b, 4) detached boxes in input pixels.
             instances: B ground truths with ``masks`` at input resolution.
         """
@@ -81,14 +89,15 @@ class MaskHead(nn.Module):
             labels.append(inst.labels[match[positive]])
             targets.append(crop_masks(inst.masks, candidates[positive], match[positive], MASK_SIZE))
         if not labels:  # no objects: a zero loss still connected to every parameter (DDP expects their gradients)
-            return self(features, [features.new_zeros(1, 4)] + [features.new_zeros(0, 4)] * (len(rois) - 1)).sum() * 0.0
+            empty = [features[-1].new_zeros(1, 4)] + [features[-1].new_zeros(0, 4)] * (len(rois) - 1)
+            return {"loss_mask": self(features, empty).sum() * 0.0}
         logits = self(features, rois)
         labels, targets = torch.cat(labels), torch.cat(targets)
         chosen = logits[torch.arange(len(labels), device=logits.device), labels]
-        return F.binary_cross_entropy_with_logits(chosen.float(), targets)
+        return {"loss_mask": F.binary_cross_entropy_with_logits(chosen.float(), targets)}
 
     @torch.no_grad()
-    def predict(self, features: Tensor, detections: list[Detections]) -> list[Detections]:
+    def predict(self, features: list[Tensor], detections: list[Detections]) -> list[Detections]:
         """Each detection gets its class's mask probabilities (N, 28, 28) inside its box (``Detections.masks``)."""
         logits = self(features, [d.boxes for d in detections])
         labels = torch.cat([d.labels for d in detections])

@@ -13,12 +13,12 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from pointdet.decoders.mono3d import decode_depth, decode_mono3d
+from pointdet.decoders.mono3d import decode_depth
 from pointdet.losses import masked_l1
 from pointdet.losses.rotation import multibin_rotation_loss
 from pointdet.models.heads.centernet import CenterNetHead
 from pointdet.ops.gather import gather_at
-from pointdet.structures import Detections, Instances
+from pointdet.structures import Instances
 from pointdet.targets.centernet import CenterNetTargets
 from pointdet.targets.mono3d import build_mono3d_targets
 
@@ -77,13 +77,3 @@ class Mono3DHead(CenterNetHead):
             * multibin_rotation_loss(rotation, cuboids.bins, cuboids.residuals, targets.mask),
         }
         return losses, targets.mask
-
-    def merged_maps(self, outputs: Mono3DOutputs, flipped: Mono3DOutputs | None) -> dict[str, Tensor]:
-        if flipped is not None:
-            raise ValueError("flip test is not defined for monocular 3D (the paper uses no test augmentation)")
-        maps = super().merged_maps(outputs, None)
-        return {**maps, "depth": outputs.depth, "dimensions": outputs.dimensions, "rotation": outputs.rotation}
-
-    def decode_batched(self, outputs: Mono3DOutputs, flipped: Mono3DOutputs | None = None, k: int = 100) -> Detections:
-        """Detections with (B, K, 7) ``mono3d`` (u, v, depth, h, w, l, alpha) in input pixels."""
-        return decode_mono3d(**self.merged_maps(outputs, flipped), stride=self.stride, k=k)
