@@ -1,16 +1,46 @@
-"""ResNet backbones with torchvision's definitions (He et al. 2016), returning C2..C5."""
+"""ResNet backbones with torchvision's definitions (He et al., CVPR 2016, "Deep Residual Learning for Image
+Recognition"), returning C2..C5, with the detection options of mmdetection's ``ResNet`` (METHODS.md §1.13):
+frozen early stages, frozen batch norm and DCNv2 (METHODS.md §1.9) in the 3x3 convs of chosen stages.
+
+Options follow mmdetection ``mmdet/models/backbones/resnet.py`` (``frozen_stages``, ``stage_with_dcn``) and
+torchvision ``FrozenBatchNorm2d``; with the defaults the module and its state_dict keys are unchanged.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from torch import Tensor, nn
 from torchvision.models import resnet
+from torchvision.ops import FrozenBatchNorm2d
 
 from pointdet.models.backbones.weights import load_backbone_weights
+from pointdet.ops.dcn import ModulatedDeformConv2d
 from pointdet.structures import FeatureShape
 
 _BUILDERS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
+
+
+def _deformable_like(conv: nn.Conv2d) -> ModulatedDeformConv2d:
+    """A DCNv2 with ``conv``'s geometry that reuses ``conv.weight`` (the same Parameter, so the key
+    ``...conv2.weight`` and any loaded ImageNet values are kept); its offset/mask conv is new and zero."""
+    geometry = (conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+    if conv.groups != 1 or any(height != width for height, width in geometry):
+        raise ValueError(f"DCN replaces square, ungrouped convs only, got {conv}")
+    deformable = ModulatedDeformConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size[0],
+        stride=conv.stride[0],
+        padding=conv.padding[0],
+        dilation=conv.dilation[0],
+        bias=conv.bias is not None,
+    )
+    deformable.weight = conv.weight
+    if conv.bias is not None:
+        deformable.bias = conv.bias
+    return deformable
 
 
 class ResNet(nn.Module):
@@ -19,25 +49,72 @@ class ResNet(nn.Module):
     Args:
         depth: 18, 34, 50 or 101.
         weights: optional local torchvision/timm ImageNet checkpoint (``resnet18-f37072fd.pth`` etc.).
+        frozen_stages: 0 freezes nothing; n in 1..4 freezes the stem and ``layer1``..``layer<n>``: their
+            parameters get ``requires_grad=False`` and their batch norms stay in eval mode even under
+            ``train()`` (mmdetection's ``frozen_stages`` for n >= 1; the RepPoints/LSNet recipes use 1).
+        norm: ``bn`` (``nn.BatchNorm2d``) or ``frozen_bn`` (``torchvision.ops.FrozenBatchNorm2d`` everywhere:
+            fixed statistics and affine, same buffer names, no ``num_batches_tracked``).
+        dcn_stages: per stage ``layer1``..``layer4``, replace the 3x3 ``conv2`` of every block by a DCNv2
+            (``(False, True, True, True)`` for the "-DCN" models). At initialisation its offsets are 0 and its
+            modulation is sigmoid(0) = 0.5, so each replaced conv outputs half the plain conv's response (as
+            mmcv's ``ModulatedDeformConv2dPack`` and CenterNet's DCNv2 do).
 
     Shapes:
         (B, 3, H, W) -> [C2, C3, C4, C5] at strides 4, 8, 16, 32.
     """
 
-    def __init__(self, depth: int = 18, weights: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        depth: int = 18,
+        weights: str | Path | None = None,
+        *,
+        frozen_stages: int = 0,
+        norm: Literal["bn", "frozen_bn"] = "bn",
+        dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False),
+    ) -> None:
         super().__init__()
         if depth not in _BUILDERS:
             raise ValueError(f"ResNet depth must be one of {sorted(_BUILDERS)}, got {depth}")
-        net = _BUILDERS[depth](weights=None)
+        if not 0 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in 0..4, got {frozen_stages}")
+        if norm not in ("bn", "frozen_bn"):
+            raise ValueError(f"norm must be 'bn' or 'frozen_bn', got {norm!r}")
+        if len(dcn_stages) != 4:
+            raise ValueError(f"dcn_stages needs one flag per stage layer1..layer4, got {dcn_stages}")
+        norm_layer = FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d
+        net = _BUILDERS[depth](weights=None, norm_layer=norm_layer)
         if weights is not None:
+            # Loaded before the DCN swap, so the file's conv2 weights land in the DCN weights; a frozen_bn
+            # model has no num_batches_tracked buffers, so those keys of the file are not read.
             load_backbone_weights(net, weights)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        for stage, deformable in zip(self._stages()[1:], dcn_stages, strict=True):
+            if deformable:
+                for block in stage:
+                    block.conv2 = _deformable_like(block.conv2)
+        self.frozen_stages = frozen_stages
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self.train()
         width = 64 * (1 if depth < 50 else 4)
         self.feature_shapes = tuple(
             FeatureShape(f"c{level}", width * 2 ** (level - 2), 2**level) for level in range(2, 6)
         )
         self.size_divisor = 32
+
+    def _stages(self) -> list[nn.Module]:
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        return self._stages()[: self.frozen_stages + 1] if self.frozen_stages > 0 else []
+
+    def train(self, mode: bool = True) -> ResNet:
+        """Set train/eval mode, keeping the frozen stages in eval mode (their batch-norm statistics fixed)."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
 
     def forward(self, x: Tensor) -> list[Tensor]:
         c2 = self.layer1(self.stem(x))

@@ -2,5 +2,6 @@
 
 from pointdet.models.necks.deconv import DeconvUpsampler
 from pointdet.models.necks.dla_up import DLAUpsampler
+from pointdet.models.necks.fpn import FPN
 
-__all__ = ["DLAUpsampler", "DeconvUpsampler"]
+__all__ = ["FPN", "DLAUpsampler", "DeconvUpsampler"]
