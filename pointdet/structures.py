@@ -49,6 +49,10 @@ class Instances:
         masks: (N, H, W) uint8 binary masks, or None when masks were not loaded.
         boxes3d: (N, 8) float KITTI camera-frame cuboids ``(h, w, l, x, y, z, rotation_y, alpha)`` in metres
             and radians (``(x, y, z)`` is the bottom-face centre), or None for 2D datasets.
+        polygons: N lists of parts, each part a (V, 2) float tensor of xy pixels (a COCO polygon, several parts
+            for occluded objects, none for objects annotated by RLE only), or None when polygons were not loaded.
+        ignore_boxes: (G, 4) float xyxy pixels of crowd regions (COCO ``iscrowd=1``), or None. They belong to the
+            image, not to any object: selecting objects (``instances[keep]``) leaves them unchanged.
     """
 
     boxes: Tensor
@@ -56,16 +60,33 @@ class Instances:
     keypoints: Tensor
     masks: Tensor | None = None
     boxes3d: Tensor | None = None
+    polygons: list[list[Tensor]] | None = None
+    ignore_boxes: Tensor | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
 
     def to(self, device: torch.device | str) -> Instances:
-        return _move(self, device)
+        moved = _move(self, device)
+        if self.polygons is None:
+            return moved
+        return replace(moved, polygons=[[part.to(device) for part in parts] for parts in self.polygons])
 
     def __getitem__(self, keep: Tensor | slice) -> Instances:
-        """The objects selected by ``keep`` (a boolean mask or an index), every field kept in step."""
-        return _select(self, keep)
+        """The objects selected by ``keep`` (a boolean mask or an index), every per-object field kept in step;
+        the per-image ``ignore_boxes`` stay as they are."""
+        # _select indexes every non-None field, so the two fields it cannot handle are set aside: the per-image
+        # ignore_boxes must not be indexed, and polygons are a Python list indexed below.
+        selected = _select(replace(self, polygons=None, ignore_boxes=None), keep)
+        polygons = None
+        if self.polygons is not None:
+            if isinstance(keep, slice):
+                polygons = self.polygons[keep]
+            else:
+                keep = torch.as_tensor(keep)
+                indices = keep.nonzero().flatten() if keep.dtype == torch.bool else keep.flatten()
+                polygons = [self.polygons[i] for i in indices.tolist()]
+        return replace(selected, polygons=polygons, ignore_boxes=self.ignore_boxes)
 
     @staticmethod
     def empty(num_keypoints: int = 0) -> Instances:

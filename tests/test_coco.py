@@ -114,3 +114,73 @@ def test_real_raccoon_loads():
     for split in ("train", "test"):
         dataset = CocoDataset(root / "annotations" / f"instances_{split}.json", root / "images")
         assert len(dataset) > 0 and dataset.class_names == ["raccoon"]
+
+
+def test_crowd_annotations_become_ignore_boxes_and_polygons_load_on_request(tmp_path, tiny_shapes, document):
+    first = document["annotations"][0]
+    crowd = {**first, "id": 1000, "iscrowd": 1, "bbox": [1.0, 2.0, 10.0, 20.0]}
+    rle = {**document["annotations"][1], "segmentation": {"size": [64, 64], "counts": [0, 4096]}}
+    document["annotations"][1] = rle
+    document["annotations"].append(crowd)
+    path = _write(tmp_path, document, "crowd.json")
+    dataset = CocoDataset(path, tiny_shapes.train_images, with_polygons=True)
+    assert not dataset.skipped  # crowd regions are no longer skipped
+    index = next(i for i, r in enumerate(dataset.records) if r.image_id == first["image_id"])
+    instances = dataset.instances(index, 64, 64)
+    assert instances.ignore_boxes.tolist() == [[1.0, 2.0, 11.0, 22.0]]
+    assert len(instances.polygons) == len(instances) and instances.polygons[0][0].shape[1] == 2
+    assert instances.polygons[0][0].flatten().tolist() == pytest.approx(first["segmentation"][0])
+    rle_index = next(i for i, r in enumerate(dataset.records) if r.image_id == rle["image_id"])
+    rle_position = [a["id"] for a in document["annotations"] if a["image_id"] == rle["image_id"]].index(rle["id"])
+    assert dataset.instances(rle_index, 64, 64).polygons[rle_position] == []
+    assert CocoDataset(path, tiny_shapes.train_images).instances(index, 64, 64).polygons is None
+    document["annotations"][0]["segmentation"] = [[1.0, 2.0, 3.0, 4.0, 5.0]]
+    broken = CocoDataset(_write(tmp_path, document, "odd.json"), tiny_shapes.train_images, with_polygons=True)
+    with pytest.raises(DatasetError, match=r"odd.json image \d+: annotation 0: field 'segmentation' has a polygon"):
+        broken.instances(index, 64, 64)
+
+
+def test_real_coco_train_mini_polygons_and_crowd_regions():
+    root = shared_data("coco_train_mini")
+    annotation_file = root / "annotations" / "instances_train.json"
+    annotations = json.loads(annotation_file.read_text())["annotations"]
+    crowds = [a for a in annotations if a.get("iscrowd", 0)]
+    polygons = [a for a in annotations if not a.get("iscrowd", 0) and isinstance(a["segmentation"], list)]
+    assert len(crowds) > 0 and len(polygons) > 0
+    dataset = CocoDataset(annotation_file, root / "images", with_polygons=True)
+    loaded_polygons = loaded_parts = loaded_vertices = ignore_boxes = 0
+    for index, record in enumerate(dataset.records):
+        instances = dataset.instances(index, record.height, record.width)
+        assert len(instances.polygons) == len(instances)
+        loaded_polygons += sum(1 for parts in instances.polygons if parts)
+        loaded_parts += sum(len(parts) for parts in instances.polygons)
+        loaded_vertices += sum(len(part) for parts in instances.polygons for part in parts)
+        ignore_boxes += len(instances.ignore_boxes)
+    assert loaded_polygons == len(polygons)
+    assert loaded_parts == sum(len(a["segmentation"]) for a in polygons)
+    assert loaded_vertices == sum(len(part) // 2 for a in polygons for part in a["segmentation"])
+    assert ignore_boxes == len(crowds)
+
+
+def test_real_coco_train_mini_test_geometries_record_their_scale():
+    from pointdet.configs.schema import DataConfig
+    from pointdet.data.dataset import TransformedDataset
+    from pointdet.engine.data import select_eval_transforms
+
+    root = shared_data("coco_train_mini")
+    annotation_file = root / "annotations" / "instances_train.json"
+    crowd_image = next(a["image_id"] for a in json.loads(annotation_file.read_text())["annotations"] if a["iscrowd"])
+    dataset = CocoDataset(annotation_file, root / "images", with_polygons=True)
+    index = next(i for i, r in enumerate(dataset.records) if r.image_id == crowd_image)
+    record = dataset.records[index]
+    raw = dataset.instances(index, record.height, record.width)
+    original = TransformedDataset(dataset, select_eval_transforms(DataConfig(test_resize="original")))[index]
+    assert original.scale == 1.0 and original.image.shape[-2:] == (record.height, record.width)
+    assert original.orig_size == (record.height, record.width)
+    keep_ratio = DataConfig(test_resize="keep_ratio", test_min_size=600, max_size=1000)
+    resized = TransformedDataset(dataset, select_eval_transforms(keep_ratio))[index]
+    factor = min(600 / min(record.height, record.width), 1000 / max(record.height, record.width))
+    assert resized.scale == factor
+    assert resized.image.shape[-2:] == (int(record.height * factor + 0.5), int(record.width * factor + 0.5))
+    assert len(resized.instances.ignore_boxes) >= 1 and len(resized.instances.polygons) == len(resized.instances)
+    assert torch.allclose(resized.instances.ignore_boxes, raw.ignore_boxes * factor, atol=1.0)  # per-axis rounding

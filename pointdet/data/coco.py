@@ -1,8 +1,9 @@
-"""COCO-format reader with validation: boxes, iscrowd, polygon/RLE masks and keypoints.
+"""COCO-format reader with validation: boxes, crowd regions, polygon/RLE masks, polygons and keypoints.
 
 Structural problems (a missing image file, an unknown category, keypoints of the wrong length, a missing
 field) raise ``DatasetError`` naming the file, the record and the field. Boxes that cannot be trained on
-(non-positive size, NaN) are skipped, counted in ``skipped`` and reported once as a warning.
+(non-positive size, NaN) are skipped, counted in ``skipped`` and reported once as a warning. Crowd annotations
+(``iscrowd=1``) are not objects: their boxes become the image's ``ignore_boxes``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image and its usable, non-crowd annotations, in contiguous label space."""
+    """One image, its usable non-crowd annotations in contiguous label space, and its crowd regions."""
 
     image_id: int
     path: Path
@@ -40,6 +41,7 @@ class ImageRecord:
     labels: np.ndarray  # (N,) int64
     keypoints: np.ndarray  # (N, K, 3) float32
     segmentations: list  # N COCO segmentations (polygon lists or RLE dicts; [] when absent)
+    ignore_boxes: np.ndarray  # (G, 4) float32 xyxy of the crowd annotations
 
 
 def flip_pairs_from_names(names: list[str]) -> list[tuple[int, int]]:
@@ -67,6 +69,9 @@ class CocoDataset:
         annotation_file: path to ``instances_*.json`` / ``person_keypoints_*.json``.
         image_dir: folder that ``file_name`` is relative to.
         with_masks: decode polygon/RLE segmentations into (N, H, W) masks in ``instances``.
+        with_polygons: give ``instances`` the polygons of every object (an empty list of parts for RLE-only ones).
+            Off by default, as ``with_masks``: nothing trains on them yet, and each geometric transform then moves
+            every vertex.
 
     Attributes:
         class_names: C names in contiguous label order.
@@ -77,10 +82,12 @@ class CocoDataset:
         skipped: counts of skipped annotations by reason.
     """
 
-    def __init__(self, annotation_file: str | Path, image_dir: str | Path, with_masks: bool = False) -> None:
+    def __init__(
+        self, annotation_file: str | Path, image_dir: str | Path, with_masks: bool = False, with_polygons: bool = False
+    ) -> None:
         self.annotation_file = Path(annotation_file)
         self.image_dir = Path(image_dir)
-        self.with_masks = with_masks
+        self.with_masks, self.with_polygons = with_masks, with_polygons
         try:
             data = json.loads(self.annotation_file.read_text())
         except FileNotFoundError as error:
@@ -117,12 +124,14 @@ class CocoDataset:
     def _read_records(self, images: list[dict], annotations: list[dict]) -> list[ImageRecord]:
         where = str(self.annotation_file)
         by_image: dict[int, list[dict]] = {}
+        crowd_by_image: dict[int, list[dict]] = {}
         image_info: dict[int, dict] = {}
         missing = []
         for i, image in enumerate(images):
             _require(image, ("id", "file_name", "width", "height"), f"{where} images[{i}] (id={image.get('id')})")
             image_info[int(image["id"])] = image
             by_image[int(image["id"])] = []
+            crowd_by_image[int(image["id"])] = []
             if not (self.image_dir / image["file_name"]).is_file():
                 missing.append(f"images[{i}] id={image['id']} file_name={image['file_name']!r}")
         if missing:
@@ -154,15 +163,14 @@ class CocoDataset:
             if bbox[2] <= 0 or bbox[3] <= 0:
                 self.skipped["bbox with non-positive size"] += 1
                 continue
-            if ann.get("iscrowd", 0):
-                self.skipped["crowd (evaluated, not trained on)"] += 1
-                continue
-            by_image[int(ann["image_id"])].append(ann)
-        return [self._make_record(image_info[image_id], anns, num_keypoints) for image_id, anns in by_image.items()]
+            (crowd_by_image if ann.get("iscrowd", 0) else by_image)[int(ann["image_id"])].append(ann)
+        return [
+            self._make_record(image_info[image_id], anns, crowd_by_image[image_id], num_keypoints)
+            for image_id, anns in by_image.items()
+        ]
 
-    def _make_record(self, image: dict, anns: list[dict], num_keypoints: int) -> ImageRecord:
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
+    def _make_record(self, image: dict, anns: list[dict], crowds: list[dict], num_keypoints: int) -> ImageRecord:
+        boxes = _xyxy([a["bbox"] for a in anns])
         keypoints = np.zeros((len(anns), num_keypoints, 3), dtype=np.float32)
         for j, ann in enumerate(anns):
             if ann.get("keypoints") is not None:
@@ -176,23 +184,50 @@ class CocoDataset:
             labels=np.array([self._label_of[int(a["category_id"])] for a in anns], dtype=np.int64),
             keypoints=keypoints,
             segmentations=[a.get("segmentation", []) for a in anns],
+            ignore_boxes=_xyxy([a["bbox"] for a in crowds]),
         )
 
     def __len__(self) -> int:
         return len(self.records)
 
     def instances(self, index: int, height: int, width: int) -> Instances:
-        """The ground truth of record ``index`` for an image decoded at ``(height, width)``."""
+        """The ground truth of record ``index`` for an image decoded at ``(height, width)``, with the crowd regions
+        as ``ignore_boxes``."""
         record = self.records[index]
-        masks = None
-        if self.with_masks:
-            masks = decode_masks(record.segmentations, height, width, f"{self.annotation_file} image {record.image_id}")
+        where = f"{self.annotation_file} image {record.image_id}"
+        masks = decode_masks(record.segmentations, height, width, where) if self.with_masks else None
         return Instances(
             boxes=torch.from_numpy(record.boxes.copy()),
             labels=torch.from_numpy(record.labels.copy()),
             keypoints=torch.from_numpy(record.keypoints.copy()),
             masks=masks,
+            polygons=read_polygons(record.segmentations, where) if self.with_polygons else None,
+            ignore_boxes=torch.from_numpy(record.ignore_boxes.copy()),
         )
+
+
+def _xyxy(bboxes: list[list[float]]) -> np.ndarray:
+    """COCO ``[x, y, w, h]`` boxes -> (N, 4) float32 xyxy."""
+    boxes = np.array(bboxes, dtype=np.float32).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
+
+
+def read_polygons(segmentations: list, where: str) -> list[list[Tensor]]:
+    """COCO segmentations -> per object a list of (V, 2) float32 xy parts; RLE or absent segmentations give []."""
+    polygons = []
+    for j, segmentation in enumerate(segmentations):
+        if not isinstance(segmentation, list):
+            polygons.append([])
+            continue
+        for part in segmentation:
+            if not isinstance(part, list) or len(part) % 2 or len(part) < 6:
+                raise DatasetError(
+                    f"{where}: annotation {j}: field 'segmentation' has a polygon that is not a flat list of at "
+                    f"least 3 (x, y) pairs ({str(part)[:60]})"
+                )
+        polygons.append([torch.tensor(part, dtype=torch.float32).reshape(-1, 2) for part in segmentation])
+    return polygons
 
 
 def decode_masks(segmentations: list, height: int, width: int, where: str) -> Tensor:

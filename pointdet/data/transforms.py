@@ -1,8 +1,15 @@
-"""Sample -> Sample transforms on torchvision.transforms.v2: image, boxes, masks and keypoints move together.
+"""Sample -> Sample transforms on torchvision.transforms.v2: image, boxes, masks, keypoints, polygons and crowd
+(ignore) boxes move together.
 
-Images stay uint8 here; normalisation happens on the model's device (``Detector.preprocess``). Keypoints are
-plain (N, K, 3) tensors moved by the same affine maps as the boxes, in continuous pixel coordinates (a flip
-maps x to W - x, as it does box edges), with left/right indices swapped on flips.
+Images stay uint8 here; normalisation happens on the model's device (``Detector.preprocess``). Keypoints and
+polygon vertices are plain xy tensors moved by the same affine maps as the boxes, in continuous pixel
+coordinates (a flip maps x to W - x, as it does box edges). Flips also swap left/right keypoint indices and
+reverse the vertex order of every polygon part, so that a part keeps its orientation (the sign of its signed
+area) instead of being mirrored from counter-clockwise to clockwise.
+
+Resizing comes in three geometries: ``RandomScaleCrop`` (CenterNet's square training crop), ``Letterbox``
+(long side fitted into a fixed canvas) and ``KeepRatioResize`` (mmdetection's shorter side / longer side
+bound, unpadded: ``collate`` pads the batch).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ class Sample:
         instances: ground truth in the pixel frame of ``image``.
         image_id: dataset image id (for evaluation).
         orig_size: ``(height, width)`` of the decoded file.
-        scale: factor from original to current pixels (``current = original * scale``); set by ``Letterbox``.
+        scale: factor from original to current pixels (``current = original * scale``); set by ``Letterbox`` and
+            ``KeepRatioResize``.
     """
 
     image: Tensor
@@ -41,20 +49,41 @@ class Sample:
 Transform = Callable[[Sample], Sample]
 
 
-def _geometric(sample: Sample, op: Callable, keypoint_map: Callable[[Tensor], Tensor]) -> Sample:
-    """Apply a tv2 functional ``op`` to image, boxes and masks, and ``keypoint_map`` to keypoint xy."""
+def _move_polygons(
+    polygons: list[list[Tensor]], point_map: Callable[[Tensor], Tensor], mirrored: bool
+) -> list[list[Tensor]]:
+    """``point_map`` applied to every vertex (all parts at once); each part reversed when ``mirrored``."""
+    parts = [part for object_parts in polygons for part in object_parts]
+    if not parts:
+        return polygons
+    moved = iter(point_map(torch.cat(parts)).split([len(part) for part in parts]))
+    if mirrored:
+        moved = (part.flip(0) for part in moved)
+    return [[next(moved) for _ in object_parts] for object_parts in polygons]
+
+
+def _geometric(
+    sample: Sample, op: Callable, keypoint_map: Callable[[Tensor], Tensor], mirrored: bool = False
+) -> Sample:
+    """Apply a tv2 functional ``op`` to image, boxes, ignore boxes and masks, and ``keypoint_map`` to keypoint and
+    polygon xy; ``mirrored`` (a flip) also reverses each polygon part's vertex order."""
     height, width = sample.image.shape[-2:]
     inst = sample.instances
+
+    def boxes_op(boxes: Tensor) -> Tensor:
+        return op(tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))).as_subclass(Tensor)
+
     image = op(tv_tensors.Image(sample.image))
-    boxes = op(tv_tensors.BoundingBoxes(inst.boxes, format="XYXY", canvas_size=(height, width)))
     masks = op(tv_tensors.Mask(inst.masks)) if inst.masks is not None else None
     keypoints = inst.keypoints.clone()
     keypoints[..., :2] = keypoint_map(keypoints[..., :2])
     instances = replace(
         inst,
-        boxes=boxes.as_subclass(Tensor),
+        boxes=boxes_op(inst.boxes),
         keypoints=keypoints,
         masks=None if masks is None else masks.as_subclass(Tensor),
+        polygons=None if inst.polygons is None else _move_polygons(inst.polygons, keypoint_map, mirrored),
+        ignore_boxes=None if inst.ignore_boxes is None else boxes_op(inst.ignore_boxes),
     )  # 3D cuboids live in the camera frame: resizing and cropping the image leaves them unchanged
     return replace(sample, image=image.as_subclass(Tensor), instances=instances)
 
@@ -72,6 +101,8 @@ def crop(sample: Sample, top: int, left: int, height: int, width: int) -> Sample
 
 
 def horizontal_flip(sample: Sample, flip_pairs: Sequence[tuple[int, int]]) -> Sample:
+    """Mirror left-right: x -> W - x for boxes, keypoints and polygon vertices; the keypoints of each
+    ``flip_pairs`` pair swap indices, and every polygon part's vertices are reversed so it keeps its orientation."""
     if sample.instances.boxes3d is not None:
         raise ValueError(
             f"image {sample.image_id}: horizontal flips of 3D ground truth are not supported (the camera's "
@@ -82,7 +113,7 @@ def horizontal_flip(sample: Sample, flip_pairs: Sequence[tuple[int, int]]) -> Sa
     def flip_keypoints(xy: Tensor) -> Tensor:
         return torch.stack([width - xy[..., 0], xy[..., 1]], dim=-1)
 
-    flipped = _geometric(sample, F.horizontal_flip, flip_keypoints)
+    flipped = _geometric(sample, F.horizontal_flip, flip_keypoints, mirrored=True)
     if not flip_pairs:
         return flipped
     order = list(range(flipped.instances.keypoints.shape[1]))
@@ -91,15 +122,29 @@ def horizontal_flip(sample: Sample, flip_pairs: Sequence[tuple[int, int]]) -> Sa
     return replace(flipped, instances=replace(flipped.instances, keypoints=flipped.instances.keypoints[:, order]))
 
 
+def _clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    clipped = boxes.clone()
+    clipped[:, 0::2] = clipped[:, 0::2].clamp(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clamp(0, height)
+    return clipped
+
+
 def sanitize(sample: Sample, min_size: float = 1.0) -> Sample:
-    """Clip boxes to the image, drop those smaller than ``min_size``, and mark off-image keypoints invisible."""
+    """Clip boxes to the image, drop those smaller than ``min_size``, and mark off-image keypoints invisible.
+
+    Masks and polygons of the dropped objects go with them; polygons of kept objects are not clipped to the image
+    (their vertices may lie outside it). Ignore boxes are clipped too and dropped when nothing of them is left.
+    """
     height, width = sample.image.shape[-2:]
     inst = sample.instances
-    boxes = inst.boxes.clone()
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    boxes = _clip_boxes(inst.boxes, height, width)
     keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
-    kept = replace(inst, boxes=boxes)[keep]
+    ignore_boxes = inst.ignore_boxes
+    if ignore_boxes is not None:
+        ignore_boxes = _clip_boxes(ignore_boxes, height, width)
+        nonempty = (ignore_boxes[:, 2] > ignore_boxes[:, 0]) & (ignore_boxes[:, 3] > ignore_boxes[:, 1])
+        ignore_boxes = ignore_boxes[nonempty]
+    kept = replace(inst, boxes=boxes, ignore_boxes=ignore_boxes)[keep]
     keypoints = kept.keypoints.clone()
     x, y = keypoints[..., 0], keypoints[..., 1]
     outside = (x < 0) | (y < 0) | (x >= width) | (y >= height)
@@ -198,6 +243,36 @@ class Letterbox:
         return replace(sample, scale=sample.scale * factor)
 
 
+class KeepRatioResize:
+    """Resize keeping the aspect ratio: the shorter side to ``min_size`` unless the longer side would pass
+    ``max_size`` (mmdetection's ``Resize(img_scale=(max_size, min_size), keep_ratio=True)``).
+
+    The factor is ``min(short_target / short_side, max_size / long_side)`` and the new size
+    ``int(side * factor + 0.5)``, as mmcv's ``imrescale``. With ``min_size = (low, high)`` the shorter-side target is
+    drawn uniformly from the integers ``low..high`` (mmdetection's ``multiscale_mode='range'``, the multi-scale
+    recipes). Nothing is padded: ``collate`` pads the batch to its largest image, bottom/right. The factor is stored
+    in ``Sample.scale`` so predictions map back with ``boxes / scale`` (the image and its ground truth are moved by
+    the rounded per-axis factors ``new_side / side``, so this is off by at most half a pixel at the far edge).
+
+    Args:
+        min_size: shorter-side target in pixels, or ``(low, high)`` to draw it from.
+        max_size: bound on the longer side in pixels.
+    """
+
+    def __init__(self, min_size: int | Sequence[int], max_size: int) -> None:
+        sizes = (min_size,) if isinstance(min_size, int) else tuple(int(s) for s in min_size)
+        if len(sizes) not in (1, 2) or sizes[0] > sizes[-1] or sizes[0] <= 0:
+            raise ValueError(f"min_size must be one positive size or [low, high] with low <= high, got {min_size!r}")
+        self.low, self.high, self.max_size = sizes[0], sizes[-1], max_size
+
+    def __call__(self, sample: Sample) -> Sample:
+        height, width = sample.image.shape[-2:]
+        target = self.low if self.low == self.high else int(torch.randint(self.low, self.high + 1, ()))
+        factor = min(target / min(height, width), self.max_size / max(height, width))
+        new_h, new_w = max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+        return replace(resize(sample, new_h, new_w), scale=sample.scale * factor)
+
+
 class Compose:
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
@@ -228,6 +303,37 @@ def train_transforms(
     return Compose(steps)
 
 
+def keep_ratio_train_transforms(
+    min_size: int | Sequence[int],
+    max_size: int,
+    flip: float,
+    color_jitter: float,
+    flip_pairs: Sequence[tuple[int, int]],
+    lighting: float = 0.0,
+) -> Compose:
+    """The FPN recipe (mmdetection): keep-ratio resize (multi-scale with ``min_size = (low, high)``), horizontal
+    flip, box clean-up; colour jitter and PCA lighting only when their strength is above 0."""
+    steps: list[Transform] = [KeepRatioResize(min_size, max_size)]
+    if flip > 0:
+        steps.append(RandomHorizontalFlip(flip_pairs, flip))
+    if color_jitter > 0:
+        steps.append(ColorJitter(color_jitter))
+    if lighting > 0:
+        steps.append(PCALighting(lighting))
+    steps.append(sanitize)
+    return Compose(steps)
+
+
 def eval_transforms(size: int, height: int | None = None) -> Compose:
     """Letterbox to ``height x size`` (square by default) and clean the boxes up."""
     return Compose([Letterbox(size, height), sanitize])
+
+
+def keep_ratio_eval_transforms(min_size: int, max_size: int) -> Compose:
+    """Keep-ratio resize to shorter side ``min_size`` (longer side at most ``max_size``), unpadded, and clean-up."""
+    return Compose([KeepRatioResize(min_size, max_size), sanitize])
+
+
+def original_size_transforms() -> Compose:
+    """The image at its own size (``scale`` 1), boxes cleaned up."""
+    return Compose([sanitize])

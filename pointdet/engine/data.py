@@ -18,7 +18,14 @@ from pointdet.data.dataset import SeededShuffleSampler, ShardSampler, Transforme
 from pointdet.data.kitti import KittiDataset
 from pointdet.data.shapes import generate_shapes
 from pointdet.data.synthetic3d import generate_kitti_scenes
-from pointdet.data.transforms import eval_transforms, train_transforms
+from pointdet.data.transforms import (
+    Transform,
+    eval_transforms,
+    keep_ratio_eval_transforms,
+    keep_ratio_train_transforms,
+    original_size_transforms,
+    train_transforms,
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,9 @@ def _kitti_root(config: DataConfig) -> str | Path:
     return generate_kitti_scenes(None, config.synthetic_train, config.synthetic_val).root
 
 
-def load_datasets(config: DataConfig, with_masks: bool = False) -> tuple[Dataset, Dataset]:
-    """The training and validation datasets of ``config`` (COCO ones with instance masks if ``with_masks``)."""
+def load_datasets(config: DataConfig, with_masks: bool = False, with_polygons: bool = False) -> tuple[Dataset, Dataset]:
+    """The training and validation datasets of ``config`` (COCO ones with instance masks if ``with_masks``, with
+    polygons if ``with_polygons``)."""
     if config.format == "kitti":
         root = _kitti_root(config)
         return KittiDataset(root, config.train_split, config.classes), KittiDataset(
@@ -68,28 +76,46 @@ def load_datasets(config: DataConfig, with_masks: bool = False) -> tuple[Dataset
         )
     paths = resolve_data_paths(config)
     return (
-        CocoDataset(paths.train_json, paths.train_images, with_masks),
-        CocoDataset(paths.val_json, paths.val_images, with_masks),
+        CocoDataset(paths.train_json, paths.train_images, with_masks, with_polygons),
+        CocoDataset(paths.val_json, paths.val_images, with_masks, with_polygons),
     )
 
 
-def load_val_dataset(config: DataConfig, with_masks: bool = False) -> Dataset:
+def load_val_dataset(config: DataConfig, with_masks: bool = False, with_polygons: bool = False) -> Dataset:
     """The validation dataset alone (``pointdet eval``)."""
     if config.format == "kitti":
         return KittiDataset(_kitti_root(config), config.val_split, config.classes)
     paths = resolve_data_paths(config)
-    return CocoDataset(paths.val_json, paths.val_images, with_masks)
+    return CocoDataset(paths.val_json, paths.val_images, with_masks, with_polygons)
+
+
+def select_train_transforms(data: DataConfig, flip_pairs: list[tuple[int, int]], task: str = "detection") -> Transform:
+    """The training pipeline of ``data.resize``: ``crop`` (CenterNet's random scale + square crop) or
+    ``keep_ratio`` (mmdetection's keep-ratio resize, multi-scale with two ``min_size`` values). Monocular 3D
+    uses no augmentation (METHODS.md §2c(b)): it trains at the test geometry."""
+    if task == "mono3d":
+        return select_eval_transforms(data)
+    if data.resize == "keep_ratio":
+        return keep_ratio_train_transforms(
+            data.min_size, data.max_size, data.flip, data.color_jitter, flip_pairs, data.lighting
+        )
+    return train_transforms(data.input_size, data.scales, data.flip, data.color_jitter, flip_pairs, data.lighting)
+
+
+def select_eval_transforms(data: DataConfig) -> Transform:
+    """The test pipeline of ``data.test_resize``: ``letterbox`` (into ``input_height x input_size``), ``keep_ratio``
+    (shorter side ``test_min_size``, longer side at most ``max_size``) or ``original`` (no resize, scale 1)."""
+    if data.test_resize == "keep_ratio":
+        return keep_ratio_eval_transforms(data.test_min_size, data.max_size)
+    if data.test_resize == "original":
+        return original_size_transforms()
+    return eval_transforms(data.input_size, data.input_height)
 
 
 def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:
-    """Shuffled, augmented batches. Monocular 3D uses no augmentation (METHODS.md §2c(b)): letterbox only."""
+    """Shuffled, augmented batches, transformed as ``select_train_transforms`` picks."""
     data = config.data
-    if config.model.task == "mono3d":
-        transform = eval_transforms(data.input_size, data.input_height)
-    else:
-        transform = train_transforms(
-            data.input_size, data.scales, data.flip, data.color_jitter, dataset.flip_pairs, data.lighting
-        )
+    transform = select_train_transforms(data, dataset.flip_pairs, config.model.task)
     dataset = TransformedDataset(dataset, transform)
     sampler = SeededShuffleSampler(len(dataset), seed=config.seed)
     loader = DataLoader(
@@ -106,10 +132,15 @@ def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader
 
 
 def eval_loader(
-    dataset: Dataset, input_size: int, batch_size: int, num_workers: int, input_height: int | None = None
+    dataset: Dataset, data: DataConfig | int, batch_size: int, num_workers: int, input_height: int | None = None
 ) -> DataLoader:
-    """Loader over this process's shard of ``dataset``, letterboxed to ``input_height x input_size``."""
-    dataset = TransformedDataset(dataset, eval_transforms(input_size, input_height))
+    """Loader over this process's shard of ``dataset``, resized as ``select_eval_transforms(data)`` picks.
+
+    The older form passes an int ``input_size`` instead of the ``DataConfig`` (with ``input_height``): letterbox
+    to ``input_height x input_size``.
+    """
+    transform = select_eval_transforms(data) if isinstance(data, DataConfig) else eval_transforms(data, input_height)
+    dataset = TransformedDataset(dataset, transform)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), num_workers=num_workers, collate_fn=collate
     )
