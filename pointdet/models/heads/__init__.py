@@ -5,6 +5,7 @@ from pointdet.models.heads.corner import CornerHead
 from pointdet.models.heads.mask import MaskHead
 from pointdet.models.heads.mono3d import Mono3DHead, Mono3DOutputs
 from pointdet.models.heads.pose import PoseHead, PoseOutputs
+from pointdet.models.heads.reppoints import RepPointsHead, RepPointsOutputs
 
 __all__ = [
     "CenterNetHead",
@@ -15,4 +16,6 @@ __all__ = [
     "Mono3DOutputs",
     "PoseHead",
     "PoseOutputs",
+    "RepPointsHead",
+    "RepPointsOutputs",
 ]

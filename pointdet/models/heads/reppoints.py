@@ -1,0 +1,274 @@
+"""RepPoints v1 head ("RepPoints: Point Set Representation for Object Detection", Yang et al. ICCV 2019;
+METHODS.md CARD 5 §5.0).
+
+Per FPN level (shared weights): a classification tower and a regression tower; from the regression tower, the
+**init** point set R = {(x_k, y_k)} as offsets from the prior location ("center_init"); a point-guided DCNv1
+(§1.9) whose 9 kernel samples sit at the init points reads both towers, giving the class logits and the **refine**
+offsets, R_r = {(x_k + Δx_k, y_k + Δy_k)} (refine = Δ + init.detach()). Pseudo boxes come from a point-set
+transform (``decoders.reppoints.points_to_boxes``); the loss is
+``L = L_cls + γ1·L_box_init + γ2·L_box_refine`` (sigmoid focal, §1.3; smooth-L1 on box / (4·stride), §1.5, or
+GIoU, §1.6). The v1 paper text is not among ../papers, so the numbers above are read from the code below.
+
+Derived from (read, not run) open-mmlab/mmdetection v2.x mmdet/models/dense_heads/reppoints_head.py (``RepPointsHead``:
+``_init_layers``, ``init_weights``, ``forward_single``, ``offset_to_pts``, ``points2bbox``, ``loss``,
+``loss_single``, ``_get_bboxes_single``; commit 00e97308) and Scalsol/RepPointsV2 (741922d4)
+mmdet/models/dense_heads/reppoints_head.py (``exact_minmax``; the ATSS refine assigner of its configs).
+Replicated: GN towers without conv bias, normal(0.01) init with the 0.01-prior class bias, DCNs without bias, the
+``gradient_mul`` mix, the ``moment_mul`` gradient scaling of the moment transfer, per-image ``max(#pos, 1)``
+normalisers, and unbiased std in the moment transform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+from pointdet.decoders.reppoints import TRANSFORMS, RepPointsPostprocess, Transform, points_to_boxes
+from pointdet.distributed import mean_over_processes
+from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
+from pointdet.ops.dcn import deform_conv
+from pointdet.ops.priors import level_points
+from pointdet.structures import Detections, Instances
+from pointdet.targets.reppoints import RefineAssigner, build_reppoints_targets
+
+CLASS_PRIOR = 0.01  # bias -4.595 (RetinaNet's prior, mmcv's bias_init_with_prob(0.01))
+MOMENT_MUL = 0.01  # gradient multiplier of the moment transfer (mmdetection's moment_mul)
+GROUPS = 32  # GroupNorm groups of the towers
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
+SMOOTH_L1_BETA = 0.11
+
+
+class RepPointsOutputs(NamedTuple):
+    """Raw head outputs, flattened over levels (p3..p7, row-major within a level, as ``ops.priors.level_points``).
+
+    Every field leads with the batch dimension, so a batch can be split (the flip test runs both passes at once).
+
+    Attributes:
+        scores: (B, P, C) class logits.
+        points_init: (B, P, 2N) init points in absolute input-image pixels, xy interleaved
+            (``view(B, P, N, 2)`` gives N ``(x, y)``): ``prior + (dx, dy) * stride``.
+        points_refine: (B, P, 2N) refine points, same convention.
+        priors: (B, P, 2) prior xy in image pixels (an expanded view).
+        strides: (B, P) float stride of each prior.
+        moment_transfer: (B, 2) ``(log width, log height)`` factors of the ``moment`` transform, gradient already
+            scaled by 0.01 (an expanded view of the head's parameter); zeros for the other transforms. Carried in
+            the outputs so the loss and the decoder need nothing but the outputs.
+    """
+
+    scores: Tensor
+    points_init: Tensor
+    points_refine: Tensor
+    priors: Tensor
+    strides: Tensor
+    moment_transfer: Tensor
+
+
+def conv_tower(in_channels: int, channels: int, depth: int, norm: Literal["gn", "none"]) -> nn.Sequential:
+    """``depth`` x (3x3 conv [+ GN(32), conv without bias] + ReLU); convs start at normal(0, 0.01), bias 0."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        conv = nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=norm == "none")
+        layers += [conv, nn.GroupNorm(GROUPS, channels)] if norm == "gn" else [conv]
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def dcn_base_offset(kernel: int) -> Tensor:
+    """(2 * kernel², ) the regular kernel grid as (dy, dx) pairs, row-major: y repeats, x tiles (METHODS.md §1.9).
+
+    Subtracted from the predicted point offsets so the deformable kernel samples exactly at the points.
+    """
+    steps = torch.arange(kernel, dtype=torch.float32) - (kernel - 1) // 2
+    return torch.stack([steps.repeat_interleave(kernel), steps.repeat(kernel)], dim=1).reshape(-1)
+
+
+def offsets_to_points(offsets_yx: Tensor, priors: Tensor, stride: int) -> Tensor:
+    """(B, 2N, H, W) (dy, dx) offsets in stride units -> (B, H*W, 2N) xy image pixels (``priors``: (H*W, 2))."""
+    batch, channels, height, width = offsets_yx.shape
+    offsets = offsets_yx.permute(0, 2, 3, 1).reshape(batch, height * width, channels // 2, 2).flip(-1)
+    return (offsets * stride + priors[None, :, None, :]).reshape(batch, height * width, channels)
+
+
+class RepPointsHead(nn.Module):
+    """RepPoints v1 head with its loss and decoder.
+
+    Args:
+        in_channels: channels of every FPN level.
+        num_classes: C.
+        strides: strides of the FPN levels, finest first.
+        channels: width of the towers, the point convs and the DCNs.
+        stacked_convs: convs per tower.
+        num_points: N points per set, an odd square (the DCN kernel is sqrt(N) x sqrt(N)).
+        norm: ``gn`` (GroupNorm(32), channels divisible by 32) or ``none`` in the towers.
+        transform: point-set-to-box transform (``decoders.reppoints.points_to_boxes``).
+        box_loss: ``smooth_l1`` (beta 0.11 on box / (point_base_scale * stride)) or ``giou``.
+        refine_assigner: ``max_iou`` (v1) or ``atss`` (RepPointsV2's repo).
+        gradient_mul: share of the DCN-offset gradient that reaches the init points.
+        point_base_scale: the point assigner's scale and the smooth-L1 normaliser (x stride).
+        init_weight, refine_weight: box loss weights; None gives 0.5 / 1.0 (smooth_l1) or 1.0 / 2.0 (giou).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        strides: Sequence[int] = (8, 16, 32, 64, 128),
+        channels: int = 256,
+        stacked_convs: int = 3,
+        num_points: int = 9,
+        norm: Literal["gn", "none"] = "gn",
+        transform: Transform = "moment",
+        box_loss: Literal["smooth_l1", "giou"] = "smooth_l1",
+        refine_assigner: RefineAssigner = "max_iou",
+        gradient_mul: float = 0.1,
+        point_base_scale: int = 4,
+        init_weight: float | None = None,
+        refine_weight: float | None = None,
+    ) -> None:
+        super().__init__()
+        kernel = math.isqrt(num_points)
+        if kernel * kernel != num_points or kernel % 2 == 0:
+            raise ValueError(f"num_points must be an odd square (the DCN kernel), got {num_points}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        if box_loss not in ("smooth_l1", "giou"):
+            raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
+        self.num_classes, self.strides, self.num_points = num_classes, tuple(strides), num_points
+        self.transform, self.box_loss, self.refine_assigner = transform, box_loss, refine_assigner
+        self.gradient_mul, self.point_base_scale = gradient_mul, point_base_scale
+        default_weights = (0.5, 1.0) if box_loss == "smooth_l1" else (1.0, 2.0)
+        self.init_weight = default_weights[0] if init_weight is None else init_weight
+        self.refine_weight = default_weights[1] if refine_weight is None else refine_weight
+
+        self.cls_tower = conv_tower(in_channels, channels, stacked_convs, norm)
+        self.reg_tower = conv_tower(in_channels, channels, stacked_convs, norm)
+        self.init_conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.init_out = nn.Conv2d(channels, 2 * num_points, 1)
+        self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels, kernel, kernel))
+        self.cls_out = nn.Conv2d(channels, num_classes, 1)
+        self.refine_dcn_weight = nn.Parameter(torch.empty(channels, channels, kernel, kernel))
+        self.refine_out = nn.Conv2d(channels, 2 * num_points, 1)
+        if transform == "moment":
+            self.moment_transfer = nn.Parameter(torch.zeros(2))
+        self.register_buffer("dcn_base_offset", dcn_base_offset(kernel).view(1, -1, 1, 1), persistent=False)
+        self.postprocess = RepPointsPostprocess(transform)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """mmdetection's ``init_weights``: every conv and DCN normal(0, 0.01), biases 0, class bias at prior 0.01."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.cls_dcn_weight, std=0.01)
+        nn.init.normal_(self.refine_dcn_weight, std=0.01)
+        nn.init.constant_(self.cls_out.bias, -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR))
+
+    def forward_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One level (B, D, H, W) -> class logits (B, C, H, W), init and refine (dy, dx) offsets (B, 2N, H, W)
+        in stride units from the prior."""
+        cls_features, reg_features = self.cls_tower(x), self.reg_tower(x)
+        init_yx = self.init_out(F.relu(self.init_conv(reg_features)))
+        # The DCN sees the init points, but passes only gradient_mul of its gradient back to them.
+        guided_yx = (1 - self.gradient_mul) * init_yx.detach() + self.gradient_mul * init_yx
+        offset_yx = guided_yx - self.dcn_base_offset.to(guided_yx.dtype)
+        padding = (self.cls_dcn_weight.shape[-1] - 1) // 2
+        cls_hidden = F.relu(deform_conv(cls_features, offset_yx, self.cls_dcn_weight, None, padding=padding))
+        reg_hidden = F.relu(deform_conv(reg_features, offset_yx, self.refine_dcn_weight, None, padding=padding))
+        return self.cls_out(cls_hidden), init_yx, self.refine_out(reg_hidden) + init_yx.detach()
+
+    def forward(self, features: list[Tensor]) -> RepPointsOutputs:
+        """FPN levels [(B, D, H_l, W_l)], finest first -> ``RepPointsOutputs`` (see its fields)."""
+        if len(features) != len(self.strides):
+            raise ValueError(f"expected {len(self.strides)} levels (strides {self.strides}), got {len(features)}")
+        sizes = [tuple(x.shape[-2:]) for x in features]
+        priors, strides = level_points(sizes, self.strides, features[0].device)
+        scores, points_init, points_refine, start = [], [], [], 0
+        for x, stride, (height, width) in zip(features, self.strides, sizes, strict=True):
+            level_priors = priors[start : start + height * width]
+            start += height * width
+            logits, init_yx, refine_yx = self.forward_level(x)
+            scores.append(logits.flatten(2).transpose(1, 2))  # (B, H*W, C)
+            points_init.append(offsets_to_points(init_yx, level_priors, stride))
+            points_refine.append(offsets_to_points(refine_yx, level_priors, stride))
+        batch = features[0].shape[0]
+        if self.transform == "moment":
+            transfer = self.moment_transfer * MOMENT_MUL + self.moment_transfer.detach() * (1 - MOMENT_MUL)
+        else:
+            transfer = priors.new_zeros(2)
+        return RepPointsOutputs(
+            torch.cat(scores, dim=1),
+            torch.cat(points_init, dim=1),
+            torch.cat(points_refine, dim=1),
+            priors.expand(batch, -1, -1),
+            strides.expand(batch, -1),
+            transfer.expand(batch, -1),
+        )
+
+    def boxes(self, points: Tensor, moment_transfer: Tensor) -> Tensor:
+        """(B, P, 2N) xy points and (B, 2) transfer -> (B, P, 4) xyxy pseudo boxes in the same units."""
+        batch, num_priors, _ = points.shape
+        return points_to_boxes(points.view(batch, num_priors, -1, 2), self.transform, moment_transfer[:, None])
+
+    def loss(self, outputs: RepPointsOutputs, instances: list[Instances]) -> dict[str, Tensor]:
+        """``loss_cls`` (focal / #refine positives), ``loss_box_init`` and ``loss_box_refine`` (weighted, each
+        averaged over its stage's positives), in float32 whatever the autocast dtype of ``outputs``.
+
+        A normaliser is the batch's ``sum over images of max(#positives, 1)`` (mmdetection), averaged over
+        processes and clamped at 1.
+        """
+        scores, transfer = outputs.scores.float(), outputs.moment_transfer.float()
+        boxes_init = self.boxes(outputs.points_init.float(), transfer)  # (B, P, 4)
+        boxes_refine = self.boxes(outputs.points_refine.float(), transfer)
+        strides = outputs.strides[0].float()
+        targets = build_reppoints_targets(
+            outputs.priors[0].float(),
+            strides,
+            boxes_init.detach(),
+            instances,
+            self.num_classes,
+            self.refine_assigner,
+            self.point_base_scale,
+        )
+        num_init = mean_over_processes(targets.init_positive.sum(dim=1).clamp(min=1).sum().float()).clamp(min=1)
+        num_refine = mean_over_processes(targets.refine_positive.sum(dim=1).clamp(min=1).sum().float()).clamp(min=1)
+
+        one_hot = F.one_hot(targets.labels, self.num_classes + 1)[..., : self.num_classes].to(scores.dtype)
+        focal = sigmoid_focal_loss(scores, one_hot, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, reduction="none")
+        loss_cls = torch.where(targets.label_valid[..., None], focal, 0.0).sum() / num_refine
+
+        if self.box_loss == "smooth_l1":
+            scale = (self.point_base_scale * strides).expand_as(targets.init_positive)
+            loss_init = smooth_l1_box_loss(
+                boxes_init, targets.init_boxes, targets.init_positive, scale, num_init, SMOOTH_L1_BETA
+            )
+            loss_refine = smooth_l1_box_loss(
+                boxes_refine, targets.refine_boxes, targets.refine_positive, scale, num_refine, SMOOTH_L1_BETA
+            )
+        else:
+            loss_init = giou_box_loss(boxes_init, targets.init_boxes, targets.init_positive, num_init)
+            loss_refine = giou_box_loss(boxes_refine, targets.refine_boxes, targets.refine_positive, num_refine)
+        return {
+            "loss_cls": loss_cls,
+            "loss_box_init": self.init_weight * loss_init,
+            "loss_box_refine": self.refine_weight * loss_refine,
+        }
+
+    def decode(
+        self,
+        outputs: RepPointsOutputs,
+        flipped: RepPointsOutputs | None = None,
+        k: int = 100,
+        image_size: tuple[float, float] | None = None,
+    ) -> list[Detections]:
+        """Per-image detections in input pixels, optionally merged with ``flipped``, the outputs of the mirrored
+        batch. ``self.postprocess`` (a ``RepPointsPostprocess``) holds the thresholds; ``image_size`` (H, W) of the
+        padded input clips the boxes and mirrors the flipped pass back, and is read off the priors when None."""
+        return self.postprocess(outputs, flipped, k, image_size)
