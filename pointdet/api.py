@@ -11,10 +11,12 @@ from PIL import Image
 from torch import Tensor
 
 from pointdet.configs import config_from_checkpoint, get_preset
+from pointdet.data.dataset import collate
 from pointdet.data.images import pil_to_tensor_rgb, read_image
-from pointdet.data.transforms import Letterbox, Sample
+from pointdet.data.transforms import Letterbox, Sample, Transform
 from pointdet.distributed import device_for_process
 from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, model_state
+from pointdet.engine.data import select_eval_transforms
 from pointdet.engine.inference import predict_images, to_original_pixels
 from pointdet.models.build import build_model
 from pointdet.models.detector import Detector
@@ -59,6 +61,8 @@ class Predictor:
         input_height: input height of non-square models (None = square).
         calibration: the (3, 4) training camera of a monocular 3D model (None otherwise); its ``mono3d``
             outputs are lifted to 3D with ``ops.camera.lift_to_camera`` and the image's own camera.
+        transform: the test geometry (``data.test_resize`` of the run); None = letterbox to
+            ``input_height x input_size``.
     """
 
     def __init__(
@@ -71,11 +75,13 @@ class Predictor:
         skeleton: Sequence[tuple[int, int]] = (),
         input_height: int | None = None,
         calibration: Sequence[Sequence[float]] | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.model = model.eval()
         self.class_names, self.category_ids, self.input_size = list(class_names), list(category_ids), input_size
         self.keypoint_names, self.skeleton = list(keypoint_names), list(skeleton)
         self.input_height, self.calibration = input_height, calibration
+        self.transform = transform or Letterbox(input_size, input_height)
 
     @property
     def device(self) -> torch.device:
@@ -98,18 +104,17 @@ class Predictor:
         """Detect objects in one image or a list; returns one ``Detections`` per image in its original pixels."""
         if isinstance(images, str | Path | Image.Image | np.ndarray | Tensor):
             images = [images]
-        letterbox = Letterbox(self.input_size, self.input_height)
         results: list[Detections] = []
         for start in range(0, len(images), batch_size):
             samples = []
             for image in images[start : start + batch_size]:
                 tensor = as_image_tensor(image)
                 sample = Sample(tensor, Instances.empty(), orig_size=tuple(tensor.shape[-2:]))
-                samples.append(letterbox(sample))
-            batch = torch.stack([s.image for s in samples])
-            detections = predict_images(self.model, batch, flip=flip, scales=scales, k=k)
-            factors = torch.tensor([s.scale for s in samples], device=self.device)
-            for dets in to_original_pixels(detections, factors, [s.orig_size for s in samples]):
+                samples.append(self.transform(sample))
+            batch = collate(samples)
+            detections = predict_images(self.model, batch.images, flip=flip, scales=scales, k=k)
+            factors = batch.scales.to(self.device)
+            for dets in to_original_pixels(detections, factors, batch.orig_sizes):
                 results.append(dets[dets.scores >= score_threshold].to("cpu"))
         return results
 
@@ -138,6 +143,7 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
         skeleton=[tuple(pair) for pair in state.get("skeleton", [])],
         input_height=config.data.input_height,
         calibration=state.get("calibration"),
+        transform=select_eval_transforms(config.data),
     )
     return predictor.to(device if device is not None else device_for_process())
 

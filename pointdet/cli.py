@@ -68,7 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _refuse_3d_test_augmentation(config.model.task, args)
     dataset = load_val_dataset(config.data)
     data = config.data
-    loader = eval_loader(dataset, data.input_size, config.eval.batch_size, data.num_workers, data.input_height)
+    loader = eval_loader(dataset, data, config.eval.batch_size, data.num_workers)
     # Decode-time options (e.g. `model.snap_joints=false`: pose "-reg") need no retraining: rebuild the post-processor.
     flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]
     predictor.model.postprocess = build_postprocess(config.model, predictor.model.feature_shapes, flip_pairs)

@@ -59,7 +59,8 @@ def test_loaders_with_keep_ratio_geometry(tiny_shapes, tmp_path):
     assert batch.images.shape[-2:] == (80, 80) and batch.scales.tolist() == [1.25] * 4  # 64 px shapes images
     original = next(iter(eval_loader(dataset, replace(data, test_resize="original"), batch_size=2, num_workers=0)))
     assert original.images.shape[-2:] == (64, 64) and original.scales.tolist() == [1.0, 1.0]
-    old_form = next(iter(eval_loader(dataset, 48, batch_size=2, num_workers=0, input_height=32)))
+    letterboxed = replace(data, test_resize="letterbox", input_size=48, input_height=32)
+    old_form = next(iter(eval_loader(dataset, letterboxed, batch_size=2, num_workers=0)))
     assert old_form.images.shape[-2:] == (32, 48) and old_form.scales.tolist() == [0.5, 0.5]
     config = tiny_config(tiny_shapes, tmp_path)
     config = replace(config, data=replace(config.data, resize="keep_ratio", min_size=(48, 80), max_size=200))

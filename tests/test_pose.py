@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from pointdet.configs import CenterNetConfig
+from pointdet.configs import CenterNetConfig, DataConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import TransformedDataset, collate
 from pointdet.data.transforms import eval_transforms
@@ -175,7 +175,7 @@ def test_a_few_steps_on_coco_persons_and_keypoint_ap():
     model = build_model(CenterNetConfig(task="pose", backbone="resnet18"), 1, 17, coco.flip_pairs)
     history = fit(model, batch, steps=20)
     assert sum(history[-3:]) < 0.7 * sum(history[:3]), history
-    loader = eval_loader(coco, 128, batch_size=16, num_workers=0)
+    loader = eval_loader(coco, DataConfig(input_size=128), batch_size=16, num_workers=0)
     metrics = evaluate_detector(model, loader, coco, flip=True)
     assert {"AP", "kp_AP", "kp_AP50", "kp_ARl"} <= set(metrics)
     assert 0.0 <= metrics["kp_AP"] <= 1.0 and 0.0 <= metrics["AP"] <= 1.0

@@ -286,14 +286,14 @@ def test_decoder_flip_merges_a_mirrored_pass():
     assert torch.isclose(detections.scores[0], torch.sigmoid(torch.tensor(4.0)))
 
 
-def test_head_decode_splits_a_batch_run_with_its_mirror():
+def test_decoder_takes_a_batch_run_with_its_mirror_split_in_two():
     head = RepPointsHead(32, 3, channels=32).eval()
     features = _features(1, 32)
     with torch.no_grad():
         both = head([torch.cat([x, x.flip(-1)]) for x in features])
     plain = RepPointsOutputs(*(field[:1] for field in both))
     mirrored = RepPointsOutputs(*(field[1:] for field in both))
-    (detections,) = head.decode(plain, mirrored, k=10)
+    (detections,) = RepPointsPostprocess("moment")(plain, mirrored, k=10)
     assert len(detections) <= 10 and detections.boxes.shape[1:] == (4,)
 
 
@@ -312,7 +312,7 @@ def test_overfit_two_images():
         optimizer.step()
     head.eval()
     with torch.no_grad():
-        detections = head.decode(head(features))
+        detections = RepPointsPostprocess("moment")(head(features))
     for image, boxes, labels in zip(detections, gt_boxes, ([1, 2], [0]), strict=True):
         top = image[: len(boxes)]
         iou = box_iou(top.boxes, torch.tensor(boxes, dtype=torch.float32))  # (K, M)

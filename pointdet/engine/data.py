@@ -131,16 +131,9 @@ def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader
     return loader, sampler
 
 
-def eval_loader(
-    dataset: Dataset, data: DataConfig | int, batch_size: int, num_workers: int, input_height: int | None = None
-) -> DataLoader:
-    """Loader over this process's shard of ``dataset``, resized as ``select_eval_transforms(data)`` picks.
-
-    The older form passes an int ``input_size`` instead of the ``DataConfig`` (with ``input_height``): letterbox
-    to ``input_height x input_size``.
-    """
-    transform = select_eval_transforms(data) if isinstance(data, DataConfig) else eval_transforms(data, input_height)
-    dataset = TransformedDataset(dataset, transform)
+def eval_loader(dataset: Dataset, data: DataConfig, batch_size: int, num_workers: int) -> DataLoader:
+    """Loader over this process's shard of ``dataset``, resized as ``select_eval_transforms(data)`` picks."""
+    dataset = TransformedDataset(dataset, select_eval_transforms(data))
     return DataLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), num_workers=num_workers, collate_fn=collate
     )

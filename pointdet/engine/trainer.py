@@ -98,13 +98,7 @@ class Trainer:
         self.train_set, self.val_set = load_datasets(config.data, with_masks=config.model.needs_masks)
         _check_task_fits_data(config, self.train_set)
         self.loader, self.sampler = train_loader(self.train_set, config)
-        self.val_loader = eval_loader(
-            self.val_set,
-            config.data.input_size,
-            config.eval.batch_size,
-            config.data.num_workers,
-            config.data.input_height,
-        )
+        self.val_loader = eval_loader(self.val_set, config.data, config.eval.batch_size, config.data.num_workers)
         self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(

@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig
+from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig, RepPointsConfig
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
 from pointdet.decoders.pose import PosePostprocess
+from pointdet.decoders.reppoints import RepPointsPostprocess
 from pointdet.models.backbones import DLA34, ResNet, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector
-from pointdet.models.heads import CenterNetHead, CornerHead, MaskHead, Mono3DHead, PoseHead
-from pointdet.models.necks import DeconvUpsampler, DLAUpsampler
+from pointdet.models.heads import CenterNetHead, CornerHead, MaskHead, Mono3DHead, PoseHead, RepPointsHead
+from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.structures import FeatureShape
 
 HOURGLASSES = {"hourglass104": hourglass104, "hourglass52": hourglass52, "hourglass_small": hourglass_small}
@@ -43,6 +44,8 @@ def build_model(
         return _build_centernet(config, num_classes, num_joints, flip_pairs, weights)
     if isinstance(config, CornerConfig):
         return _build_corner_model(config, num_classes)
+    if isinstance(config, RepPointsConfig):
+        return _build_reppoints(config, num_classes, weights)
     raise TypeError(f"no model builder for {type(config).__name__}")
 
 
@@ -63,6 +66,8 @@ def build_postprocess(
             central_region=config.central_region,
             soft_nms_sigma=config.soft_nms_sigma,
         )
+    if isinstance(config, RepPointsConfig):
+        return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     raise TypeError(f"no post-processor for {type(config).__name__}")
 
 
@@ -117,3 +122,29 @@ def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
     )
     masks = MaskHead(last.channels, num_classes, last.stride, hidden=last.channels) if config.mask_head else None
     return Detector(backbone, None, head, build_postprocess(config, backbone.feature_shapes), roi_heads=masks)
+
+
+def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | None) -> Detector:
+    """RepPoints v1: ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) + FPN P3-P7 + point head."""
+    backbone = ResNet(
+        int(config.backbone.removeprefix("resnet")),
+        weights=weights,
+        frozen_stages=config.frozen_stages,
+        norm="frozen_bn" if config.frozen_bn else "bn",
+        dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
+    )
+    neck = FPN(backbone.feature_shapes, config.channels, levels=(3, 7), norm=config.norm)
+    head = RepPointsHead(
+        config.channels,
+        num_classes,
+        strides=[shape.stride for shape in neck.feature_shapes],
+        channels=config.channels,
+        stacked_convs=config.stacked_convs,
+        num_points=config.num_points,
+        norm=config.norm,
+        transform=config.transform,
+        box_loss=config.box_loss,
+        refine_assigner=config.refine_assigner,
+        gradient_mul=config.gradient_mul,
+    )
+    return Detector(backbone, neck, head, build_postprocess(config, neck.feature_shapes))

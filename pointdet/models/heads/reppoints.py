@@ -9,10 +9,10 @@ transform (``decoders.reppoints.points_to_boxes``); the loss is
 ``L = L_cls + γ1·L_box_init + γ2·L_box_refine`` (sigmoid focal, §1.3; smooth-L1 on box / (4·stride), §1.5, or
 GIoU, §1.6). The v1 paper text is not among ../papers, so the numbers above are read from the code below.
 
-Derived from (read, not run) open-mmlab/mmdetection v2.x mmdet/models/dense_heads/reppoints_head.py (``RepPointsHead``:
+Facts derived from mmdetection v2.x ``mmdet/models/dense_heads/reppoints_head.py`` (``RepPointsHead``:
 ``_init_layers``, ``init_weights``, ``forward_single``, ``offset_to_pts``, ``points2bbox``, ``loss``,
-``loss_single``, ``_get_bboxes_single``; commit 00e97308) and Scalsol/RepPointsV2 (741922d4)
-mmdet/models/dense_heads/reppoints_head.py (``exact_minmax``; the ATSS refine assigner of its configs).
+``loss_single``, ``_get_bboxes_single``) and Scalsol/RepPointsV2's copy of it (``exact_minmax``; the ATSS refine
+assigner of its configs), as summarised in METHODS.md CARD 5; no code of theirs was copied or run.
 Replicated: GN towers without conv bias, normal(0.01) init with the 0.01-prior class bias, DCNs without bias, the
 ``gradient_mul`` mix, the ``moment_mul`` gradient scaling of the moment transfer, per-image ``max(#pos, 1)``
 normalisers, and unbiased std in the moment transform.
@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from pointdet.decoders.reppoints import TRANSFORMS, RepPointsPostprocess, Transform, points_to_boxes
+from pointdet.decoders.reppoints import TRANSFORMS, Transform, points_to_boxes
 from pointdet.distributed import mean_over_processes
 from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.ops.dcn import deform_conv
 from pointdet.ops.priors import level_points
-from pointdet.structures import Detections, Instances
+from pointdet.structures import Instances
 from pointdet.targets.reppoints import RefineAssigner, build_reppoints_targets
 
 CLASS_PRIOR = 0.01  # bias -4.595 (RetinaNet's prior, mmcv's bias_init_with_prob(0.01))
@@ -157,7 +157,6 @@ class RepPointsHead(nn.Module):
         if transform == "moment":
             self.moment_transfer = nn.Parameter(torch.zeros(2))
         self.register_buffer("dcn_base_offset", dcn_base_offset(kernel).view(1, -1, 1, 1), persistent=False)
-        self.postprocess = RepPointsPostprocess(transform)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -260,15 +259,3 @@ class RepPointsHead(nn.Module):
             "loss_box_init": self.init_weight * loss_init,
             "loss_box_refine": self.refine_weight * loss_refine,
         }
-
-    def decode(
-        self,
-        outputs: RepPointsOutputs,
-        flipped: RepPointsOutputs | None = None,
-        k: int = 100,
-        image_size: tuple[float, float] | None = None,
-    ) -> list[Detections]:
-        """Per-image detections in input pixels, optionally merged with ``flipped``, the outputs of the mirrored
-        batch. ``self.postprocess`` (a ``RepPointsPostprocess``) holds the thresholds; ``image_size`` (H, W) of the
-        padded input clips the boxes and mirrors the flipped pass back, and is read off the priors when None."""
-        return self.postprocess(outputs, flipped, k, image_size)

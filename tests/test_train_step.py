@@ -1,0 +1,59 @@
+"""The training step runs network and loss together under autocast: one bf16 CPU step per method family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pointdet.configs import CenterNetConfig, CornerConfig, RepPointsConfig
+from pointdet.engine.train_step import TrainStep
+from pointdet.models.build import build_model
+from pointdet.structures import Instances
+
+FAMILIES = {
+    "centernet": (CenterNetConfig(backbone="resnet18"), 0),
+    "centernet_pose": (CenterNetConfig(backbone="resnet18", task="pose"), 2),
+    "centripetalnet_masks": (CornerConfig(backbone="hourglass_small", mask_head=True), 0),
+    "cornernet": (CornerConfig(method="cornernet", backbone="hourglass_small"), 0),
+    "reppoints": (RepPointsConfig(backbone="resnet18", channels=64, frozen_stages=0, frozen_bn=False), 0),
+}
+
+
+def _instances(joints: int) -> list[Instances]:
+    boxes = torch.tensor([[8.0, 10.0, 40.0, 44.0], [30.0, 6.0, 60.0, 30.0]])
+    keypoints = torch.tensor([[[12.0, 12.0, 2.0], [36.0, 40.0, 2.0]], [[34.0, 8.0, 2.0], [55.0, 28.0, 2.0]]])
+    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    masks[0, 10:44, 8:40] = masks[1, 6:30, 30:60] = 1
+    one = Instances(boxes, torch.tensor([0, 1]), keypoints[:, :joints], masks=masks)
+    return [one, one[1:]]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_bf16_autocast_step_on_the_cpu(family):
+    torch.manual_seed(0)
+    config, joints = FAMILIES[family]
+    model = build_model(config, num_classes=2, num_joints=joints, flip_pairs=[(0, 1)] if joints else [])
+    step = TrainStep(model, torch.bfloat16)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    losses = step(images, _instances(joints))
+    assert all(value.dtype == torch.float32 for value in losses.values()), losses  # losses in full precision
+    total = sum(losses.values())
+    assert torch.isfinite(total), losses
+    total.backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained)
+    reference = TrainStep(model, None)(images, _instances(joints))
+    assert set(reference) == set(losses)
+
+
+def test_roi_boxes_stay_float32_under_autocast():
+    """The mask head pools in float32: bf16 would round RoI coordinates by several pixels at these sizes."""
+    torch.manual_seed(0)
+    model = build_model(CornerConfig(backbone="hourglass_small", mask_head=True), num_classes=2)
+    features = [torch.randn(1, 64, 256, 256)]
+    boxes = [torch.tensor([[513.0, 257.0, 1021.0, 769.0]])]
+    with torch.no_grad():
+        plain = model.roi_heads(features, boxes)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.roi_heads(features, boxes)
+    torch.testing.assert_close(mixed.float(), plain, atol=0.05, rtol=0.05)
