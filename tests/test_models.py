@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pointdet.configs import CenterNetConfig
+from pointdet.configs import CenterNetConfig, CornerConfig
 from pointdet.models.build import build_model
 from pointdet.models.necks.blocks import bilinear_upsampling_
 from pointdet.structures import Instances
@@ -52,3 +52,28 @@ def test_local_backbone_weights_load(tmp_path):
     torch.save({"unrelated": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not weights for this backbone"):
         build_model(CenterNetConfig(backbone="resnet18", backbone_weights=str(tmp_path / "other.pth")), num_classes=1)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [CenterNetConfig(backbone="resnet18"), CornerConfig(backbone="hourglass_small")],
+    ids=["centernet", "corner"],
+)
+def test_prediction_at_the_images_own_aspect(config):
+    """``data.test_resize=original`` (the papers' test: the image padded to the backbone's multiple) for the
+    stride-4 methods: odd sizes are padded by the detector, boxes come back in the image's pixels."""
+    from pointdet.api import Predictor
+    from pointdet.configs import DataConfig
+    from pointdet.engine.data import select_eval_transforms
+
+    torch.manual_seed(0)
+    model = build_model(config, num_classes=2)
+    transform = select_eval_transforms(DataConfig(test_resize="original"))
+    predictor = Predictor(model, ["a", "b"], [1, 2], 512, transform=transform)
+    images = [
+        torch.randint(0, 256, (3, 61, 83), dtype=torch.uint8),
+        torch.randint(0, 256, (3, 70, 50), dtype=torch.uint8),
+    ]
+    for image, detections in zip(images, predictor.predict(images, k=10), strict=True):
+        assert 0 < len(detections) <= 10
+        assert (detections.boxes[:, 2] <= image.shape[2]).all() and (detections.boxes[:, 3] <= image.shape[1]).all()

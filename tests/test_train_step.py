@@ -57,3 +57,26 @@ def test_roi_boxes_stay_float32_under_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             mixed = model.roi_heads(features, boxes)
     torch.testing.assert_close(mixed.float(), plain, atol=0.05, rtol=0.05)
+
+
+def test_sgd_recipe_warm_up_and_frozen_parameters():
+    from dataclasses import replace
+
+    from pointdet.configs import get_preset
+    from pointdet.engine.trainer import build_optimizer, learning_rate
+
+    config = get_preset("reppoints_r50_fpn")  # SGD 0.01 at batch 16, 500 warm-up steps from 0.001 x lr
+    config = replace(config, optim=replace(config.optim, batch_size=16))
+    assert learning_rate(config, 0, 1000) == pytest.approx(1e-5)
+    assert learning_rate(config, 250, 1000) == pytest.approx(0.01 * (0.001 + 0.999 * 0.5))
+    assert learning_rate(config, 500, 1000) == pytest.approx(0.01)
+    assert learning_rate(config, 8 * 1000, 1000) == pytest.approx(1e-3)  # after the drop at epoch 8
+    assert learning_rate(config, 11 * 1000, 1000) == pytest.approx(1e-4)
+    model = build_model(replace(config.model, backbone="resnet18", channels=64), num_classes=2)
+    optimizer = build_optimizer(model, config.optim)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert optimizer.defaults["weight_decay"] == 1e-4
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    frozen = [p for p in model.backbone.stem.parameters()] + [p for p in model.backbone.layer1.parameters()]
+    assert frozen and not any(id(p) in optimized for p in frozen)  # stem + stage 1 frozen by the recipe
+    assert all(id(p) in optimized for p in model.head.parameters())
