@@ -69,7 +69,8 @@ def deform_conv2d_sampled(
 
 
 class ModulatedDeformConv2d(nn.Module):
-    """DCNv2: a zero-initialised conv predicts offsets and a sigmoid mask; starts as a plain convolution.
+    """DCNv2: a zero-initialised conv predicts offsets and a sigmoid mask, so it starts as a plain convolution
+    scaled by sigmoid(0) = 0.5 (as mmcv's ModulatedDeformConv2dPack and CenterNet's DCNv2).
 
     Args:
         in_channels: input channels D_in.
