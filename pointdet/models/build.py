@@ -15,13 +15,14 @@ from pointdet.decoders.corners import CornerPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
 from pointdet.decoders.pose import PosePostprocess
 from pointdet.decoders.reppoints import RepPointsPostprocess
-from pointdet.models.backbones import DLA34, ResNet, hourglass52, hourglass104, hourglass_small
+from pointdet.models.backbones import DLA34, ResNet, TimmBackbone, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector
 from pointdet.models.heads import CenterNetHead, CornerHead, MaskHead, Mono3DHead, PoseHead, RepPointsHead
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.structures import FeatureShape
 
 HOURGLASSES = {"hourglass104": hourglass104, "hourglass52": hourglass52, "hourglass_small": hourglass_small}
+TIMM_PREFIX = "timm:"
 
 
 def build_model(
@@ -78,13 +79,17 @@ def _build_centernet(
     flip_pairs: Sequence[tuple[int, int]],
     weights: str | None,
 ) -> Detector:
-    """CenterNet: ResNet + DCN up-sampler or DLA-34 + deformable DLA-up, and the head of ``config.task``."""
+    """CenterNet: ResNet or a timm model + DCN up-sampler, or DLA-34 + deformable DLA-up, and the head of
+    ``config.task``."""
     if config.backbone == "dla34":
         backbone = DLA34(weights=weights)
         neck = DLAUpsampler([shape.channels for shape in backbone.feature_shapes])
         default_head_conv = 256
     else:
-        backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights)
+        if config.backbone.startswith(TIMM_PREFIX):
+            backbone = TimmBackbone(config.backbone.removeprefix(TIMM_PREFIX), weights=weights)
+        else:
+            backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights)
         neck = DeconvUpsampler(backbone.feature_shapes[-1].channels)
         default_head_conv = 64
     (feature,) = neck.feature_shapes
@@ -102,7 +107,8 @@ def _build_centernet(
         head = Mono3DHead(feature.channels, num_classes, **common)
     else:
         head = CenterNetHead(feature.channels, num_classes, **common)
-    return Detector(backbone, neck, head, build_postprocess(config, neck.feature_shapes, flip_pairs))
+    detector_postprocess = build_postprocess(config, neck.feature_shapes, flip_pairs)
+    return Detector(backbone, neck, head, detector_postprocess, **_normalisation(config, backbone))
 
 
 def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
@@ -125,14 +131,24 @@ def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
 
 
 def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | None) -> Detector:
-    """RepPoints v1: ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) + FPN P3-P7 + point head."""
-    backbone = ResNet(
-        int(config.backbone.removeprefix("resnet")),
-        weights=weights,
-        frozen_stages=config.frozen_stages,
-        norm="frozen_bn" if config.frozen_bn else "bn",
-        dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
-    )
+    """RepPoints v1: ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model + FPN P3-P7
+    (on the stride 8/16/32 maps) + point head."""
+    norm = "frozen_bn" if config.frozen_bn else "bn"
+    if config.backbone.startswith(TIMM_PREFIX):
+        if config.frozen_stages or config.backbone_dcn:
+            raise ValueError(
+                f"model.backbone={config.backbone}: frozen_stages and backbone_dcn apply to ResNets only; "
+                f"set model.frozen_stages=0 model.backbone_dcn=false"
+            )
+        backbone = TimmBackbone(config.backbone.removeprefix(TIMM_PREFIX), weights=weights, norm=norm)
+    else:
+        backbone = ResNet(
+            int(config.backbone.removeprefix("resnet")),
+            weights=weights,
+            frozen_stages=config.frozen_stages,
+            norm=norm,
+            dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
+        )
     neck = FPN(backbone.feature_shapes, config.channels, levels=(3, 7), norm=config.norm)
     head = RepPointsHead(
         config.channels,
@@ -147,4 +163,18 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
         refine_assigner=config.refine_assigner,
         gradient_mul=config.gradient_mul,
     )
-    return Detector(backbone, neck, head, build_postprocess(config, neck.feature_shapes))
+    return Detector(
+        backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)
+    )
+
+
+def _normalisation(config: CenterNetConfig | RepPointsConfig, backbone: Any) -> dict[str, tuple[float, ...]]:
+    """A timm backbone configured with ImageNet weights normalises with its own mean/std (timm's data config); the
+    other backbones, and timm ones trained from scratch, with CenterNet's constants (the Detector's defaults).
+
+    The rule reads ``config.backbone_weights``, not whether weights were loaded, so that a trained model rebuilt
+    without them (``with_backbone_weights=False``) keeps the normalisation it was trained with.
+    """
+    if isinstance(backbone, TimmBackbone) and config.backbone_weights is not None:
+        return {"pixel_mean": backbone.pixel_mean, "pixel_std": backbone.pixel_std}
+    return {}

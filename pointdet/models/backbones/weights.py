@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -38,11 +39,22 @@ def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: 
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore_prefixes)}
-    missing = [k for k in own if k not in state]
-    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    check_backbone_state(own, state, path)
+    module.load_state_dict({k: state[k] for k in own}, strict=False)
+
+
+def check_backbone_state(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: str | Path
+) -> None:
+    """Check that ``state`` holds every tensor of ``expected`` with the same shape.
+
+    Raises:
+        ValueError: tensors are missing from ``state`` or have other shapes (names the file and the first ones).
+    """
+    missing = [k for k in expected if k not in state]
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or mismatched:
         raise ValueError(
             f"{path}: not weights for this backbone ({len(missing)} missing, e.g. {missing[:3]}; "
             f"{len(mismatched)} with other shapes, e.g. {mismatched[:3]})"
         )
-    module.load_state_dict({k: state[k] for k in own}, strict=False)
