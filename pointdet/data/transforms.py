@@ -292,15 +292,7 @@ def train_transforms(
     lighting: float = 0.0,
 ) -> Compose:
     """The CenterNet recipe: random scale + crop, horizontal flip, colour jitter, PCA lighting, box clean-up."""
-    steps: list[Transform] = [RandomScaleCrop(size, scales)]
-    if flip > 0:
-        steps.append(RandomHorizontalFlip(flip_pairs, flip))
-    if color_jitter > 0:
-        steps.append(ColorJitter(color_jitter))
-    if lighting > 0:
-        steps.append(PCALighting(lighting))
-    steps.append(sanitize)
-    return Compose(steps)
+    return _augmented(RandomScaleCrop(size, scales), flip, color_jitter, flip_pairs, lighting)
 
 
 def keep_ratio_train_transforms(
@@ -313,7 +305,14 @@ def keep_ratio_train_transforms(
 ) -> Compose:
     """The FPN recipe (mmdetection): keep-ratio resize (multi-scale with ``min_size = (low, high)``), horizontal
     flip, box clean-up; colour jitter and PCA lighting only when their strength is above 0."""
-    steps: list[Transform] = [KeepRatioResize(min_size, max_size)]
+    return _augmented(KeepRatioResize(min_size, max_size), flip, color_jitter, flip_pairs, lighting)
+
+
+def _augmented(
+    geometry: Transform, flip: float, color_jitter: float, flip_pairs: Sequence[tuple[int, int]], lighting: float
+) -> Compose:
+    """``geometry``, then the flip and photometric steps whose strength is above 0, then box clean-up."""
+    steps: list[Transform] = [geometry]
     if flip > 0:
         steps.append(RandomHorizontalFlip(flip_pairs, flip))
     if color_jitter > 0:
