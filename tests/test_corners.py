@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pointdet.configs import ConfigError, CornerConfig, apply_overrides, get_preset
-from pointdet.decoders.corners import Corners, mirror, pair_candidates, pair_scores
+from pointdet.decoders.corners import Corners, pair_candidates, pair_scores
+from pointdet.decoders.tta import mirror
 from pointdet.losses import associative_embedding_loss
 from pointdet.models.build import build_model
 from pointdet.ops.corner_pool import corner_pool

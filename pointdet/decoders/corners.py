@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from pointdet.decoders.tta import mirror
 from pointdet.ops.gather import gather_at
 from pointdet.ops.nms import soft_nms
 from pointdet.ops.peaks import peak_topk
@@ -121,12 +122,6 @@ def suppress(candidates: Detections, k: int = 100, sigma: float = 0.5, iou_thres
     keep, scores = soft_nms(candidates.boxes, candidates.scores, candidates.labels, sigma, iou_threshold=iou_threshold)
     positive = scores > 0
     return replace(candidates[keep[positive][:k]], scores=scores[positive][:k])
-
-
-def mirror(detections: Detections, width: float) -> Detections:
-    """Boxes of a horizontally flipped image mapped back to the original: ``x -> width - x``."""
-    boxes = detections.boxes[:, [2, 1, 0, 3]] * detections.boxes.new_tensor([-1.0, 1.0, -1.0, 1.0])
-    return replace(detections, boxes=boxes + detections.boxes.new_tensor([width, 0.0, width, 0.0]))
 
 
 class CornerPostprocess:

@@ -1,8 +1,5 @@
-"""Batched inference with test-time augmentation: flip and multi-scale merged by Gaussian soft-NMS.
-
-Multi-scale follows CenterNet (METHODS.md §2a(d) step 5): run (flip) at each scale, concatenate the
-detections, Gaussian soft-NMS (sigma 0.5) per class, keep the top ``k`` over all classes.
-"""
+"""Batched inference with test-time augmentation: the model's own flip test at each scale, and the scales
+merged by ``decoders.tta.merge_scales`` (CenterNet's Gaussian soft-NMS, sigma 0.5)."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pointdet.ops.nms import soft_nms
+from pointdet.decoders.tta import merge_scales
 from pointdet.structures import Detections
 
 
@@ -52,12 +49,7 @@ def predict_images(
         resized, factor_x, factor_y = _resize_batch(images, scale) if scale != 1.0 else (images, 1.0, 1.0)
         detections = model.predict(resized, flip=flip, k=k)
         per_scale.append([d.rescale(factor_x, factor_y) for d in detections])
-    merged = []
-    for parts in zip(*per_scale, strict=True):
-        combined = Detections.cat(list(parts))
-        keep, scores = soft_nms(combined.boxes, combined.scores, combined.labels, sigma=soft_nms_sigma)
-        merged.append(replace(combined[keep[:k]], scores=scores[:k]))
-    return merged
+    return [merge_scales(list(parts), k, soft_nms_sigma) for parts in zip(*per_scale, strict=True)]
 
 
 def to_original_pixels(

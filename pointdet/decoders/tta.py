@@ -1,0 +1,33 @@
+"""Test-time augmentation merging, in one place: a mirrored pass mapped back, and multi-scale detections merged.
+
+Flip merging that works on maps (CenterNet's averaged heatmaps, its pose joints) lives in that family's
+post-processor, because it happens before decoding; merging decoded detections happens here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torch import Tensor
+
+from pointdet.ops.nms import soft_nms
+from pointdet.structures import Detections
+
+
+def mirror_boxes(boxes: Tensor, width: float) -> Tensor:
+    """(N, 4) xyxy boxes of a horizontally flipped image mapped back to the original: ``x -> width - x``."""
+    mirrored = boxes[:, [2, 1, 0, 3]] * boxes.new_tensor([-1.0, 1.0, -1.0, 1.0])
+    return mirrored + boxes.new_tensor([width, 0.0, width, 0.0])
+
+
+def mirror(detections: Detections, width: float) -> Detections:
+    """Detections of a horizontally flipped image mapped back to the original (boxes only)."""
+    return replace(detections, boxes=mirror_boxes(detections.boxes, width))
+
+
+def merge_scales(parts: list[Detections], k: int = 100, soft_nms_sigma: float = 0.5) -> Detections:
+    """Detections of one image at several test scales (already in the same pixels) merged as CenterNet does
+    (METHODS.md §2a(d) step 5): concatenated, per-class Gaussian soft-NMS, the top ``k`` over all classes."""
+    combined = Detections.cat(parts)
+    keep, scores = soft_nms(combined.boxes, combined.scores, combined.labels, sigma=soft_nms_sigma)
+    return replace(combined[keep[:k]], scores=scores[:k])
