@@ -56,3 +56,43 @@ def test_benchmark_prints_every_record_kind(tiny_shapes, capsys):
             assert record["device"] == "cpu" and record["precision"] == "fp32" and record["size"] == 64
     train = next(r for r in records if r["kind"] == "train")
     assert train["batch"] == 2
+
+
+def test_benchmark_measures_reppoints(capsys):
+    """The RepPoints preset through the same harness: end-to-end inference (NMS included) and a training step."""
+    main(
+        [
+            "benchmark",
+            "reppoints_shapes",
+            "--size",
+            "64",
+            "--batches",
+            "1",
+            "--precisions",
+            "fp32",
+            "--train-batch",
+            "2",
+        ]
+        + [
+            "--peers",
+            "",
+            "--workers",
+            "",
+            "--coco-eval-images",
+            "0",
+            "--warmup",
+            "0",
+            "--iters",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    kinds = [(r["kind"], r["model"]) for r in records]
+    assert kinds == [
+        ("inference", "reppoints_shapes"),
+        ("train", "reppoints_shapes"),
+        ("backbone", "resnet18_features"),
+    ]
+    assert all(r["images_per_s"] > 0 for r in records)
