@@ -7,6 +7,21 @@ monocular 3D models. Normalisation, the network, peak extraction and decoding ar
 deformable convolutions export through their ``grid_sample`` formulation (``ops.dcn``). The caller letterboxes
 and maps boxes back to the original image, as ``pointdet.load(...).predict`` does.
 
+RepPoints models are the exception to "detections": their graph returns the top ``k`` **pre-NMS candidates**
+per image (``k`` = 1000 by default), by score, in the same three outputs; rows past an image's candidates are
+zero-score fillers. The caller applies the score threshold (0.05) and class-wise NMS at IoU 0.5 (the config's
+``nms_iou``), then keeps the top 100::
+
+    for b in range(len(boxes)):  # the graph's outputs, numpy
+        keep = scores[b] > 0.05
+        box, score, label = (torch.from_numpy(a[b][keep]) for a in (boxes, scores, labels))
+        top = torchvision.ops.batched_nms(box, score, label, 0.5)[:100]  # box[top], score[top], label[top]
+
+NMS is left out of the graph because per-image NMS over a dynamic batch has no plain traced form: torchvision's
+``nms`` traces to one ``NonMaxSuppression`` over a single box set (a per-image loop would be unrolled to the
+traced batch), and ONNX's batched ``NonMaxSuppression`` has no PyTorch op to trace from and returns a
+data-dependent list; ``decoders.reppoints`` gives the details.
+
 A model exports when its post-processor has a tensor-only ``batched(outputs, k=...)`` path and it has no RoI
 stage. Corner detectors are refused: their Gaussian soft-NMS keeps a data-dependent number of boxes one at a
 time, which has no ONNX operator.
@@ -23,6 +38,7 @@ from torch import Tensor, nn
 from pointdet.models.detector import Detector
 
 OPSET = 17
+DEFAULT_K = 100
 
 
 class ExportableDetector(nn.Module):
@@ -30,10 +46,11 @@ class ExportableDetector(nn.Module):
 
     Args:
         model: a ``Detector`` whose post-processor has a ``batched`` path.
-        k: detections per image.
+        k: detections (candidates, for RepPoints) per image; None: the post-processor's ``export_k`` if it has one
+            (RepPoints: 1000), else 100.
     """
 
-    def __init__(self, model: Detector, k: int = 100) -> None:
+    def __init__(self, model: Detector, k: int | None = None) -> None:
         super().__init__()
         postprocess = type(model.postprocess).__name__
         if not hasattr(model.postprocess, "batched") or model.roi_heads is not None:
@@ -42,7 +59,8 @@ class ExportableDetector(nn.Module):
                 f"this model cannot be exported to ONNX: it {reason}, whose data-dependent loop (soft-NMS, RoI "
                 "selection) has no ONNX form; export supports models with a tensor-only decoder (CenterNet, RepPoints)"
             )
-        self.model, self.k = model.eval(), k
+        self.model = model.eval()
+        self.k = getattr(model.postprocess, "export_k", DEFAULT_K) if k is None else k
         self.output_names = ["boxes", "scores", "labels"]
         probe = self._decode(torch.zeros(1, 3, 64, 64, dtype=torch.uint8, device=model.pixel_mean.device))
         self.output_names += [name for name in ("keypoints", "mono3d") if getattr(probe, name) is not None]
@@ -55,14 +73,16 @@ class ExportableDetector(nn.Module):
         return tuple(getattr(detections, name) for name in self.output_names)
 
 
-def export_onnx(model: Detector, path: str | Path, height: int = 512, width: int = 512, k: int = 100) -> list[str]:
+def export_onnx(
+    model: Detector, path: str | Path, height: int = 512, width: int = 512, k: int | None = None
+) -> list[str]:
     """Write ``model`` with its decoder to ``path`` (ONNX opset 17); returns the output names.
 
     Args:
-        model: a CenterNet-family ``Detector`` (on the CPU).
+        model: a CenterNet-family or RepPoints ``Detector`` (on the CPU).
         path: the ``.onnx`` file.
         height, width: size of the example input that is traced (the exported graph accepts any size).
-        k: detections per image.
+        k: detections per image (pre-NMS candidates for RepPoints); None: 1000 for RepPoints, 100 otherwise.
     """
     # eval() on the wrapper itself: the exporter restores the wrapper's mode afterwards, and a wrapper left in
     # training mode would switch the model's BatchNorm back to batch statistics.

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchvision.ops import batched_nms
 
-from pointdet.configs import CenterNetConfig, CornerConfig
+from pointdet.configs import CenterNetConfig, CornerConfig, RepPointsConfig
+from pointdet.decoders.reppoints import RepPointsPostprocess, points_to_boxes
 from pointdet.export import export_onnx
 from pointdet.models.build import build_model
+from pointdet.structures import Detections
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -45,6 +48,132 @@ def test_onnx_matches_pytorch_with_dynamic_batch_and_size(tmp_path, task, extra)
         assert outputs["boxes"].shape == (batch, 100, 4)
         for b, dets in enumerate(expected):
             assert_same_detections({name: value[b] for name, value in outputs.items()}, dets, ["boxes", *extra])
+
+
+def reppoints_model(pre_nms: int = 1000):
+    """RepPoints (ResNet-18, 64 channels, 3 classes) with random output convs wide enough that scores spread over
+    (0, 1) without ties and boxes span several strides, so that the threshold and NMS both have work to do."""
+    torch.manual_seed(0)
+    config = RepPointsConfig(backbone="resnet18", channels=64, frozen_stages=0, frozen_bn=False, pre_nms=pre_nms)
+    model = build_model(config, 3)
+    head = model.head
+    nn.init.normal_(head.cls_out.weight, std=2.0)
+    nn.init.constant_(head.cls_out.bias, -1.0)
+    nn.init.normal_(head.init_out.weight, std=0.5)
+    nn.init.normal_(head.refine_out.weight, std=0.5)
+    return model.eval()
+
+
+def reference_nms(boxes, scores, labels, threshold: float = 0.05, iou: float = 0.5, k: int = 100) -> Detections:
+    """The caller's post-processing of a RepPoints graph (the docstring snippet of ``pointdet.export``)."""
+    keep = scores > threshold
+    box, score, label = (torch.as_tensor(a[keep]) for a in (boxes, scores, labels))
+    top = batched_nms(box, score, label, iou)[:k]
+    return Detections(box[top], score[top], label[top])
+
+
+def assert_same_rows(actual: Detections, expected: Detections, cut: bool = False) -> None:
+    """``actual`` (one image, from onnxruntime) holds ``expected``'s rows up to float noise: scores in order within
+    1e-4 (sorted lists stay that close even where near-equal scores swap places), and every row of non-zero score
+    is a row of ``expected`` with the same label, a score within 1e-4 and a box within 1e-3 — except, with ``cut``
+    (the top k of more pairs), rows within noise of the last score, where the runtimes may cut near-ties apart."""
+    assert len(actual) == len(expected) > 0
+    torch.testing.assert_close(actual.scores, expected.scores, rtol=0, atol=1e-4)
+    rows = actual[actual.scores > 0]
+    same = (rows.labels[:, None] == expected.labels[None]) & ((rows.scores[:, None] - expected.scores).abs() <= 1e-4)
+    same &= (rows.boxes[:, None] - expected.boxes[None]).abs().amax(dim=-1) <= 1e-3
+    assert (same.sum(dim=1) == 1).all() or cut  # each row found once
+    found = same.any(dim=1) | (cut & (rows.scores <= actual.scores[-1] + 1e-4))
+    assert found.all(), f"{int((~found).sum())} rows of {len(rows)} differ"
+
+
+@pytest.mark.parametrize("pre_nms", [1000, 20])  # 20: every level but P7 is cut to its top 20 priors
+def test_reppoints_onnx_gives_pre_nms_candidates_that_nms_turns_into_predict(tmp_path, pre_nms):
+    """Inputs of 160 px and more: at 128 px and below P6 / P7 are 1x1 maps whose GroupNorm (2 channels per group
+    at 64 channels) amplifies the float noise between onnxruntime and PyTorch to ~1e-2 px, a property of the
+    model at that size, not of the export."""
+    onnx = pytest.importorskip("onnx")
+    model = reppoints_model(pre_nms)
+    path = tmp_path / "reppoints.onnx"
+    names = export_onnx(model, path, 64, 64)  # k: RepPoints' default of 1000 candidates
+    assert names == ["boxes", "scores", "labels"]
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "GridSample" in ops and "DeformConv" not in ops  # the point-guided DCNs export as grid_sample
+    assert "NonMaxSuppression" not in ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, height, width in ((1, 160, 160), (2, 192, 224)):
+        images = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8)
+        outputs = [torch.from_numpy(a) for a in session.run(None, {"images": images.numpy()})]
+        assert outputs[0].shape == (batch, 1000, 4) and outputs[1].shape == outputs[2].shape == (batch, 1000)
+        with torch.no_grad():
+            expected = model.postprocess.batched(model(model.preprocess(images)), k=1000)
+        # (prior, class) pairs: P3-P7 priors of the input, each level cut to pre_nms, times 3 classes
+        levels = [-(-height // s) * -(-width // s) for s in (8, 16, 32, 64, 128)]
+        pairs = 3 * sum(min(count, pre_nms) for count in levels)
+        real = min(pairs, 1000)  # the rest are zero-score fillers
+        assert ((expected.scores > 0).sum(dim=1) == real).all() and (outputs[1][:, real:] == 0).all()
+        for b, dets in enumerate(model.predict(images)):  # the PyTorch path: threshold, NMS, top 100
+            graph = Detections(*(t[b] for t in outputs))
+            assert_same_rows(graph, expected[b], cut=pairs > 1000)
+            assert_same_rows(reference_nms(graph.boxes, graph.scores, graph.labels), dets)
+
+
+def old_reppoints_call(post: RepPointsPostprocess, outputs, flipped=None, k=100, image_size=None) -> list[Detections]:
+    """``RepPointsPostprocess.__call__`` before it shared ``candidates`` with ``batched``: per image, per level."""
+
+    def candidates(out, b, frame):
+        scores = out.scores[b].float().sigmoid()
+        points = out.points_refine[b].float()
+        boxes = points_to_boxes(points.view(points.shape[0], -1, 2), post.transform, out.moment_transfer[b].float())
+        keep, start = [], 0
+        for count in torch.unique_consecutive(out.strides[b], return_counts=True)[1].tolist():
+            top = min(post.pre_nms, count) if post.pre_nms > 0 else count
+            keep.append(scores[start : start + count].max(dim=1).values.topk(top).indices + start)
+            start += count
+        keep = torch.cat(keep)
+        limits = boxes.new_tensor([frame[1], frame[0], frame[1], frame[0]])
+        return boxes[keep].clamp(min=0).minimum(limits), scores[keep]
+
+    detections = []
+    for b in range(outputs.scores.shape[0]):
+        finest = outputs.strides[b].min()
+        on_finest = outputs.priors[b][outputs.strides[b] == finest]
+        frame = image_size or ((on_finest[:, 1].max() + finest).item(), (on_finest[:, 0].max() + finest).item())
+        boxes, scores = candidates(outputs, b, frame)
+        if flipped is not None:
+            mirrored, mirrored_scores = candidates(flipped, b, frame)
+            mirrored = mirrored[:, [2, 1, 0, 3]] * mirrored.new_tensor([-1.0, 1.0, -1.0, 1.0])
+            mirrored = mirrored + mirrored.new_tensor([frame[1], 0.0, frame[1], 0.0])
+            boxes, scores = torch.cat([boxes, mirrored]), torch.cat([scores, mirrored_scores])
+        detections.append(post.select(boxes, scores, k))
+    return detections
+
+
+@pytest.mark.parametrize(
+    ("pre_nms", "flip", "image_size"), [(1000, False, None), (15, True, None), (0, False, (90, 120))]
+)
+def test_reppoints_call_is_unchanged_and_batched_plus_nms_equals_it(pre_nms, flip, image_size):
+    model = reppoints_model()
+    images = torch.randint(0, 256, (2, 3, 96, 128), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    x = model.preprocess(images)
+    with torch.no_grad():
+        outputs = model(x)
+        flipped = model(x.flip(-1)) if flip else None
+    post = RepPointsPostprocess("moment", pre_nms=pre_nms)
+    for new, old in zip(
+        post(outputs, flipped, image_size=image_size),
+        old_reppoints_call(post, outputs, flipped, image_size=image_size),
+        strict=True,
+    ):
+        assert len(new) == 100
+        torch.testing.assert_close(new.boxes, old.boxes, rtol=0, atol=1e-5)
+        assert new.labels.tolist() == old.labels.tolist() and torch.equal(new.scores, old.scores)
+    if image_size is None:  # batched reads the frame off the priors; k = 300 keeps fewer than the 771 pairs
+        candidates = post.batched(outputs, flipped, k=300 if pre_nms == 1000 else 1000)
+        for b, dets in enumerate(post(outputs, flipped)):
+            nms = reference_nms(*(t[b] for t in (candidates.boxes, candidates.scores, candidates.labels)))
+            assert nms.labels.tolist() == dets.labels.tolist()
+            assert torch.equal(nms.boxes, dets.boxes) and torch.equal(nms.scores, dets.scores)
 
 
 def test_export_refuses_corner_detectors(tmp_path):
