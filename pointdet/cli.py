@@ -188,9 +188,12 @@ def cmd_export(args: argparse.Namespace) -> None:
         names = export_onnx(predictor.model, args.out, height, predictor.input_size, args.k)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+    candidates = getattr(predictor.model.postprocess, "export_k", None)  # decoders whose NMS the caller runs
+    k = args.k or candidates or 100
+    what = "pre-NMS candidates: apply class-wise NMS as the README shows" if candidates else "detections"
     print(
         f"wrote {args.out}: input 'images' (B, 3, H, W) uint8 RGB, any batch and H, W multiples of 32 "
-        f"(trained at {height}x{predictor.input_size}); outputs {', '.join(names)} (top {args.k} per image, "
+        f"(trained at {height}x{predictor.input_size}); outputs {', '.join(names)} (top {k} {what} per image, "
         "pixels of the input)"
     )
 
@@ -268,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
     export.add_argument("--format", choices=["onnx"], default="onnx", help="only ONNX for now")
     export.add_argument("--out", default="model.onnx", help="output file (default: model.onnx)")
-    export.add_argument("--k", type=int, default=100, help="detections per image (default: 100)")
+    export.add_argument(
+        "--k", type=int, default=None, help="detections per image (default: 100; RepPoints: 1000 pre-NMS candidates)"
+    )
     export.set_defaults(func=cmd_export)
 
     benchmark = sub.add_parser(

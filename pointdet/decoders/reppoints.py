@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from pointdet.decoders.tta import mirror_boxes
 from pointdet.structures import Detections
 
 if TYPE_CHECKING:
@@ -198,8 +199,7 @@ class RepPointsPostprocess:
             return boxes, scores
         mirrored, mirrored_scores = self.candidates(flipped, frame)
         width = frame[:, None, 1]  # (B, 1)
-        x1, y1, x2, y2 = mirrored.unbind(-1)
-        mirrored = torch.stack([width - x2, y1, width - x1, y2], dim=-1)
+        mirrored = mirror_boxes(mirrored, width)
         return torch.cat([boxes, mirrored], dim=1), torch.cat([scores, mirrored_scores], dim=1)
 
     def candidates(self, outputs: RepPointsOutputs, frame: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
 from torch import Tensor
 
 from pointdet.ops.nms import soft_nms
 from pointdet.structures import Detections
 
 
-def mirror_boxes(boxes: Tensor, width: float) -> Tensor:
-    """(N, 4) xyxy boxes of a horizontally flipped image mapped back to the original: ``x -> width - x``."""
-    mirrored = boxes[:, [2, 1, 0, 3]] * boxes.new_tensor([-1.0, 1.0, -1.0, 1.0])
-    return mirrored + boxes.new_tensor([width, 0.0, width, 0.0])
+def mirror_boxes(boxes: Tensor, width: float | Tensor) -> Tensor:
+    """(..., 4) xyxy boxes of a horizontally flipped image mapped back to the original: ``x -> width - x``
+    (``width`` a number or a tensor broadcasting against (...), e.g. one width per image)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([width - x2, y1, width - x1, y2], dim=-1)
 
 
 def mirror(detections: Detections, width: float) -> Detections:
