@@ -134,10 +134,9 @@ def test_crowd_annotations_become_ignore_boxes_and_polygons_load_on_request(tmp_
     rle_position = [a["id"] for a in document["annotations"] if a["image_id"] == rle["image_id"]].index(rle["id"])
     assert dataset.instances(rle_index, 64, 64).polygons[rle_position] == []
     assert CocoDataset(path, tiny_shapes.train_images).instances(index, 64, 64).polygons is None
-    document["annotations"][0]["segmentation"] = [[1.0, 2.0, 3.0, 4.0, 5.0]]
-    broken = CocoDataset(_write(tmp_path, document, "odd.json"), tiny_shapes.train_images, with_polygons=True)
-    with pytest.raises(DatasetError, match=r"odd.json image \d+: annotation 0: field 'segmentation' has a polygon"):
-        broken.instances(index, 64, 64)
+    document["annotations"][0]["segmentation"] = [[1.0, 2.0, 3.0, 4.0, 5.0]]  # refused on load, masks or not
+    with pytest.raises(DatasetError, match=r"odd.json annotations\[0\] \(id=1\): field 'segmentation' has a polygon"):
+        CocoDataset(_write(tmp_path, document, "odd.json"), tiny_shapes.train_images)
 
 
 def test_real_coco_train_mini_polygons_and_crowd_regions():

@@ -206,6 +206,9 @@ class DataConfig:
         color_jitter: brightness/contrast/saturation strength.
         lighting: standard deviation of the PCA lighting noise (0.1 in the reference; 0 = off).
         num_workers: data loader processes per training process.
+        skip_bad_images: COCO images whose file is missing, unreadable or of another size than its record says
+            are left out (with their annotations) and reported; by default they stop the run before it starts,
+            listed one per line. Images that fail to decode mid-run are skipped and counted either way.
     """
 
     format: Literal["coco", "kitti"] = "coco"
@@ -234,6 +237,7 @@ class DataConfig:
     color_jitter: float = 0.4
     lighting: float = 0.1
     num_workers: int = 2
+    skip_bad_images: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

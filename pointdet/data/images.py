@@ -1,7 +1,9 @@
-"""Robust image reading: EXIF orientation, odd modes (grayscale, palette, RGBA, CMYK, 16-bit) -> RGB uint8."""
+"""Robust image reading: EXIF orientation, odd modes (grayscale, palette, RGBA, CMYK, 16-bit) -> RGB uint8, and
+a cheap header check (``image_size``) for the files of a data set before a run starts."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,24 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from pointdet.errors import PointdetError
 
-class ImageReadError(RuntimeError):
+# What PIL raises for files that are not images, are cut short, or decode into more pixels than PIL allows
+# (``Image.MAX_IMAGE_PIXELS``: a "decompression bomb").
+_UNREADABLE = (
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotations by 90 degrees: width and height swap
+
+
+class ImageReadError(PointdetError, RuntimeError):
     """An image file could not be read; the message names the file."""
 
 
@@ -44,8 +62,46 @@ def read_image(path: str | Path) -> Tensor:
             return pil_to_tensor_rgb(image)
     except FileNotFoundError as error:
         raise ImageReadError(f"{path}: image file not found") from error
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
+    except _UNREADABLE as error:
+        raise ImageReadError(f"{path}: cannot decode image ({_reason(error)})") from error
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file as ``read_image`` returns it (EXIF orientation applied), read from the
+    header without decoding the pixels. PNG files are also verified (chunk checksums up to the end: a cut-off
+    file fails here); a JPEG cut off after its header is only found when it is decoded.
+
+    Raises:
+        ImageReadError: the file is missing, empty, not an image, a decompression bomb or (PNG) cut off.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = _orientation(image)
+            image.verify()
+    except FileNotFoundError as error:
+        raise ImageReadError(f"{path}: image file not found") from error
+    except _UNREADABLE as error:
+        raise ImageReadError(f"{path}: cannot read image header ({_reason(error)})") from error
+    return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright) without decoding the pixels."""
+    if image.format == "PNG":  # PIL's getexif() decodes a PNG whose eXIf chunk follows the pixel data
+        raw = image.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+    else:
+        exif = image.getexif()
+    return int(exif.get(_EXIF_ORIENTATION, 1) or 1)
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def pil_to_tensor_rgb(image: Image.Image) -> Tensor:

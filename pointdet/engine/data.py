@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import DataConfig, ExperimentConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import SeededShuffleSampler, ShardSampler, TransformedDataset, collate
@@ -45,7 +46,7 @@ def resolve_data_paths(config: DataConfig) -> DataPaths:
         shapes = generate_shapes(None, config.shapes_train, config.shapes_val, config.shapes_image_size)
         return DataPaths(shapes.train_json, shapes.train_images, shapes.val_json, shapes.val_images)
     if config.train_images is None:
-        raise ValueError(
+        raise ConfigError(
             "data.train_json is set but data.train_images is not: give the folder its file_names are relative to"
         )
     train_json, train_images = Path(config.train_json), Path(config.train_images)
@@ -75,9 +76,10 @@ def load_datasets(config: DataConfig, with_masks: bool = False, with_polygons: b
             root, config.val_split, config.classes
         )
     paths = resolve_data_paths(config)
+    skip = config.skip_bad_images
     return (
-        CocoDataset(paths.train_json, paths.train_images, with_masks, with_polygons),
-        CocoDataset(paths.val_json, paths.val_images, with_masks, with_polygons),
+        CocoDataset(paths.train_json, paths.train_images, with_masks, with_polygons, skip_bad_images=skip),
+        CocoDataset(paths.val_json, paths.val_images, with_masks, with_polygons, skip_bad_images=skip),
     )
 
 
@@ -86,7 +88,7 @@ def load_val_dataset(config: DataConfig, with_masks: bool = False, with_polygons
     if config.format == "kitti":
         return KittiDataset(_kitti_root(config), config.val_split, config.classes)
     paths = resolve_data_paths(config)
-    return CocoDataset(paths.val_json, paths.val_images, with_masks, with_polygons)
+    return CocoDataset(paths.val_json, paths.val_images, with_masks, with_polygons, config.skip_bad_images)
 
 
 def select_train_transforms(data: DataConfig, flip_pairs: list[tuple[int, int]], task: str = "detection") -> Transform:
