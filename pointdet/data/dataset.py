@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -9,12 +11,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from pointdet.data.coco import CocoDataset
-from pointdet.data.images import read_image
+from pointdet.data.coco import CocoDataset, DatasetError
+from pointdet.data.images import ImageReadError, image_size, read_image
 from pointdet.data.kitti import KittiDataset
 from pointdet.data.transforms import Sample, Transform
 from pointdet.distributed import world
 from pointdet.structures import Instances
+
+logger = logging.getLogger(__name__)
 
 
 class TransformedDataset(Dataset):
@@ -23,18 +27,25 @@ class TransformedDataset(Dataset):
     Keys are either an index or ``(index, seed)``; with a seed, every random choice of the transform is drawn
     from a generator seeded by it, so augmentation depends only on the key — not on the worker that ran
     it or on what ran before — which makes resumed and distributed runs reproducible.
+
+    An image that fails to decode (its header was fine when the data set was opened: e.g. a JPEG cut off
+    mid-file) does not end the run: it is logged with the file and the reason, counted in ``decode_failures``
+    (shared with the loader's worker processes) and skipped. A training key (with a seed) takes the next record
+    whose image decodes, with the same seed, so the replacement is the same in a resumed run; an evaluation key
+    keeps its record with a black image (no detections: its objects count as missed).
     """
 
     def __init__(self, coco: CocoDataset | KittiDataset, transform: Transform) -> None:
         self.coco, self.transform = coco, transform
+        self.decode_failures = multiprocessing.Value("i", 0)  # inherited by forked or spawned loader workers
 
     def __len__(self) -> int:
         return len(self.coco)
 
     def __getitem__(self, key: int | tuple[int, int]) -> Sample:
         index, seed = key if isinstance(key, tuple) else (key, None)
+        image, index = self._decode(index, replace=seed is not None)
         record = self.coco.records[index]
-        image = read_image(record.path)
         height, width = image.shape[-2:]
         sample = Sample(image, self.coco.instances(index, height, width), record.image_id, (height, width))
         if seed is None:
@@ -42,6 +53,32 @@ class TransformedDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transform(sample)
+
+    def _decode(self, index: int, replace: bool) -> tuple[Tensor, int]:
+        """The image of record ``index`` and the index it belongs to (another one when ``replace`` skips it)."""
+        records = self.coco.records
+        for attempt in range(len(records)):
+            candidate = (index + attempt) % len(records)
+            try:
+                return read_image(records[candidate].path), candidate
+            except ImageReadError as error:
+                with self.decode_failures.get_lock():
+                    self.decode_failures.value += 1
+                    count = self.decode_failures.value
+                logger.warning("%s: skipped (%d image decode failure(s) so far)", error, count)
+                if not replace:
+                    return torch.zeros(3, *_recorded_size(records[candidate]), dtype=torch.uint8), candidate
+        raise DatasetError(f"{self.coco.annotation_file}: not one image of the data set can be decoded")
+
+
+def _recorded_size(record) -> tuple[int, int]:
+    """``(height, width)`` of a record whose image does not decode: its annotation, else its file's header."""
+    if getattr(record, "height", None) and getattr(record, "width", None):
+        return record.height, record.width
+    try:
+        return image_size(record.path)
+    except ImageReadError:
+        return 1, 1
 
 
 @dataclass(frozen=True)
