@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import stat
+import sys
 import time
 from pathlib import Path
 
 from pointdet.benchmark import add_arguments as add_benchmark_arguments
 from pointdet.configs import DEFAULT_PRESET, PRESETS, apply_overrides, config_from_checkpoint, get_preset
 from pointdet.configs.overrides import ConfigError
-from pointdet.data.coco import DatasetError
-from pointdet.engine.checkpoint import CheckpointError
+from pointdet.errors import PointdetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -44,6 +45,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     if is_main_process():
         print(f"\nfinished in {time.time() - started:.0f} s — run folder: {trainer.run_dir}")
         print(f"metrics on {trainer.val_set.annotation_file}:\n{format_metrics(metrics)}")
+        _report_skipped_images(trainer)
+
+
+def _report_skipped_images(trainer) -> None:
+    """Remind of the images a run did without: left out when the data were opened, or failing to decode."""
+    for name, dataset in (("training", trainer.train_set), ("validation", trainer.val_set)):
+        left_out = getattr(dataset, "left_out", [])
+        if left_out:
+            print(f"{len(left_out)} {name} image(s) were left out (data.skip_bad_images=true), e.g. {left_out[0]}")
+    datasets = [getattr(getattr(trainer, name, None), "dataset", None) for name in ("loader", "val_loader")]
+    failures = sum(dataset.decode_failures.value for dataset in datasets if hasattr(dataset, "decode_failures"))
+    if failures:
+        print(f"{failures} image read(s) failed to decode and were skipped (the warnings above name the files)")
 
 
 def _latest_run(preset: str | None) -> Path:
@@ -80,19 +94,45 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{format_metrics(metrics)}")
 
 
-def _collect_images(inputs: list[str]) -> list[Path]:
+def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """The image files of ``inputs`` (files, and folders searched recursively by suffix), and one line per input
+    left out. Only regular files (or links to them) are read: a named pipe would block, a device never ends."""
     files: list[Path] = []
+    skipped: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
+            candidates = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         else:
-            raise SystemExit(f"predict: {path} is neither an image file nor a folder")
-    if not files:
-        raise SystemExit(f"predict: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {inputs}")
-    return files
+            candidates = [path]
+        for candidate in candidates:
+            problem = _not_a_regular_file(candidate)
+            if problem is None:
+                files.append(candidate)
+            else:
+                skipped.append(f"{candidate}: {problem}")
+    return files, skipped
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """None for a regular file or a link to one, else what the path is instead."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else "not found"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "special")
+    return f"{kind}, not a regular file"
 
 
 def _refuse_3d_test_augmentation(task: str, args: argparse.Namespace) -> None:
@@ -116,12 +156,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     import pointdet
-    from pointdet.data.images import read_image
+    from pointdet.data.images import ImageReadError, read_image
     from pointdet.data.kitti import write_label_file
     from pointdet.engine.visualize import draw_detections, draw_mono3d
     from pointdet.evaluation import detections_to_coco, detections_to_kitti, keypoints_to_coco, masks_to_coco
 
-    files = _collect_images(args.images)
+    files, skipped = _collect_images(args.images)
+    for line in skipped:
+        print(f"predict: skipped {line}", file=sys.stderr)
+    if not files:
+        raise SystemExit(
+            f"predict: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.images}"
+            + (f"; {len(skipped)} input(s) skipped" if skipped else "")
+        )
     predictor = pointdet.load(args.weights)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,11 +177,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if mono3d:
         (out / "labels").mkdir(exist_ok=True)
     records, started, warned = [], time.time(), False
+    processed = 0
     for start in tqdm(range(0, len(files), args.batch_size), desc="predict", unit="batch"):
-        chunk = files[start : start + args.batch_size]
-        images = [read_image(f) for f in chunk]
+        chunk, images = [], []
+        for number, path in enumerate(files[start : start + args.batch_size], start):
+            try:
+                images.append(read_image(path))
+                chunk.append((number, path))
+            except ImageReadError as error:  # unreadable, cut off, a decompression bomb: the rest still run
+                skipped.append(str(error))
+                tqdm.write(f"predict: skipped {error}", file=sys.stderr)
+        if not images:
+            continue
+        processed += len(images)
         detections = predictor.predict(images, flip=args.flip, scales=args.scales, batch_size=args.batch_size)
-        for offset, (path, image, dets) in enumerate(zip(chunk, images, detections, strict=True)):
+        for (number, path), image, dets in zip(chunk, images, detections, strict=True):
             if mono3d:
                 camera = _camera_for(path, args.calib)
                 if camera is None:
@@ -150,15 +207,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
             draw_detections(image, dets, predictor.class_names, args.score_threshold, predictor.skeleton).save(
                 out / f"{path.stem}.jpg", quality=92
             )
-            boxes = detections_to_coco([dets], [start + offset], predictor.category_ids)
-            joints = (
-                keypoints_to_coco([dets], [start + offset], predictor.category_ids)
-                if dets.keypoints is not None
-                else None
-            )
+            boxes = detections_to_coco([dets], [number], predictor.category_ids)
+            joints = keypoints_to_coco([dets], [number], predictor.category_ids) if dets.keypoints is not None else None
             height, width = image.shape[-2:]
             masks = (
-                masks_to_coco([dets], [start + offset], predictor.category_ids, [(height, width)])
+                masks_to_coco([dets], [number], predictor.category_ids, [(height, width)])
                 if dets.masks is not None
                 else None
             )
@@ -174,8 +227,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     else:
         (out / "detections.json").write_text(json.dumps(records))
         written = f"drawn images and detections.json (COCO results format) in {out}"
-    per_image = 1000 * elapsed / len(files)
-    print(f"{len(files)} image(s) in {elapsed:.2f} s ({per_image:.1f} ms/image on {predictor.device}); {written}")
+    per_image = 1000 * elapsed / max(processed, 1)
+    print(f"{processed} image(s) in {elapsed:.2f} s ({per_image:.1f} ms/image on {predictor.device}); {written}")
+    if skipped:
+        raise SystemExit(f"predict: {len(skipped)} input(s) skipped (listed above), {processed} image(s) processed")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -292,9 +347,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except ConfigError as error:
-        raise SystemExit(f"config error: {error}") from None
-    except (DatasetError, CheckpointError) as error:  # they name the file, the record and the field
-        raise SystemExit(f"error: {error}") from None
-    except KeyError as error:
-        raise SystemExit(str(error.args[0])) from None
+    except PointdetError as error:  # the user's input (data, config, checkpoint): the message says what and where
+        raise SystemExit(f"{'config error' if isinstance(error, ConfigError) else 'error'}: {error}") from None

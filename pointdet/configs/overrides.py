@@ -12,8 +12,10 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from pointdet.errors import PointdetError
 
-class ConfigError(ValueError):
+
+class ConfigError(PointdetError, ValueError):
     """An unknown key or a value of the wrong type."""
 
 

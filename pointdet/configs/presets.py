@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import (
     CenterNetConfig,
     CornerConfig,
@@ -251,5 +252,5 @@ DEFAULT_PRESET = "centernet_dla34_shapes"
 
 def get_preset(name: str) -> ExperimentConfig:
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
     return PRESETS[name]()

@@ -9,10 +9,12 @@ from typing import Any
 
 import torch
 
+from pointdet.errors import PointdetError
+
 CHECKPOINT_FORMAT = "pointdet-checkpoint-v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PointdetError, ValueError):
     """A file that is not a pointdet checkpoint, or one that does not fit the model; the message names it."""
 
 
