@@ -233,6 +233,38 @@ def test_associative_embedding_loss_by_hand():
     assert pull.item() == 0.0 and push.item() == pytest.approx(0.5)
 
 
+def _batch_summed_ae_loss(tl: list, br: list, mask: list) -> tuple[float, float]:
+    """mmdetection's ``ae_loss_per_image`` summed over the images (``AssociativeEmbeddingLoss``), as plain loops."""
+    pull_all = push_all = 0.0
+    for tl_row, br_row, mask_row in zip(tl, br, mask, strict=True):
+        objects = [k for k, real in enumerate(mask_row) if real]
+        n = len(objects)
+        if n == 0:
+            continue
+        means = {k: (tl_row[k] + br_row[k]) / 2 for k in objects}
+        pull_all += sum((tl_row[k] - means[k]) ** 2 + (br_row[k] - means[k]) ** 2 for k in objects) / n
+        if n > 1:
+            gaps = [max(0.0, 1.0 - abs(means[j] - means[k])) for j in objects for k in objects if j != k]
+            push_all += sum(gaps) / (n * (n - 1))
+    return pull_all, push_all
+
+
+def test_associative_embedding_loss_is_summed_over_the_batch():
+    generator = torch.Generator().manual_seed(0)
+    tl, br = torch.randn(6, 7, generator=generator) * 0.6, torch.randn(6, 7, generator=generator) * 0.6
+    mask = torch.rand(6, 7, generator=generator) < 0.6
+    mask[0] = False  # an image without objects
+    mask[1] = False
+    mask[1, 3] = True  # and one with a single object: no push
+    pull, push = associative_embedding_loss(tl, br, mask)
+    expected_pull, expected_push = _batch_summed_ae_loss(tl.tolist(), br.tolist(), mask.tolist())
+    assert pull.item() == pytest.approx(expected_pull, rel=1e-5) and expected_pull > 0
+    assert push.item() == pytest.approx(expected_push, rel=1e-5) and expected_push > 0
+    twice = associative_embedding_loss(torch.cat([tl, tl]), torch.cat([br, br]), torch.cat([mask, mask]))
+    assert twice[0].item() == pytest.approx(2 * pull.item(), rel=1e-5)  # a mean over images would stay the same
+    assert twice[1].item() == pytest.approx(2 * push.item(), rel=1e-5)
+
+
 # -------------------------------------------------------------------------------------------------- the model
 
 

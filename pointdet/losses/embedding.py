@@ -11,9 +11,12 @@ def associative_embedding_loss(
 ) -> tuple[Tensor, Tensor]:
     """Pull the two corners of an object to their mean, push the means of different objects ``margin`` apart.
 
-    ``pull = 1/N Σ_k (e_tl,k - ē_k)² + (e_br,k - ē_k)²`` and
-    ``push = 1/(N(N-1)) Σ_k Σ_{j≠k} max(0, margin - |ē_k - ē_j|)``, per image, averaged over the images with
-    objects (as CornerNet's ``_ae_loss``).
+    Per image with N objects, ``pull = 1/N Σ_k (e_tl,k - ē_k)² + (e_br,k - ē_k)²`` and
+    ``push = 1/(N(N-1)) Σ_k Σ_{j≠k} max(0, margin - |ē_k - ē_j|)`` (0 for N < 2); both are **summed over the
+    images of the batch**, as CornerNet's ``_ae_loss`` and mmdetection's ``AssociativeEmbeddingLoss`` do, not
+    averaged. Under DDP each process sums its own images and the gradients are averaged, as in mmdetection
+    (CornerNet's DataParallel summed the whole multi-GPU batch). For N = 1 CornerNet's push is a constant near 1
+    (no gradient) and mmdetection's 0; this is mmdetection's.
 
     Args:
         tl_embedding, br_embedding: (B, M) embeddings gathered at the objects' corners.
@@ -30,5 +33,4 @@ def associative_embedding_loss(
     pair_mask = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(mask.shape[1], device=mask.device))
     gap = (margin - (mean[:, :, None] - mean[:, None, :]).abs()).clamp(min=0) * pair_mask
     push = (gap.sum(dim=(1, 2)) / (count * (count - 1)).clamp(min=1)).sum()
-    images = (count > 0).sum().clamp(min=1)
-    return pull / images, push / images
+    return pull, push
