@@ -96,7 +96,7 @@ class CenterNetHead(nn.Module):
         )
         num_objects = mean_over_processes(targets.mask.sum()).clamp(min=1)
         task_losses, box_mask = self.task_losses(outputs, instances, targets, num_objects)
-        num_boxes = mean_over_processes(box_mask.sum()).clamp(min=1)
+        num_boxes = self.box_normaliser(box_mask)
         size = gather_at(outputs.size, targets.index)  # (B, M, 2)
         offset = gather_at(outputs.offset, targets.index)  # (B, M, 2)
         return {
@@ -105,6 +105,11 @@ class CenterNetHead(nn.Module):
             "loss_offset": self.offset_weight * masked_l1(offset, targets.offset, box_mask, 2 * num_boxes),
             **task_losses,
         }
+
+    def box_normaliser(self, box_mask: Tensor) -> Tensor:
+        """Divisor (per coordinate) of the summed size and offset L1 terms: the objects whose box is trained,
+        averaged over processes (the code's ``RegL1Loss``, METHODS.md §1.5)."""
+        return mean_over_processes(box_mask.sum()).clamp(min=1)
 
     def task_losses(
         self, outputs: NamedTuple, instances: list[Instances], targets: CenterNetTargets, num_objects: Tensor
