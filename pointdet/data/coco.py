@@ -261,6 +261,9 @@ class CocoDataset:
                 reason = "not a regular file" if path.exists() else f"not found under {self.image_dir}"
                 problems[image_id] = f"{prefix}: {reason}"
                 continue
+            if path.stat().st_size == 0:
+                problems[image_id] = f"{prefix}: empty file (0 bytes)"
+                continue
             try:
                 size = image_size(path)
             except ImageReadError as error:

@@ -100,6 +100,8 @@ def _orientation(image: Image.Image) -> int:
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, UnidentifiedImageError):  # its message repeats the path
+        return "not an image file PIL can read"
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
