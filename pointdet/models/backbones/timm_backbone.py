@@ -22,7 +22,7 @@ from pointdet.models.backbones.efficientnet_lite import (
     is_lukemelas_naming,
     map_lukemelas_state,
 )
-from pointdet.models.backbones.weights import check_backbone_state, read_state_dict
+from pointdet.models.backbones.weights import WeightsError, check_backbone_state, read_state_dict
 from pointdet.structures import FeatureShape
 
 IMAGENET = "imagenet"
@@ -30,14 +30,15 @@ IMAGENET = "imagenet"
 
 
 def check_timm_name(name: str) -> None:
-    """Raise a ValueError naming a few close timm models when ``name`` (optionally ``arch.tag``) is not one."""
+    """Raise a ``WeightsError`` (a user-input error) naming a few close timm models when ``name`` (optionally
+    ``arch.tag``) is not one."""
     import timm
     from timm.models import split_model_name_tag
 
     if timm.is_model(split_model_name_tag(name)[0]):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
-    raise ValueError(f"timm has no model {name!r}; close names: {close or 'none'} (see timm.list_models())")
+    raise WeightsError(f"timm has no model {name!r}; close names: {close or 'none'} (see timm.list_models())")
 
 
 def _classification_state(name: str, weights: str | Path) -> dict[str, Tensor]:
