@@ -50,13 +50,17 @@ def cli_train_tiny(preset: str, shapes, run_dir) -> None:
     assert len(list((run_dir / "visualizations").glob("*.jpg"))) == 2
 
 
-def fit(model, batch, steps: int, lr: float = 1e-3) -> list[float]:
-    """Adam on one fixed batch for ``steps`` steps; returns the total loss of every step."""
+def fit(model, batch, steps: int, lr: float = 1e-3, drop_after: int | None = None) -> list[float]:
+    """Adam on one fixed batch for ``steps`` steps (lr / 10 after ``drop_after`` steps); returns the total loss of
+    every step."""
     import torch
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
-    for _ in range(steps):
+    for step in range(steps):
+        if step == drop_after:
+            for group in optimizer.param_groups:
+                group["lr"] = lr / 10
         total = sum(model.loss(batch.images, batch.instances).values())
         optimizer.zero_grad()
         total.backward()
