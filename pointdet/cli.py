@@ -38,7 +38,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = apply_overrides(config, args.overrides)
     started = time.time()
     trainer = Trainer(config, resume=resume)
-    metrics = trainer.train()
+    try:
+        metrics = trainer.train()
+    except KeyboardInterrupt:  # the trainer said where it stopped and how to continue
+        raise SystemExit(130) from None
     from pointdet.distributed import is_main_process
 
     if is_main_process():

@@ -7,6 +7,7 @@ Every dataset type offers what the engine uses: ``records`` (with ``path`` and `
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,12 @@ def select_eval_transforms(data: DataConfig) -> Transform:
     return eval_transforms(data.input_size, data.input_height)
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """Loader processes leave Ctrl-C to the training process, which finishes its step before stopping (a worker
+    that died of the terminal's SIGINT would end the run with "DataLoader worker exited unexpectedly")."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:
     """Shuffled, augmented batches, transformed as ``select_train_transforms`` picks."""
     data = config.data
@@ -125,6 +132,7 @@ def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader
         drop_last=True,
         num_workers=data.num_workers,
         collate_fn=collate,
+        worker_init_fn=_ignore_interrupts,
         persistent_workers=False,
         pin_memory=False,
     )
