@@ -76,6 +76,25 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
     return config_from_dict(type(config), data)
 
 
+def apply_eval_overrides(config: Any, overrides: list[str]) -> Any:
+    """``apply_overrides`` for evaluating a trained model: of the ``model.*`` keys only the family's decoding
+    options (its ``DECODE_OPTIONS``) apply; data and eval keys are free.
+
+    Raises:
+        ConfigError: naming every architecture key given (they are fixed by the checkpoint's weights).
+    """
+    decode = type(config.model).DECODE_OPTIONS
+    keys = [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
+    fixed = [key for key in keys if key.startswith("model.") and key.removeprefix("model.") not in decode]
+    if fixed:
+        allowed = ", ".join(f"model.{name}" for name in decode)
+        raise ConfigError(
+            f"{', '.join(fixed)}: fixed by the checkpoint (the network its weights belong to); at eval only the "
+            f"decoding options of method={config.model.method} apply: {allowed}"
+        )
+    return apply_overrides(config, overrides)
+
+
 def _family_of(value: Any, key: str) -> type:
     from pointdet.configs.schema import MODEL_FAMILIES
 

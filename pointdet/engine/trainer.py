@@ -42,7 +42,13 @@ from pointdet.engine.checkpoint import (
     save_checkpoint,
 )
 from pointdet.engine.data import eval_loader, load_datasets, train_loader
-from pointdet.engine.evaluate import evaluate_model, primary_metric, run_inference
+from pointdet.engine.evaluate import (
+    describe_subset,
+    evaluate_model,
+    match_categories,
+    primary_metric,
+    run_inference,
+)
 from pointdet.engine.interrupt import StepBoundaryInterrupt
 from pointdet.engine.train_step import TrainStep
 from pointdet.engine.visualize import draw_detections, draw_mono3d
@@ -106,6 +112,10 @@ class Trainer:
             logger.warning("no data.val_json given: validating on the training set")
         self.train_set, self.val_set = load_datasets(config.data, with_masks=config.model.needs_masks)
         _check_task_fits_data(config, self.train_set)
+        # Refuse a validation set with categories the model will not know before training, not at its first eval.
+        subset = describe_subset(self.class_names, match_categories(self.class_names, self.val_set))
+        if subset:
+            logger.warning("%s: %s", self.val_set.annotation_file, subset)
         self.loader, self.sampler = train_loader(self.train_set, config)
         self.val_loader = eval_loader(self.val_set, config.data, config.eval.batch_size, config.data.num_workers)
         self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
@@ -148,6 +158,11 @@ class Trainer:
             text = yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
             (self.run_dir / "config.yaml").write_text(f"# pointdet config version {CONFIG_VERSION}\n{text}")
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    @property
+    def class_names(self) -> list[str]:
+        """The model's classes (its labels index them): the training set's categories."""
+        return list(self.train_set.class_names)
 
     # ----------------------------------------------------------------------------------------------- state
     def _state(self) -> dict:
@@ -327,7 +342,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _evaluate_and_keep_best(self) -> dict[str, float]:
-        metrics = evaluate_model(self.model, self.val_loader, self.val_set, self.config.eval)
+        metrics = evaluate_model(
+            self.model, self.val_loader, self.val_set, self.config.eval, class_names=self.class_names
+        )
         self.eval_due = False
         self.history.append({"epoch": self.epoch, "step": self.global_step, "metrics": metrics})
         if is_main_process():
@@ -360,7 +377,7 @@ class Trainer:
             if isinstance(self.val_set, KittiDataset):
                 truth = self.val_set.instances(index, *image.shape[-2:]).boxes3d[:, :7]
                 calibration = torch.from_numpy(record.calibration)
-                drawn = draw_mono3d(image, dets, calibration, self.val_set.class_names, ground_truth=truth)
+                drawn = draw_mono3d(image, dets, calibration, self.class_names, ground_truth=truth)
             else:
-                drawn = draw_detections(image, dets, self.val_set.class_names, skeleton=self.val_set.skeleton)
+                drawn = draw_detections(image, dets, self.class_names, skeleton=self.val_set.skeleton)
             drawn.save(folder / f"{image_id}.jpg", quality=92)
