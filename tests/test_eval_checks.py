@@ -141,3 +141,24 @@ def test_architecture_keys_are_refused_at_eval(checkpoint):
         ConfigError, match=r"^model.method: fixed by the checkpoint .* model.pair_score, model.central_region"
     ):
         apply_eval_overrides(get_preset("cornernet_shapes"), ["model.method=centripetalnet"])
+
+
+def test_predict_checks_its_arguments(checkpoint):
+    import numpy as np
+
+    import pointdet
+
+    model = pointdet.load(checkpoint, device="cpu")
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    assert model.predict([]) == []
+    with pytest.raises(ValueError, match=r"^image 1 is empty \(0x0 pixels\)$"):
+        model.predict([image, np.zeros((0, 0, 3), dtype=np.uint8)])
+    with pytest.raises(ValueError, match=r"^image 0 is empty \(0x5 pixels\)$"):
+        model.predict(torch.zeros(3, 0, 5, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"^batch_size and k must be >= 1, got batch_size=0, k=100$"):
+        model.predict(image, batch_size=0)
+    with pytest.raises(ValueError, match=r"^batch_size and k must be >= 1, got batch_size=16, k=0$"):
+        model.predict([], k=0)
+    with pytest.raises(ValueError, match=r"^scales must be one or more positive factors, got \[\]$"):
+        model.predict(image, scales=())
+    assert len(model.predict([image, image, image], batch_size=2)) == 3
