@@ -101,14 +101,26 @@ class Predictor:
         batch_size: int = 16,
         k: int = 100,
     ) -> list[Detections]:
-        """Detect objects in one image or a list; returns one ``Detections`` per image in its original pixels."""
+        """Detect objects in one image or a list; returns one ``Detections`` per image in its original pixels (an
+        empty list for an empty list).
+
+        Raises:
+            ValueError: ``batch_size`` or ``k`` below 1, ``scales`` empty or not positive, an empty (0-pixel) image.
+        """
+        if batch_size < 1 or k < 1:
+            raise ValueError(f"batch_size and k must be >= 1, got batch_size={batch_size}, k={k}")
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"scales must be one or more positive factors, got {list(scales)}")
         if isinstance(images, str | Path | Image.Image | np.ndarray | Tensor):
             images = [images]
         results: list[Detections] = []
         for start in range(0, len(images), batch_size):
             samples = []
-            for image in images[start : start + batch_size]:
+            for index, image in enumerate(images[start : start + batch_size], start):
                 tensor = as_image_tensor(image)
+                if 0 in tensor.shape[-2:]:
+                    height, width = tensor.shape[-2:]
+                    raise ValueError(f"image {index} is empty ({height}x{width} pixels)")
                 sample = Sample(tensor, Instances.empty(), orig_size=tuple(tensor.shape[-2:]))
                 samples.append(self.transform(sample))
             batch = collate(samples)

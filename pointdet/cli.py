@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 from pointdet.benchmark import add_arguments as add_benchmark_arguments
-from pointdet.configs import DEFAULT_PRESET, PRESETS, apply_overrides, config_from_checkpoint, get_preset
+from pointdet.configs import (
+    DEFAULT_PRESET,
+    PRESETS,
+    apply_eval_overrides,
+    apply_overrides,
+    config_from_checkpoint,
+    get_preset,
+)
 from pointdet.configs.overrides import ConfigError
 from pointdet.errors import PointdetError
 
@@ -39,7 +46,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = apply_overrides(config, args.overrides)
     started = time.time()
     trainer = Trainer(config, resume=resume)
-    metrics = trainer.train()
+    try:
+        metrics = trainer.train()
+    except KeyboardInterrupt:  # the trainer said where it stopped and how to continue
+        raise SystemExit(130) from None
     from pointdet.distributed import is_main_process
 
     if is_main_process():
@@ -72,15 +82,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import pointdet
     from pointdet.engine.checkpoint import load_checkpoint
     from pointdet.engine.data import eval_loader, load_val_dataset
-    from pointdet.engine.evaluate import evaluate_model
+    from pointdet.engine.evaluate import describe_subset, evaluate_model, match_categories
     from pointdet.evaluation import format_metrics
     from pointdet.models.build import build_postprocess
 
     state = load_checkpoint(args.weights)
-    config = apply_overrides(config_from_checkpoint(state), args.overrides)
+    config = apply_eval_overrides(config_from_checkpoint(state), args.overrides)
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
     _refuse_3d_test_augmentation(config.model.task, args)
     dataset = load_val_dataset(config.data)
+    subset = describe_subset(predictor.class_names, match_categories(predictor.class_names, dataset))
+    if subset:
+        print(f"{dataset.annotation_file}: {subset}")
     data = config.data
     loader = eval_loader(dataset, data, config.eval.batch_size, data.num_workers)
     # Decode-time options (e.g. `model.snap_joints=false`: pose "-reg") need no retraining: rebuild the post-processor.
@@ -88,7 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     predictor.model.postprocess = build_postprocess(config.model, predictor.model.feature_shapes, flip_pairs)
     flip = config.eval.flip if args.flip is None else args.flip
     model = predictor.model
-    metrics = evaluate_model(model, loader, dataset, config.eval, flip, args.scales, args.backend, args.results)
+    metrics = evaluate_model(
+        model, loader, dataset, config.eval, flip, args.scales, args.backend, args.results, predictor.class_names
+    )
     mode = "flip" if flip else "plain"
     mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
     print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{format_metrics(metrics)}")

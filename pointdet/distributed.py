@@ -34,6 +34,16 @@ def mean_over_processes(value: Tensor) -> Tensor:
     return value / dist.get_world_size()
 
 
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any of them."""
+    if not is_distributed():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor(int(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj``, in rank order, on every process."""
     if not is_distributed():

@@ -87,6 +87,7 @@ def export_onnx(
     # eval() on the wrapper itself: the exporter restores the wrapper's mode afterwards, and a wrapper left in
     # training mode would switch the model's BatchNorm back to batch statistics.
     wrapper = ExportableDetector(model, k).cpu().eval()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({name: {0: "batch"} for name in wrapper.output_names})

@@ -189,8 +189,9 @@ def test_cli_export(tiny_shapes, tmp_path, capsys):
 
     run = tmp_path / "run"
     cli_train_tiny("centernet_r18", tiny_shapes, run)
-    main(["export", "--weights", str(run), "--out", str(tmp_path / "m.onnx")])
+    out = tmp_path / "missing" / "folder" / "m.onnx"  # parent folders are created, as train does for out_dir
+    main(["export", "--weights", str(run), "--out", str(out)])
     assert "outputs boxes, scores, labels" in capsys.readouterr().out
-    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     boxes, scores, labels = session.run(None, {"images": np.zeros((2, 3, 64, 96), dtype=np.uint8)})
     assert boxes.shape == (2, 100, 4) and scores.shape == labels.shape == (2, 100)

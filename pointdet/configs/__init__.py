@@ -1,6 +1,12 @@
 """Experiment configuration: frozen dataclasses, named presets and ``key=value`` overrides."""
 
-from pointdet.configs.overrides import ConfigError, apply_overrides, config_from_dict, config_to_dict
+from pointdet.configs.overrides import (
+    ConfigError,
+    apply_eval_overrides,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+)
 from pointdet.configs.presets import DEFAULT_PRESET, PRESETS, get_preset
 from pointdet.configs.schema import (
     MODEL_FAMILIES,
@@ -29,6 +35,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RepPointsConfig",
+    "apply_eval_overrides",
     "apply_overrides",
     "config_from_checkpoint",
     "config_from_dict",

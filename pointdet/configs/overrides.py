@@ -53,14 +53,18 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The annotation of every dataclass field of ``cls`` (class variables such as ``RANGES`` left out)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:
     """Return ``config`` with ``section.key=value`` items applied; unknown keys and bad types raise ``ConfigError``.
 
     ``model.method=...`` is applied first: a method of another family replaces the model section with that
-    family's defaults, and the other ``model.*`` keys are then checked against that family.
+    family's defaults, and the other ``model.*`` keys are then checked against that family. The overrides edit a
+    plain copy of the config that is built once at the end, so every section checks its ranges (and the
+    experiment its cross-section rules) on the final values, never on a half-applied mix.
     """
     parsed = []
     for item in overrides:
@@ -68,9 +72,29 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=2e-4)")
         key, text = item.split("=", 1)
         parsed.append((key.strip(), yaml.safe_load(text) if text.strip() else None))
+    data = config_to_dict(config)
     for key, value in sorted(parsed, key=lambda item: item[0] != "model.method"):
-        config = _set(config, key.split("."), value, key)
-    return config
+        _set(type(config), data, key.split("."), value, key)
+    return config_from_dict(type(config), data)
+
+
+def apply_eval_overrides(config: Any, overrides: list[str]) -> Any:
+    """``apply_overrides`` for evaluating a trained model: of the ``model.*`` keys only the family's decoding
+    options (its ``DECODE_OPTIONS``) apply; data and eval keys are free.
+
+    Raises:
+        ConfigError: naming every architecture key given (they are fixed by the checkpoint's weights).
+    """
+    decode = type(config.model).DECODE_OPTIONS
+    keys = [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
+    fixed = [key for key in keys if key.startswith("model.") and key.removeprefix("model.") not in decode]
+    if fixed:
+        allowed = ", ".join(f"model.{name}" for name in decode)
+        raise ConfigError(
+            f"{', '.join(fixed)}: fixed by the checkpoint (the network its weights belong to); at eval only the "
+            f"decoding options of method={config.model.method} apply: {allowed}"
+        )
+    return apply_overrides(config, overrides)
 
 
 def _family_of(value: Any, key: str) -> type:
@@ -81,28 +105,41 @@ def _family_of(value: Any, key: str) -> type:
     return MODEL_FAMILIES[value]
 
 
-def _describe(config: Any) -> str:
-    method = getattr(config, "method", None)
-    return f" for method={method} ({type(config).__name__})" if method is not None else ""
+def _section_class(annotation: Any, data: Any, key: str) -> type | None:
+    """The config class of a section field — for the model union, the family of ``data['method']`` — else None."""
+    union = typing.get_origin(annotation) in (Union, types.UnionType)
+    options = typing.get_args(annotation) if union else (annotation,)
+    if not all(dataclasses.is_dataclass(option) for option in options):
+        return None
+    if len(options) == 1:
+        return options[0]
+    return _family_of(data.get("method", "centernet") if isinstance(data, dict) else None, f"{key}.method")
 
 
-def _set(config: Any, path: list[str], value: Any, full_key: str) -> Any:
-    names = {f.name for f in dataclasses.fields(config)}
-    if path[0] not in names:
-        raise ConfigError(f"unknown config key {full_key!r}{_describe(config)}; valid keys here: {sorted(names)}")
-    current = getattr(config, path[0])
-    if path == ["method"] and not isinstance(config, _family_of(value, full_key)):
-        return _family_of(value, full_key)(method=value)
+def _describe(cls: type, data: dict) -> str:
+    method = data.get("method")
+    return f" for method={method} ({cls.__name__})" if method is not None else ""
+
+
+def _set(cls: type, data: dict, path: list[str], value: Any, full_key: str) -> None:
+    """Set ``path`` of ``data`` (the plain dict of a ``cls``) to ``value`` checked against the field's type."""
+    hints = _field_types(cls)
+    name = path[0]
+    if name not in hints:
+        raise ConfigError(f"unknown config key {full_key!r}{_describe(cls, data)}; valid keys here: {sorted(hints)}")
+    section = _section_class(hints[name], data.get(name), full_key.rsplit(".", len(path) - 1)[0])
+    if section is not None:
+        if len(path) == 1:
+            first = dataclasses.fields(section)[0].name
+            raise ConfigError(f"{full_key!r} is a section; set one of its keys, e.g. {full_key}.{first}=...")
+        if path[1:] == ["method"] and section is not _family_of(value, full_key):
+            data[name] = {"method": value}  # another family: its defaults
+            return
+        _set(section, data[name], path[1:], value, full_key)
+        return
     if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
-            raise ConfigError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
-        return dataclasses.replace(config, **{path[0]: _set(current, path[1:], value, full_key)})
-    if dataclasses.is_dataclass(current):
-        raise ConfigError(
-            f"{full_key!r} is a section; set one of its keys, e.g. {full_key}.{dataclasses.fields(current)[0].name}=..."
-        )
-    annotation = _field_types(type(config))[path[0]]
-    return dataclasses.replace(config, **{path[0]: _coerce(value, annotation, full_key)})
+        raise ConfigError(f"unknown config key {full_key!r}: {name!r} has no sub-keys")
+    data[name] = _coerce(value, hints[name], full_key)
 
 
 def config_to_dict(config: Any) -> dict:
@@ -120,18 +157,17 @@ def config_to_dict(config: Any) -> dict:
 
 def config_from_dict(cls: type, data: dict) -> Any:
     """Inverse of ``config_to_dict``, with the same type checks as overrides; a union of config classes (the
-    model section) is resolved by the dict's ``method``."""
+    model section) is resolved by the dict's ``method``. Building the classes checks their ranges."""
     hints = _field_types(cls)
     kwargs = {}
     for name, value in data.items():
         if name not in hints:
             raise ConfigError(f"unknown config key {name!r} for {cls.__name__}")
-        annotation = hints[name]
-        options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else ()
-        if options and all(dataclasses.is_dataclass(option) for option in options):
-            annotation = _family_of(value.get("method", "centernet"), f"{name}.method")
-        if dataclasses.is_dataclass(annotation):
-            kwargs[name] = config_from_dict(annotation, value)
+        section = _section_class(hints[name], value, name)
+        if section is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a section (a mapping of keys), got {value!r}")
+            kwargs[name] = config_from_dict(section, value)
         else:
-            kwargs[name] = _coerce(value, annotation, name)
+            kwargs[name] = _coerce(value, hints[name], name)
     return cls(**kwargs)

@@ -1,33 +1,28 @@
-"""The experiment configuration, as frozen dataclasses. Components never see these; ``build`` unpacks them."""
+"""The experiment configuration, as frozen dataclasses. Components never see these; ``build`` unpacks them.
+
+Each section checks its values when it is built: ``RANGES`` beside its fields (``configs.validation``), and the
+experiment the rules that span sections (input sizes are multiples of the backbone's stride).
+"""
 
 from __future__ import annotations
 
-import re
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pointdet.configs.overrides import ConfigError
-
-_TIMM_BACKBONE = re.compile(r"timm:[A-Za-z0-9][A-Za-z0-9_.\-]*")
-
-
-def check_backbone_name(config: object) -> None:
-    """Accept ``config.backbone`` when it is one of the literals of its annotation or ``timm:NAME``.
-
-    Whether timm has ``NAME`` is checked when the model is built (timm is imported there, not here).
-
-    Raises:
-        ConfigError: any other value (``vgg``, ``timm:``).
-    """
-    annotation = typing.get_type_hints(type(config))["backbone"]
-    builtin = [value for option in typing.get_args(annotation) for value in typing.get_args(option)]
-    name = config.backbone
-    if name not in builtin and not (isinstance(name, str) and _TIMM_BACKBONE.fullmatch(name)):
-        raise ConfigError(
-            f"model.backbone: {name!r} is not one of {builtin} or 'timm:NAME' "
-            "(a timm model, e.g. timm:efficientnet_lite0)"
-        )
+from pointdet.configs.validation import (
+    Rule,
+    above,
+    at_least,
+    check_backbone_name,
+    check_input_size,
+    check_ranges,
+    each,
+    fraction,
+    within,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +56,13 @@ class CenterNetConfig:
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("snap_joints",)
+    SECTION: ClassVar[str] = "model"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "head_conv": at_least(1),
+        "min_overlap": fraction(low_open=True, high_open=True),
+        "size_weight": at_least(0),
+        "offset_weight": at_least(0),
+    }
 
     method: Literal["centernet"] = "centernet"
     task: Literal["detection", "pose", "mono3d"] = "detection"
@@ -79,6 +81,7 @@ class CenterNetConfig:
 
     def __post_init__(self) -> None:
         check_backbone_name(self)
+        check_ranges(self)
 
     @property
     def needs_masks(self) -> bool:
@@ -107,6 +110,12 @@ class CornerConfig:
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("pair_score", "central_region", "soft_nms_sigma")
+    SECTION: ClassVar[str] = "model"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "head_conv": at_least(1),
+        "guiding_weight": at_least(0),
+        "soft_nms_sigma": above(0),
+    }
 
     method: Literal["centripetalnet", "cornernet"] = "centripetalnet"
     task: Literal["detection"] = "detection"
@@ -119,6 +128,9 @@ class CornerConfig:
     central_region: Literal["paper", "official"] = "paper"
     soft_nms_sigma: float = 0.5
     init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     @property
     def needs_masks(self) -> bool:
@@ -154,6 +166,19 @@ class RepPointsConfig:
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms")
+    SECTION: ClassVar[str] = "model"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "frozen_stages": within(0, 4),
+        "channels": at_least(1),
+        "stacked_convs": at_least(1),
+        "num_points": Rule(
+            lambda n: n >= 9 and math.isqrt(n) ** 2 == n and n % 2 == 1, "an odd square >= 9 (9, 25, ...)"
+        ),
+        "gradient_mul": fraction(),
+        "score_threshold": fraction(high_open=True),
+        "nms_iou": fraction(low_open=True),
+        "pre_nms": at_least(1),
+    }
 
     method: Literal["reppoints"] = "reppoints"
     task: Literal["detection"] = "detection"
@@ -177,6 +202,11 @@ class RepPointsConfig:
 
     def __post_init__(self) -> None:
         check_backbone_name(self)
+        check_ranges(self)
+        if self.norm == "gn" and self.channels % 32:
+            raise ConfigError(
+                f"model.channels={self.channels}: must be a multiple of 32 with model.norm=gn (GroupNorm 32)"
+            )
 
     @property
     def needs_masks(self) -> bool:
@@ -228,6 +258,26 @@ class DataConfig:
             listed one per line. Images that fail to decode mid-run are skipped and counted either way.
     """
 
+    SECTION: ClassVar[str] = "data"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "shapes_train": at_least(1),
+        "shapes_val": at_least(1),
+        "shapes_image_size": at_least(32),
+        "classes": Rule(bool, "a non-empty list of KITTI object types"),
+        "synthetic_train": at_least(1),
+        "synthetic_val": at_least(1),
+        "input_size": at_least(32),
+        "input_height": at_least(32),
+        "scales": each(above(0)),
+        "min_size": Rule(lambda v: len(v) in (1, 2) and min(v) >= 1 and v[0] <= v[-1], "one size >= 1 or [low, high]"),
+        "max_size": at_least(1),
+        "test_min_size": at_least(1),
+        "flip": fraction(),
+        "color_jitter": fraction(),
+        "lighting": at_least(0),
+        "num_workers": at_least(0),
+    }
+
     format: Literal["coco", "kitti"] = "coco"
     train_json: str | None = None
     train_images: str | None = None
@@ -256,6 +306,9 @@ class DataConfig:
     num_workers: int = 2
     skip_bad_images: bool = False
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
@@ -277,6 +330,20 @@ class OptimConfig:
         amp: mixed precision on CUDA, ``none``, ``bf16`` or ``fp16``.
     """
 
+    SECTION: ClassVar[str] = "optim"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "lr": above(0),
+        "base_batch": at_least(1),
+        "batch_size": at_least(1),
+        "momentum": fraction(high_open=True),
+        "weight_decay": at_least(0),
+        "epochs": at_least(1),
+        "lr_steps": each(at_least(1), non_empty=False),
+        "warmup_iters": at_least(0),
+        "warmup_ratio": fraction(),
+        "grad_clip": above(0),
+    }
+
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 5e-4
     base_batch: int = 128
@@ -289,6 +356,9 @@ class OptimConfig:
     warmup_ratio: float = 0.1
     grad_clip: float | None = None
     amp: Literal["none", "bf16", "fp16"] = "none"
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -308,6 +378,16 @@ class EvalConfig:
         score_threshold: KITTI results keep detections above this score (CenterNet's 3D decoder uses 0.2).
     """
 
+    SECTION: ClassVar[str] = "eval"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "every": at_least(1),
+        "scales": each(above(0)),
+        "topk": at_least(1),
+        "batch_size": at_least(1),
+        "keypoint_sigmas": each(above(0), non_empty=False),
+        "score_threshold": fraction(high_open=True),
+    }
+
     every: int = 10
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
@@ -318,6 +398,9 @@ class EvalConfig:
     kitti_recall_points: Literal[11, 40] = 11
     kitti_overlaps: Literal["official", "loose", "paper"] = "official"
     score_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,6 +418,14 @@ class ExperimentConfig:
         max_steps: stop after this many steps (0 = the full schedule); for smoke tests.
     """
 
+    SECTION: ClassVar[str] = ""
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "seed": at_least(0),
+        "checkpoint_every": at_least(0),
+        "num_visualizations": at_least(0),
+        "max_steps": at_least(0),
+    }
+
     name: str = "centernet"
     model: ModelConfig = field(default_factory=CenterNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -347,3 +438,7 @@ class ExperimentConfig:
     checkpoint_every: int = 0
     num_visualizations: int = 8
     max_steps: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        check_input_size(self)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import torch
 from pointdet.errors import PointdetError
 
 CHECKPOINT_FORMAT = "pointdet-checkpoint-v1"
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
 
 
 class CheckpointError(PointdetError, ValueError):
@@ -47,13 +51,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
+    except pickle.UnpicklingError as error:  # torch's safe reader refused it: pickled objects, or not torch's
+        raise CheckpointError(_refusal(path, str(error))) from None
+    except Exception as error:  # torch raises several types for damaged files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(
-            f"{path}: cannot be read as a safe torch checkpoint ({type(error).__name__}: {error})"
-        ) from error
+            f"{path}: cannot be read as a torch checkpoint ({type(error).__name__}: {first_line})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a pointdet checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return state
+
+
+def _refusal(path: Path, reason: str) -> str:
+    """Why ``path`` was not loaded, without PyTorch's advice to unpickle it (``weights_only=False``)."""
+    if not zipfile.is_zipfile(path):
+        return f"{path}: cannot be read as a torch checkpoint (not a file torch.save wrote, or a damaged one)"
+    culprit = re.search(r"GLOBAL ([\w.]+)", reason)
+    what = f" (e.g. {culprit.group(1)})" if culprit else ""
+    return (
+        f"{path}: not loaded — besides tensors it holds pickled Python objects{what}, and unpickling a file can "
+        "run any code it names, so pointdet never does. If the file is yours or from a source you trust, convert "
+        'it once into plain tensors, numbers and strings (README, "Resuming": checkpoints from elsewhere) and '
+        "load the converted file."
+    )
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[tuple[Path, int]]:
+    """Delete the temporary files (``.last.pt.XXXX``) a save that was killed left in ``folder``.
+
+    Returns:
+        ``(path, size in bytes)`` of every file removed.
+    """
+    removed = []
+    for name in CHECKPOINT_NAMES:
+        for temporary in Path(folder).glob(f".{name}.*"):
+            if temporary.is_file():
+                size = temporary.stat().st_size
+                temporary.unlink(missing_ok=True)
+                removed.append((temporary, size))
+    return removed
 
 
 def load_model_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -7,6 +7,7 @@ Every dataset type offers what the engine uses: ``records`` (with ``path`` and `
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,21 +41,30 @@ class DataPaths:
 def resolve_data_paths(config: DataConfig) -> DataPaths:
     """The configured COCO files, or the generated shapes dataset when ``train_json`` is unset.
 
-    Without ``val_json`` the training set is also used for validation (said in the log by the trainer).
+    An explicit ``val_json`` always wins (also over the generated shapes' val split); its images are
+    ``val_images`` or the JSON's folder. Without ``val_json`` a COCO training set is also used for validation
+    (said in the log by the trainer).
     """
+    explicit_val = _explicit_val_paths(config)
     if config.train_json is None:
         shapes = generate_shapes(None, config.shapes_train, config.shapes_val, config.shapes_image_size)
-        return DataPaths(shapes.train_json, shapes.train_images, shapes.val_json, shapes.val_images)
+        val_json, val_images = explicit_val or (shapes.val_json, shapes.val_images)
+        return DataPaths(shapes.train_json, shapes.train_images, val_json, val_images)
     if config.train_images is None:
         raise ConfigError(
             "data.train_json is set but data.train_images is not: give the folder its file_names are relative to"
         )
     train_json, train_images = Path(config.train_json), Path(config.train_images)
-    val_json = Path(config.val_json) if config.val_json else train_json
-    val_images = (
-        Path(config.val_images) if config.val_images else (train_images if config.val_json is None else val_json.parent)
-    )
+    val_json, val_images = explicit_val or (train_json, Path(config.val_images or train_images))
     return DataPaths(train_json, train_images, val_json, val_images)
+
+
+def _explicit_val_paths(config: DataConfig) -> tuple[Path, Path] | None:
+    """``(val_json, its images)`` when ``data.val_json`` is given, else None."""
+    if config.val_json is None:
+        return None
+    val_json = Path(config.val_json)
+    return val_json, Path(config.val_images) if config.val_images else val_json.parent
 
 
 Dataset = CocoDataset | KittiDataset
@@ -87,8 +97,11 @@ def load_val_dataset(config: DataConfig, with_masks: bool = False, with_polygons
     """The validation dataset alone (``pointdet eval``)."""
     if config.format == "kitti":
         return KittiDataset(_kitti_root(config), config.val_split, config.classes)
-    paths = resolve_data_paths(config)
-    return CocoDataset(paths.val_json, paths.val_images, with_masks, with_polygons, config.skip_bad_images)
+    explicit = _explicit_val_paths(config)  # no shapes are generated just to be ignored
+    if explicit is None:
+        paths = resolve_data_paths(config)
+        explicit = paths.val_json, paths.val_images
+    return CocoDataset(*explicit, with_masks, with_polygons, skip_bad_images=config.skip_bad_images)
 
 
 def select_train_transforms(data: DataConfig, flip_pairs: list[tuple[int, int]], task: str = "detection") -> Transform:
@@ -114,6 +127,12 @@ def select_eval_transforms(data: DataConfig) -> Transform:
     return eval_transforms(data.input_size, data.input_height)
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """Loader processes leave Ctrl-C to the training process, which finishes its step before stopping (a worker
+    that died of the terminal's SIGINT would end the run with "DataLoader worker exited unexpectedly")."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:
     """Shuffled, augmented batches, transformed as ``select_train_transforms`` picks."""
     data = config.data
@@ -127,6 +146,7 @@ def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader
         drop_last=True,
         num_workers=data.num_workers,
         collate_fn=collate,
+        worker_init_fn=_ignore_interrupts,
         persistent_workers=False,
         pin_memory=False,
     )

@@ -1,8 +1,14 @@
 """Evaluate a detector — COCO boxes (and keypoints for pose models) or KITTI 2D/AOS/BEV/3D — sharded over
-processes and gathered on every rank."""
+processes and gathered on every rank.
+
+A model's classes are matched to a dataset's categories by name (ids and order may differ between files, as in
+COCO subsets): a file holding a subset of the model's classes scores those classes only, and a file holding a
+category the model does not know is refused.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pointdet.configs.schema import EvalConfig
-from pointdet.data.coco import CocoDataset
+from pointdet.data.coco import CocoDataset, DatasetError
 from pointdet.data.kitti import KittiDataset, write_label_file
 from pointdet.distributed import broadcast_object, gather_objects, is_main_process
 from pointdet.engine.inference import predict_images, to_original_pixels
@@ -28,6 +34,52 @@ from pointdet.evaluation import (
 )
 from pointdet.evaluation import keypoint_sigmas as keypoint_sigmas_for
 from pointdet.structures import Detections
+
+
+def match_categories(class_names: Sequence[str], dataset: CocoDataset | KittiDataset) -> list[int | None]:
+    """For each of the model's ``class_names``, the label of the dataset's category of that name (None: absent).
+
+    Raises:
+        DatasetError: the dataset holds a category the model does not know, or names two categories alike;
+            the message lists what the model knows and what the file holds.
+    """
+    model, held = list(class_names), list(dataset.class_names)
+    if held == model:
+        return list(range(len(model)))
+    unknown = [name for name in held if name not in model]
+    repeated = sorted({name for name in held if held.count(name) > 1})
+    if unknown or repeated:
+        problem = f"it holds {unknown} that the model does not know" if unknown else f"it repeats {repeated}"
+        raise DatasetError(
+            f"{dataset.annotation_file}: its categories do not match the model's ({problem}); the model knows "
+            f"{model}, the file holds {held}. Categories are matched by name; evaluate on a file with the "
+            "model's categories, or a subset of them."
+        )
+    return [held.index(name) if name in held else None for name in model]
+
+
+def describe_subset(class_names: Sequence[str], labels: Sequence[int | None]) -> str | None:
+    """A sentence saying which classes are scored when a dataset holds only some of the model's; None if all."""
+    absent = [name for name, label in zip(class_names, labels, strict=True) if label is None]
+    if not absent:
+        return None
+    return (
+        f"the file holds {len(class_names) - len(absent)} of the model's {len(class_names)} classes: only those "
+        f"are scored (detections of {', '.join(absent)} are left out)"
+    )
+
+
+def to_dataset_labels(detections: Sequence[Detections], labels: Sequence[int | None]) -> list[Detections]:
+    """``detections`` with the model's labels turned into the dataset's, those of absent classes dropped."""
+    if list(labels) == list(range(len(labels))):
+        return list(detections)
+    lookup = torch.tensor([-1 if label is None else label for label in labels], dtype=torch.int64)
+    converted = []
+    for dets in detections:
+        mapped = lookup[dets.labels.cpu()].to(dets.labels.device)
+        keep = mapped >= 0
+        converted.append(dataclasses.replace(dets[keep], labels=mapped[keep]))
+    return converted
 
 
 @torch.no_grad()
@@ -59,6 +111,7 @@ def evaluate_detector(
     backend: str = "pycocotools",
     results_file: str | Path | None = None,
     keypoint_sigmas: Sequence[float] = (),
+    labels: Sequence[int | None] | None = None,
 ) -> dict[str, float]:
     """COCO box metrics of ``model`` on ``coco`` — plus keypoint (OKS) metrics, prefixed ``kp_``, when the model
     predicts keypoints and mask metrics, prefixed ``segm_``, when it predicts masks; every process gets the same
@@ -68,8 +121,11 @@ def evaluate_detector(
         results_file: also write the COCO results JSON here (main process); keypoint and mask results go beside
             it with ``_keypoints`` / ``_segm`` added to the name.
         keypoint_sigmas: OKS sigmas (default: COCO's for 17 joints, else 0.05 each).
+        labels: the dataset label of each model label (``match_categories``); None: the same classes.
     """
     detections, image_ids = run_inference(model, loader, flip, scales, k)
+    if labels is not None:
+        detections = to_dataset_labels(detections, labels)
     with_keypoints = bool(detections) and detections[0].keypoints is not None
     with_masks = bool(detections) and detections[0].masks is not None
     size_of = {r.image_id: (r.height, r.width) for r in coco.records}
@@ -116,10 +172,13 @@ def evaluate_kitti_detector(
     min_overlaps: str = "official",
     score_threshold: float = 0.0,
     results_dir: str | Path | None = None,
+    labels: Sequence[int | None] | None = None,
 ) -> dict[str, float]:
     """KITTI metrics (``Class/metric/difficulty`` in [0, 1]) of a monocular 3D ``model``; optionally writes one
-    KITTI result file per image into ``results_dir`` (main process)."""
+    KITTI result file per image into ``results_dir`` (main process). ``labels`` as in ``evaluate_detector``."""
     detections, image_ids = run_inference(model, loader, flip=False, scales=(1.0,), k=k)
+    if labels is not None:
+        detections = to_dataset_labels(detections, labels)
     record_of = {record.image_id: record for record in dataset.records}
     results = {}
     for dets, image_id in zip(detections, image_ids, strict=True):
@@ -152,12 +211,16 @@ def evaluate_model(
     scales: Sequence[float] | None = None,
     backend: str | None = None,
     results: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """The benchmark of ``dataset`` with the settings of ``config`` (arguments given here take precedence).
 
     Args:
         results: COCO results JSON file, or the folder of KITTI result files.
+        class_names: the model's classes, matched to the dataset's by name (``match_categories``); None: the
+            dataset's own.
     """
+    labels = None if class_names is None else match_categories(class_names, dataset)
     if isinstance(dataset, KittiDataset):
         return evaluate_kitti_detector(
             model,
@@ -168,6 +231,7 @@ def evaluate_model(
             config.kitti_overlaps,
             config.score_threshold,
             results,
+            labels,
         )
     return evaluate_detector(
         model,
@@ -179,6 +243,7 @@ def evaluate_model(
         config.backend if backend is None else backend,
         results,
         keypoint_sigmas=config.keypoint_sigmas,
+        labels=labels,
     )
 
 

@@ -2,7 +2,9 @@
 
 Resume is exact: data order and augmentation are functions of ``(seed, epoch, position)``
 (``SeededShuffleSampler``), the learning rate a function of the step, so restoring the weights, the optimizer
-and ``(epoch, step_in_epoch)`` continues the run as if it had never stopped.
+and ``(epoch, step_in_epoch)`` continues the run as if it had never stopped. Every ``last.pt`` is written at a
+step boundary (Ctrl-C finishes the step first) and records whether an evaluation is due, which a resumed run
+then runs first, so a run stopped in any way ends with the weights and metrics of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -32,9 +34,22 @@ from pointdet.distributed import (
     mean_over_processes,
     world,
 )
-from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, model_state, save_checkpoint
+from pointdet.engine.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    model_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from pointdet.engine.data import eval_loader, load_datasets, train_loader
-from pointdet.engine.evaluate import evaluate_model, primary_metric, run_inference
+from pointdet.engine.evaluate import (
+    describe_subset,
+    evaluate_model,
+    match_categories,
+    primary_metric,
+    run_inference,
+)
+from pointdet.engine.interrupt import StepBoundaryInterrupt
 from pointdet.engine.train_step import TrainStep
 from pointdet.engine.visualize import draw_detections, draw_mono3d
 from pointdet.evaluation import format_metrics
@@ -97,6 +112,10 @@ class Trainer:
             logger.warning("no data.val_json given: validating on the training set")
         self.train_set, self.val_set = load_datasets(config.data, with_masks=config.model.needs_masks)
         _check_task_fits_data(config, self.train_set)
+        # Refuse a validation set with categories the model will not know before training, not at its first eval.
+        subset = describe_subset(self.class_names, match_categories(self.class_names, self.val_set))
+        if subset:
+            logger.warning("%s: %s", self.val_set.annotation_file, subset)
         self.loader, self.sampler = train_loader(self.train_set, config)
         self.val_loader = eval_loader(self.val_set, config.data, config.eval.batch_size, config.data.num_workers)
         self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
@@ -122,6 +141,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_ap, self.history = -1.0, []
+        self.eval_due = False  # the epoch just finished is to be evaluated (saved, so that a resumed run does it)
+        self.saved_step: int | None = None  # the step last.pt holds
         self.run_dir = (
             Path(config.run_dir)
             if config.run_dir
@@ -133,9 +154,15 @@ class Trainer:
         self.writer = None
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temporaries()
             text = yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
             (self.run_dir / "config.yaml").write_text(f"# pointdet config version {CONFIG_VERSION}\n{text}")
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    @property
+    def class_names(self) -> list[str]:
+        """The model's classes (its labels index them): the training set's categories."""
+        return list(self.train_set.class_names)
 
     # ----------------------------------------------------------------------------------------------- state
     def _state(self) -> dict:
@@ -148,6 +175,7 @@ class Trainer:
             "global_step": self.global_step,
             "best_ap": self.best_ap,
             "history": json.dumps(self.history),
+            "eval_due": self.eval_due,
             "config": config_to_dict(self.config),
             "config_version": CONFIG_VERSION,
             "class_names": list(self.train_set.class_names),
@@ -172,6 +200,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best_ap, self.history = state["best_ap"], json.loads(state["history"])
+        self.eval_due, self.saved_step = bool(state.get("eval_due", False)), self.global_step
         if state["world_size"] != world()[1]:
             logger.warning(
                 "resuming a %d-process run with %d processes: data order differs from here on",
@@ -184,6 +213,16 @@ class Trainer:
     def save(self, name: str) -> None:
         if is_main_process():
             save_checkpoint(self._state(), self.run_dir / name)
+        if name == "last.pt":
+            self.saved_step = self.global_step
+
+    def _remove_stale_temporaries(self) -> None:
+        removed = remove_stale_temporaries(self.run_dir)
+        if removed:
+            listed = ", ".join(f"{path.name} ({size / 1e6:.1f} MB)" for path, size in removed)
+            logger.warning(
+                "removed %d half-written checkpoint file(s) left by a stopped save: %s", len(removed), listed
+            )
 
     # ------------------------------------------------------------------------------------------- training
     @property
@@ -192,22 +231,28 @@ class Trainer:
         return min(full, self.config.max_steps) if self.config.max_steps else full
 
     def train(self) -> dict:
-        """Run (or continue) the schedule; returns the final metrics (also in ``metrics.json``)."""
+        """Run (or continue) the schedule; returns the final metrics (also in ``metrics.json``).
+
+        Ctrl-C finishes the step under way, saves ``last.pt`` and raises ``KeyboardInterrupt``; a second one, or one
+        during an evaluation (``last.pt`` says it is due, so a resumed run repeats it), stops at once.
+        """
         start = time.time()
-        try:
-            while self.global_step < self.total_steps:
-                self._train_epoch()
-                if self.step_in_epoch == 0 and (
-                    self.epoch % self.config.eval.every == 0 or self.global_step >= self.total_steps
-                ):
+        with StepBoundaryInterrupt() as interrupt:
+            try:
+                if self.eval_due:
+                    if is_main_process():
+                        print(f"the evaluation of step {self.global_step} was interrupted: running it first")
                     self._evaluate_and_keep_best()
-        except KeyboardInterrupt:
-            self.save("last.pt")
-            if is_main_process():
-                print(
-                    f"\ninterrupted at step {self.global_step}; continue with: pointdet train --resume {self.run_dir}"
-                )
-            raise
+                while self.global_step < self.total_steps and not interrupt.requested:
+                    self._train_epoch(interrupt)
+                    if self.eval_due and not interrupt.requested:
+                        self._evaluate_and_keep_best()
+            except KeyboardInterrupt:
+                self._say_stopped(at_once=True)
+                raise
+        if interrupt.requested:
+            self._say_stopped(at_once=False)
+            raise KeyboardInterrupt
         metrics = self.history[-1]["metrics"] if self.history else self._evaluate_and_keep_best()
         if is_main_process():
             self._write_visualizations()
@@ -222,7 +267,34 @@ class Trainer:
         barrier()
         return metrics
 
-    def _train_epoch(self) -> None:
+    def _say_stopped(self, at_once: bool) -> None:
+        if not is_main_process():
+            return
+        resume = f"pointdet train --resume {self.run_dir}"
+        if not at_once:
+            print(
+                f"\nstopped after step {self.global_step}, saved in {self.run_dir / 'last.pt'}; continue with: {resume}"
+            )
+        elif self.saved_step is None:
+            print("\nstopped at once, before a checkpoint was saved")
+        elif self.eval_due and self.saved_step == self.global_step:
+            print(f"\nstopped during the evaluation of step {self.global_step}; {resume} runs it first")
+        else:
+            print(f"\nstopped at once; last.pt holds step {self.saved_step}; continue from there with: {resume}")
+
+    def _train_epoch(self, interrupt: StepBoundaryInterrupt) -> None:
+        """Steps to the end of the epoch, of the schedule or to a Ctrl-C; then ``last.pt`` (with ``eval_due``)."""
+        with interrupt.deferred():
+            self._run_steps(interrupt)
+            if self.step_in_epoch == self.steps_per_epoch:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            self.eval_due = self.global_step >= self.total_steps or (
+                self.step_in_epoch == 0 and self.epoch % self.config.eval.every == 0
+            )
+            self.save("last.pt")
+            interrupt.agreed()  # a Ctrl-C on any process during the save stops every process here
+
+    def _run_steps(self, interrupt: StepBoundaryInterrupt) -> None:
         self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.config.optim.batch_size)
         self.model.train()
         remaining = min(self.steps_per_epoch - self.step_in_epoch, self.total_steps - self.global_step)
@@ -246,10 +318,9 @@ class Trainer:
                 self.save("last.pt")
             if self.step_in_epoch == self.steps_per_epoch or self.global_step >= self.total_steps:
                 break
+            if interrupt.agreed():
+                break
         bar.close()
-        if self.step_in_epoch == self.steps_per_epoch:
-            self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        self.save("last.pt")
 
     def _step(self, batch) -> dict[str, float]:
         lr = learning_rate(self.config, self.global_step, self.steps_per_epoch)
@@ -271,7 +342,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _evaluate_and_keep_best(self) -> dict[str, float]:
-        metrics = evaluate_model(self.model, self.val_loader, self.val_set, self.config.eval)
+        metrics = evaluate_model(
+            self.model, self.val_loader, self.val_set, self.config.eval, class_names=self.class_names
+        )
+        self.eval_due = False
         self.history.append({"epoch": self.epoch, "step": self.global_step, "metrics": metrics})
         if is_main_process():
             where = f"epoch {self.epoch} step {self.global_step} — {self.val_set.annotation_file.name}"
@@ -303,7 +377,7 @@ class Trainer:
             if isinstance(self.val_set, KittiDataset):
                 truth = self.val_set.instances(index, *image.shape[-2:]).boxes3d[:, :7]
                 calibration = torch.from_numpy(record.calibration)
-                drawn = draw_mono3d(image, dets, calibration, self.val_set.class_names, ground_truth=truth)
+                drawn = draw_mono3d(image, dets, calibration, self.class_names, ground_truth=truth)
             else:
-                drawn = draw_detections(image, dets, self.val_set.class_names, skeleton=self.val_set.skeleton)
+                drawn = draw_detections(image, dets, self.class_names, skeleton=self.val_set.skeleton)
             drawn.save(folder / f"{image_id}.jpg", quality=92)
