@@ -23,7 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from pointdet.configs import CONFIG_VERSION, ExperimentConfig, OptimConfig, config_to_dict
+from pointdet.configs import CONFIG_VERSION, ConfigError, ExperimentConfig, OptimConfig, config_to_dict
+from pointdet.data.coco import DatasetError
 from pointdet.data.images import read_image
 from pointdet.data.kitti import KittiDataset
 from pointdet.distributed import (
@@ -70,9 +71,9 @@ def init_distributed() -> None:
 def _check_task_fits_data(config: ExperimentConfig, dataset) -> None:
     task, where = config.model.task, dataset.annotation_file
     if task == "pose" and not dataset.keypoint_names:
-        raise ValueError(f"{where}: model.task=pose needs categories with 'keypoints'; none define any")
+        raise DatasetError(f"{where}: model.task=pose needs categories with 'keypoints'; none define any")
     if (task == "mono3d") != isinstance(dataset, KittiDataset):
-        raise ValueError(
+        raise DatasetError(
             f"{where}: model.task={task} needs "
             + ("KITTI data (data.format=kitti)" if task == "mono3d" else "COCO data (data.format=coco)")
         )
@@ -120,7 +121,7 @@ class Trainer:
         self.val_loader = eval_loader(self.val_set, config.data, config.eval.batch_size, config.data.num_workers)
         self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(self.train_set)} training images give no full batch of {config.optim.batch_size} per process"
             )
         self.model = build_model(
@@ -128,10 +129,11 @@ class Trainer:
             len(self.train_set.class_names),
             len(self.train_set.keypoint_names),
             self.train_set.flip_pairs,
+            with_backbone_weights=resume is None,  # a resumed run's weights come from its checkpoint
         ).to(self.device)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.optim.amp]
         if self.amp_dtype == torch.float16 and self.device.type != "cuda":
-            raise ValueError("optim.amp=fp16 needs CUDA (its gradient scaler); use optim.amp=bf16 on the CPU")
+            raise ConfigError("optim.amp=fp16 needs CUDA (its gradient scaler); use optim.amp=bf16 on the CPU")
         self.step_module: torch.nn.Module = TrainStep(self.model, self.amp_dtype)
         if world()[1] > 1:
             self.step_module = DistributedDataParallel(
