@@ -126,3 +126,20 @@ def test_cli_reports_bad_config(capsys):
         main(["train", "nope"])
     with pytest.raises(SystemExit, match="error: .*nope.pt: checkpoint not found"):
         main(["eval", "--weights", "nope.pt"])
+
+
+def test_best_checkpoint_holds_the_weights_only(tiny_shapes, tmp_path):
+    config = replace(tiny_config(tiny_shapes, tmp_path / "run", epochs=1), max_steps=2)
+    Trainer(config).train()
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert "optimizer" not in best and "scaler" not in best and "optimizer" in last
+    assert (tmp_path / "run" / "best.pt").stat().st_size < 0.6 * (tmp_path / "run" / "last.pt").stat().st_size
+    assert (
+        len(
+            pointdet.load(tmp_path / "run" / "best.pt", device="cpu").predict(torch.zeros(3, 64, 64, dtype=torch.uint8))
+        )
+        == 1
+    )
+    with pytest.raises(CheckpointError, match="weights only"):
+        Trainer(config, resume=tmp_path / "run" / "best.pt")

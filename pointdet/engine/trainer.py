@@ -36,6 +36,7 @@ from pointdet.distributed import (
     world,
 )
 from pointdet.engine.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     load_model_weights,
     model_state,
@@ -197,6 +198,8 @@ class Trainer:
 
     def _restore(self, source: str | Path) -> None:
         state = load_checkpoint(source)
+        if "optimizer" not in state:
+            raise CheckpointError(f"{source}: holds the model weights only (best.pt); resume from the run's last.pt")
         load_model_weights(self.model, model_state(state), source)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -212,9 +215,14 @@ class Trainer:
         source = Path(source)
         self.run_dir = source if source.is_dir() else source.parent
 
-    def save(self, name: str) -> None:
+    def save(self, name: str, weights_only: bool = False) -> None:
+        """Write ``name`` into the run folder: everything resume needs, or with ``weights_only`` the model and
+        what ``pointdet.load`` reads (no optimizer state: a third of the size for Adam)."""
         if is_main_process():
-            save_checkpoint(self._state(), self.run_dir / name)
+            state = self._state()
+            if weights_only:
+                state = {key: value for key, value in state.items() if key not in ("optimizer", "scaler")}
+            save_checkpoint(state, self.run_dir / name)
         if name == "last.pt":
             self.saved_step = self.global_step
 
@@ -357,7 +365,7 @@ class Trainer:
         score = metrics[primary_metric(metrics)]
         if score > self.best_ap:
             self.best_ap = score
-            self.save("best.pt")
+            self.save("best.pt", weights_only=True)
         self.save("last.pt")
         return metrics
 
