@@ -226,12 +226,15 @@ MODEL_FAMILIES: dict[str, type] = {
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Training and validation data. With no ``train_json`` the embedded shapes dataset is generated; with
-    ``format=kitti`` and no ``kitti_root``, the synthetic KITTI scenes.
+    """Training and validation data. With no ``train_json``, the dataset named by ``dataset`` (by default the
+    embedded shapes dataset, generated); with ``format=kitti`` and no ``kitti_root``, the synthetic KITTI scenes.
 
     Attributes:
         format: ``coco`` (JSON + image folder) or ``kitti`` (the KITTI object layout, for monocular 3D).
         train_json, train_images, val_json, val_images: COCO annotation files and their image folders.
+        dataset: the data used when ``train_json`` is unset: ``shapes`` (generated) or ``raccoon`` (200 real
+            photos of one class shipped with pointdet, trained on its 160 ``train`` and validated on its 40
+            ``test`` photos; MIT, ``pointdet/data/raccoon_data/README.txt``).
         shapes_train, shapes_val, shapes_image_size: size of the generated shapes dataset.
         kitti_root: KITTI folder holding ``training/`` and ``ImageSets/``.
         train_split, val_split: KITTI split names (``ImageSets/<name>.txt``) or paths of id lists.
@@ -283,6 +286,7 @@ class DataConfig:
     train_images: str | None = None
     val_json: str | None = None
     val_images: str | None = None
+    dataset: Literal["shapes", "raccoon"] = "shapes"
     shapes_train: int = 1000
     shapes_val: int = 200
     shapes_image_size: int = 128

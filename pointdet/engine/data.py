@@ -18,6 +18,7 @@ from pointdet.configs.schema import DataConfig, ExperimentConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import SeededShuffleSampler, ShardSampler, TransformedDataset, collate
 from pointdet.data.kitti import KittiDataset
+from pointdet.data.raccoon import raccoon_files
 from pointdet.data.shapes import generate_shapes
 from pointdet.data.synthetic3d import generate_kitti_scenes
 from pointdet.data.transforms import (
@@ -39,13 +40,18 @@ class DataPaths:
 
 
 def resolve_data_paths(config: DataConfig) -> DataPaths:
-    """The configured COCO files, or the generated shapes dataset when ``train_json`` is unset.
+    """The configured COCO files, or when ``train_json`` is unset the dataset of ``config.dataset``: the shipped
+    raccoon photos (train / test split) or the generated shapes.
 
     An explicit ``val_json`` always wins (also over the generated shapes' val split); its images are
     ``val_images`` or the JSON's folder. Without ``val_json`` a COCO training set is also used for validation
     (said in the log by the trainer).
     """
     explicit_val = _explicit_val_paths(config)
+    if config.train_json is None and config.dataset == "raccoon":
+        files = raccoon_files()
+        val_json, val_images = explicit_val or (files.val_json, files.val_images)
+        return DataPaths(files.train_json, files.train_images, val_json, val_images)
     if config.train_json is None:
         shapes = generate_shapes(None, config.shapes_train, config.shapes_val, config.shapes_image_size)
         val_json, val_images = explicit_val or (shapes.val_json, shapes.val_images)
