@@ -36,6 +36,7 @@ def assert_same_detections(onnx: dict, dets, names) -> None:
 @pytest.mark.parametrize(("task", "extra"), [("detection", []), ("pose", ["keypoints"]), ("mono3d", ["mono3d"])])
 def test_onnx_matches_pytorch_with_dynamic_batch_and_size(tmp_path, task, extra):
     joints, pairs = (4, [(1, 3)]) if task == "pose" else (0, [])
+    torch.manual_seed(0)  # the weights must not depend on the tests that ran before (a tie flips with them)
     model = distinct_scores(build_model(CenterNetConfig(backbone="resnet18", task=task), 3, joints, pairs))
     path = tmp_path / "model.onnx"
     names = export_onnx(model, path, 128, 128)

