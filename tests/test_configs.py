@@ -55,6 +55,7 @@ def test_values_are_data_not_code():
 # Every numeric or list field of every config section: (preset of its family, key, a value out of range, the rule).
 OUT_OF_RANGE = [
     ("centernet_r18", "model.head_conv", 0, ">= 1"),
+    ("centernet_r18", "model.frozen_stages", -1, "in [0, 4]"),
     ("centernet_r18", "model.min_overlap", 1.0, "in (0, 1)"),
     ("centernet_r18", "model.size_weight", -0.1, ">= 0"),
     ("centernet_r18", "model.offset_weight", float("nan"), ">= 0"),

@@ -172,9 +172,40 @@ def test_unknown_timm_name_fails_at_build_with_close_names():
         build_model(config.model, num_classes=1)
 
 
-def test_reppoints_refuses_resnet_only_options_on_timm():
-    with pytest.raises(ValueError, match="model.frozen_stages=0"):
-        build_model(RepPointsConfig(backbone="timm:efficientnet_lite0", frozen_stages=1), num_classes=1)
+def test_reppoints_refuses_backbone_dcn_on_timm():
+    with pytest.raises(ValueError, match="model.backbone_dcn=false"):
+        build_model(RepPointsConfig(backbone="timm:efficientnet_lite0", backbone_dcn=True), num_classes=1)
+
+
+def test_frozen_stages_freeze_timm_layers_through_the_stride_map_and_keep_their_norms_in_eval():
+    # EfficientNet-Lite0 makes stride 8 in blocks.2: frozen_stages=2 freezes the stem and blocks 0-2, like a
+    # ResNet's stem + layer1 + layer2.
+    model = build_model(CenterNetConfig(backbone="timm:efficientnet_lite0", frozen_stages=2), num_classes=1)
+    inner = model.backbone.model
+    frozen = {name for name, p in inner.named_parameters() if not p.requires_grad}
+    expected = {
+        name
+        for name, _ in inner.named_parameters()
+        if name.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1.", "blocks.2."))
+    }
+    assert frozen == expected
+    model.train()
+    assert not inner.bn1.training and not inner.blocks[2][0].bn1.training
+    assert inner.blocks[3][0].bn1.training and model.head.training
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    before = inner.bn1.running_mean.clone()
+    model.backbone(images.float())
+    torch.testing.assert_close(inner.bn1.running_mean, before)  # frozen statistics stay
+
+
+def test_frozen_stages_beyond_the_maps_is_refused():
+    with pytest.raises(ValueError, match="no map at stride 16"):
+        TimmBackbone("resnet18", out_indices=(0, 1, 2), frozen_stages=3)  # maps at strides 2, 4, 8
+
+
+def test_centernet_refuses_freezing_on_dla_and_hourglass():
+    with pytest.raises(ValueError, match="apply to ResNet and timm backbones"):
+        build_model(CenterNetConfig(backbone="dla34", frozen_bn=True), num_classes=1)
 
 
 def test_normalisation_is_timm_data_config_with_imagenet_weights_else_centernet():

@@ -64,6 +64,21 @@ def test_roi_boxes_stay_float32_under_autocast():
     torch.testing.assert_close(mixed.float(), plain, atol=0.05, rtol=0.05)
 
 
+def test_cosine_schedule_after_the_warm_up():
+    from dataclasses import replace
+
+    from pointdet.configs import get_preset
+    from pointdet.engine.trainer import learning_rate
+
+    config = get_preset("centernet_dla34_shapes")
+    optim = replace(config.optim, lr=1e-3, base_batch=8, batch_size=8, epochs=10, schedule="cosine", warmup_iters=100)
+    config = replace(config, optim=optim)
+    assert learning_rate(config, 0, 100) == pytest.approx(1e-4)  # warm-up from 0.1 x lr
+    assert learning_rate(config, 100, 100) == pytest.approx(1e-3)  # warm-up done, cosine at its top
+    assert learning_rate(config, 100 + 450, 100) == pytest.approx(5e-4)  # half-way through the 900 cosine steps
+    assert learning_rate(config, 1000, 100) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_sgd_recipe_warm_up_and_frozen_parameters():
     from dataclasses import replace
 

@@ -64,7 +64,7 @@ def centernet_hg104() -> ExperimentConfig:
 
 
 def centernet_dla34_shapes() -> ExperimentConfig:
-    """The embedded default: DLA-34 CenterNet on generated shapes at 128 px, about 10 minutes on 2 CPU cores."""
+    """DLA-34 CenterNet on generated shapes at 128 px from scratch, about 10 minutes on 2 CPU cores (box AP 55-65)."""
     # DLA-34 rather than ResNet-18: trained from scratch at 128 px, ResNet-18 + deconv (no skip connections,
     # a 4x4 C5 map) stays on the heatmap-prior plateau for hundreds of steps, while DLA-up's skip
     # aggregation starts localising within one epoch (measured; see the issue notes).
@@ -265,9 +265,55 @@ def reppoints_shapes() -> ExperimentConfig:
     )
 
 
+def reppoints_lite0_shapes() -> ExperimentConfig:
+    """The main job: RepPoints on the generated shapes, ImageNet EfficientNet-Lite0 (offline), under 8 CPU minutes.
+
+    ``reppoints_shapes`` with the Lite0 features (stem and stride-4 blocks frozen) and a 64-channel FPN and head:
+    a step costs 0.22 s instead of 0.48 s on 2 CPU cores, and ImageNet features converge in 11 epochs with a cosine
+    schedule (box AP 84.7, 85.3 with the flip test, in 7 min 45 s from a fresh cache; see the README).
+    """
+    base = reppoints_shapes()
+    return replace(
+        base,
+        name="reppoints_lite0_shapes",
+        model=replace(
+            base.model, backbone="timm:efficientnet_lite0", backbone_weights="imagenet", frozen_stages=1, channels=64
+        ),
+        optim=replace(base.optim, epochs=11, schedule="cosine", lr_steps=()),
+        eval=EvalConfig(every=11, batch_size=32, flip=True),
+    )
+
+
+def centernet_effl0_raccoon() -> ExperimentConfig:
+    """CenterNet on the shipped raccoon photos: ImageNet EfficientNet-Lite0 (offline) + DCN up-sampler, 320 px.
+
+    The Lite0 stem and blocks through stride 8 frozen, BatchNorm frozen (fine-tuning 160 photos), Adam 5e-4 at
+    batch 16 with a 30-step warm-up and a cosine over 16 epochs, evaluated at the end (test AP 31.1, AP50 66.5 in
+    9 min 42 s on 2 CPU cores; see the README).
+    """
+    base = centernet_r18()
+    return replace(
+        base,
+        name="centernet_effl0_raccoon",
+        model=replace(
+            base.model,
+            backbone="timm:efficientnet_lite0",
+            backbone_weights="imagenet",
+            frozen_stages=2,
+            frozen_bn=True,
+        ),
+        data=DataConfig(dataset="raccoon", input_size=320, num_workers=2),
+        optim=OptimConfig(
+            lr=5e-4, base_batch=16, batch_size=16, epochs=16, schedule="cosine", warmup_iters=30, grad_clip=35.0
+        ),
+        eval=EvalConfig(every=16, batch_size=16),
+    )
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     fn.__name__: fn
     for fn in (
+        reppoints_lite0_shapes,
         centernet_dla34_shapes,
         centernet_r18,
         centernet_r50,
@@ -288,9 +334,10 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
         centripetalnet_hg104,
         reppoints_shapes,
         reppoints_r50_fpn,
+        centernet_effl0_raccoon,
     )
 }
-DEFAULT_PRESET = "centernet_dla34_shapes"
+DEFAULT_PRESET = "reppoints_lite0_shapes"
 
 
 def get_preset(name: str) -> ExperimentConfig:

@@ -43,6 +43,10 @@ class CenterNetConfig:
             backbone normalises images with its own mean/std (timm's data config), else with CenterNet's.
         head_conv: hidden channels of the head branches; None = the official default (64 ResNet and timm, 256 DLA
             and hourglass, whose code builds its heads at the stack's 256 channels whatever ``--head_conv`` says).
+        frozen_stages: ResNet and timm backbones: 0 trains everything (the papers); n freezes the stem and every
+            layer up to the stride ``2**(n+1)`` map (ResNet ``layer1``..``layer<n>``), weights and BatchNorm
+            statistics: for fine-tuning pretrained features on little data, and cheaper steps.
+        frozen_bn: ResNet and timm backbones: fixed BatchNorm statistics and affine everywhere in the backbone.
         radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
         min_overlap: IoU ``t`` of the Gaussian radius.
         size_weight, offset_weight: loss weights of the size and offset terms.
@@ -59,6 +63,7 @@ class CenterNetConfig:
     SECTION: ClassVar[str] = "model"
     RANGES: ClassVar[dict[str, Rule]] = {
         "head_conv": at_least(1),
+        "frozen_stages": within(0, 4),
         "min_overlap": fraction(low_open=True, high_open=True),
         "size_weight": at_least(0),
         "offset_weight": at_least(0),
@@ -71,6 +76,8 @@ class CenterNetConfig:
     ) = "resnet18"
     backbone_weights: str | None = None
     head_conv: int | None = None
+    frozen_stages: int = 0
+    frozen_bn: bool = False
     radius_mode: Literal["centernet", "cornernet"] = "centernet"
     min_overlap: float = 0.7
     size_weight: float = 0.1
@@ -145,8 +152,8 @@ class RepPointsConfig:
         method: ``reppoints``; selects this family.
         task: ``detection``.
         backbone: ``resnet18``, ``resnet50``, ``resnet101`` or ``timm:NAME`` (any timm model whose maps include
-            strides 8, 16 and 32, e.g. ``timm:efficientnet_lite0``; ``frozen_stages`` must then be 0 and
-            ``backbone_dcn`` false, ``frozen_bn`` freezes every BatchNorm).
+            strides 8, 16 and 32, e.g. ``timm:efficientnet_lite0``; ``backbone_dcn`` must then be false,
+            ``frozen_stages`` freezes through the stride ``2**(n+1)`` map, ``frozen_bn`` every BatchNorm).
         backbone_weights: local ImageNet checkpoint for the backbone; None = random init. For ``timm:NAME`` also
             ``imagenet`` and the normalisation rule of ``CenterNetConfig.backbone_weights``.
         frozen_stages: backbone stages kept fixed (0 = none, 1 = stem + stage 1 as the recipes, up to 4).
@@ -327,7 +334,9 @@ class OptimConfig:
         momentum: SGD momentum (0.9).
         weight_decay: weight decay (0 in CenterNet's Adam recipe, 1e-4 in the SGD recipes).
         epochs: training length.
-        lr_steps: epochs after which the learning rate is divided by 10.
+        lr_steps: epochs after which the learning rate is divided by 10 (``schedule=step``).
+        schedule: ``step`` (divide by 10 after each of ``lr_steps``) or ``cosine`` (half a cosine from the scaled
+            lr to 0 over all ``epochs``, after the warm-up; ``lr_steps`` is then unused).
         warmup_iters: linear warm-up steps from ``warmup_ratio x lr`` (0 in CenterNet; 500 in the SGD recipes).
         warmup_ratio: starting fraction of the warm-up (0.1 here so far; mmdetection's recipes use 0.001).
         grad_clip: max gradient norm, None = off.
@@ -356,6 +365,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     epochs: int = 140
     lr_steps: tuple[int, ...] = (90, 120)
+    schedule: Literal["step", "cosine"] = "step"
     warmup_iters: int = 0
     warmup_ratio: float = 0.1
     grad_clip: float | None = None

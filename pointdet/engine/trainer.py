@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from datetime import datetime
@@ -81,13 +82,17 @@ def _check_task_fits_data(config: ExperimentConfig, dataset) -> None:
 
 
 def learning_rate(config: ExperimentConfig, step: int, steps_per_epoch: int) -> float:
-    """Scaled base lr x linear warm-up (from ``warmup_ratio``) x step decay (x0.1 after each of ``lr_steps``
-    epochs)."""
+    """Scaled base lr x linear warm-up (from ``warmup_ratio``) x the decay: step (x0.1 after each of ``lr_steps``
+    epochs) or cosine (from 1 after the warm-up to 0 at the end of ``epochs``)."""
     optim = config.optim
     base = optim.lr * optim.batch_size * world()[1] / optim.base_batch
     warmup = 1.0
     if step < optim.warmup_iters:
         warmup = optim.warmup_ratio + (1 - optim.warmup_ratio) * step / optim.warmup_iters
+    if optim.schedule == "cosine":
+        total = max(optim.epochs * steps_per_epoch - optim.warmup_iters, 1)
+        progress = min(max(step - optim.warmup_iters, 0) / total, 1.0)
+        return base * warmup * 0.5 * (1 + math.cos(math.pi * progress))
     epoch = step // steps_per_epoch
     return base * warmup * 0.1 ** sum(epoch >= s for s in optim.lr_steps)
 

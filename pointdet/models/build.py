@@ -99,6 +99,11 @@ def _build_centernet(
     """CenterNet: ResNet or a timm model + DCN up-sampler, DLA-34 + deformable DLA-up, or an hourglass with a head
     per stack (no neck), and the head of ``config.task``."""
     neck = None
+    if (config.frozen_stages or config.frozen_bn) and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
+        raise ConfigError(
+            f"model.backbone={config.backbone}: frozen_stages and frozen_bn apply to ResNet and timm backbones; "
+            "set model.frozen_stages=0 model.frozen_bn=false"
+        )
     if config.backbone in HOURGLASSES:
         if weights is not None:
             raise ConfigError(
@@ -113,10 +118,11 @@ def _build_centernet(
         neck = DLAUpsampler([shape.channels for shape in backbone.feature_shapes])
         default_head_conv = 256
     else:
+        frozen = {"frozen_stages": config.frozen_stages, "norm": "frozen_bn" if config.frozen_bn else "bn"}
         if config.backbone.startswith(TIMM_PREFIX):
-            backbone = TimmBackbone(config.backbone.removeprefix(TIMM_PREFIX), weights=weights)
+            backbone = TimmBackbone(config.backbone.removeprefix(TIMM_PREFIX), weights=weights, **frozen)
         else:
-            backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights)
+            backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights, **frozen)
         neck = DeconvUpsampler(backbone.feature_shapes[-1].channels)
         default_head_conv = 64
     shapes = (neck or backbone).feature_shapes
@@ -166,12 +172,13 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
     (on the stride 8/16/32 maps) + point head."""
     norm = "frozen_bn" if config.frozen_bn else "bn"
     if config.backbone.startswith(TIMM_PREFIX):
-        if config.frozen_stages or config.backbone_dcn:
+        if config.backbone_dcn:
             raise ConfigError(
-                f"model.backbone={config.backbone}: frozen_stages and backbone_dcn apply to ResNets only; "
-                f"set model.frozen_stages=0 model.backbone_dcn=false"
+                f"model.backbone={config.backbone}: backbone_dcn applies to ResNets only; set model.backbone_dcn=false"
             )
-        backbone = TimmBackbone(config.backbone.removeprefix(TIMM_PREFIX), weights=weights, norm=norm)
+        backbone = TimmBackbone(
+            config.backbone.removeprefix(TIMM_PREFIX), weights=weights, norm=norm, frozen_stages=config.frozen_stages
+        )
     else:
         backbone = ResNet(
             int(config.backbone.removeprefix("resnet")),

@@ -100,6 +100,9 @@ class TimmBackbone(nn.Module):
         out_indices: which of timm's feature levels to return; None = all of them.
         norm: ``bn`` (the model's BatchNorm, trained) or ``frozen_bn`` (``timm.layers.freeze_batch_norm_2d``:
             fixed statistics and affine).
+        frozen_stages: 0 trains everything; n freezes every parameter registered up to the end of the module that
+            makes the stride ``2**(n+1)`` map (the stem and the blocks before it, as ResNet's ``frozen_stages``),
+            and keeps the BatchNorm layers there in eval mode.
 
     Attributes:
         feature_shapes: one per map, named ``c<level>`` for stride ``2**level`` (``c1``..``c5`` for most CNNs).
@@ -117,6 +120,7 @@ class TimmBackbone(nn.Module):
         weights: str | Path | None = None,
         out_indices: tuple[int, ...] | None = None,
         norm: Literal["bn", "frozen_bn"] = "bn",
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         import timm
@@ -142,9 +146,37 @@ class TimmBackbone(nn.Module):
             )
         )
         self.size_divisor = max(reductions)
+        self.frozen_norms = _freeze_through(self.model, name, 2 ** (frozen_stages + 1)) if frozen_stages else []
         data_config = resolve_data_config({}, model=self.model)
         self.pixel_mean = tuple(float(value) for value in data_config["mean"])
         self.pixel_std = tuple(float(value) for value in data_config["std"])
 
+    def train(self, mode: bool = True) -> TimmBackbone:
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
+
     def forward(self, x: Tensor) -> list[Tensor]:
         return list(self.model(x))
+
+
+def _freeze_through(model: nn.Module, name: str, reduction: int) -> list[nn.Module]:
+    """Freeze every parameter of ``model`` registered up to the end of the module that makes its map at
+    ``reduction`` (timm registers modules in forward order) and return the BatchNorm layers among them."""
+    info = {entry["reduction"]: entry["module"] for entry in model.feature_info.get_dicts()}
+    if reduction not in info:
+        raise ValueError(f"timm:{name} has no map at stride {reduction} to freeze through (maps: {sorted(info)})")
+    # FeatureListNet flattens dotted module names ('stages.1' -> 'stages_1'); timm's feature classes keep them.
+    prefixes = (info[reduction] + ".", info[reduction].replace(".", "_") + ".")
+    names = [key for key, _ in model.named_parameters()]
+    last = max(i for i, key in enumerate(names) if key.startswith(prefixes))
+    frozen = set(names[: last + 1])
+    for key, parameter in model.named_parameters():
+        parameter.requires_grad_(key not in frozen)
+    return [
+        module
+        for module_name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and any(f"{module_name}.{key}" in frozen for key, _ in module.named_parameters(recurse=False))
+    ]
