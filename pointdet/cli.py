@@ -202,10 +202,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     processed = _predict_images(predictor, images, out, args, skipped, mono3d) if images else 0
     frames = _predict_videos(predictor, videos, out, args, skipped)
     if skipped:
-        raise SystemExit(
-            f"predict: {len(skipped)} input(s) skipped or cut short (listed above), {processed} image(s) and "
-            f"{frames} video frame(s) processed"
-        )
+        done = f"{processed} image(s)" + (f" and {frames} video frame(s)" if videos else "")
+        raise SystemExit(f"predict: {len(skipped)} input(s) skipped (listed above), {done} processed")
 
 
 def _predict_videos(predictor, videos: list[Path], out: Path, args: argparse.Namespace, skipped: list[str]) -> int:
