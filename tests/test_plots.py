@@ -14,7 +14,14 @@ from pointdet.cli import main
 from pointdet.engine.evaluate import Evaluation
 from pointdet.engine.plots import write_plots, write_training_curves
 from pointdet.engine.trainer import Trainer
-from pointdet.evaluation import coco_confusion_matrix, format_per_class, pr_curves, run_coco_evaluation
+from pointdet.evaluation import (
+    coco_confusion_matrix,
+    format_per_class,
+    keypoint_sigmas,
+    per_joint_ap,
+    pr_curves,
+    run_coco_evaluation,
+)
 
 from .helpers import tiny_config
 
@@ -175,3 +182,21 @@ def test_a_run_folder_holds_the_plots_and_per_class_tables(tiny_shapes, tmp_path
     )
     assert "box AP per class" in capsys.readouterr().out
     assert (tmp_path / "eval_plots" / "confusion_matrix_normalized.png").is_file()
+
+
+def test_per_joint_keypoint_ap_isolates_the_joint_that_is_off(tiny_shapes):
+    truth = json.loads(tiny_shapes.val_json.read_text())
+    results = []
+    for annotation in truth["annotations"]:
+        joints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
+        joints[2, 0] += 0.5 * np.sqrt(annotation["area"])  # joint 2 far off: its OKS alone is about 4e-6
+        joints[:, 2] = 1
+        results.append(
+            {"image_id": annotation["image_id"], "category_id": annotation["category_id"], "score": 1.0}
+            | {"keypoints": joints.ravel().tolist()}
+        )
+    names = ["top", "right", "bottom", "left"]
+    table = per_joint_ap(tiny_shapes.val_json, results, names, keypoint_sigmas(4))
+    assert table["bottom"] == {"AP": 0.0, "AP50": 0.0}
+    for name in ("top", "right", "left"):
+        assert table[name] == pytest.approx({"AP": 1.0, "AP50": 1.0}), name

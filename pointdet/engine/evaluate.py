@@ -35,6 +35,7 @@ from pointdet.evaluation import (
     keypoints_to_coco,
     masks_to_coco,
     per_class_ap,
+    per_joint_ap,
     run_coco_evaluation,
 )
 from pointdet.evaluation import keypoint_sigmas as keypoint_sigmas_for
@@ -49,7 +50,8 @@ class Evaluation(Mapping):
 
     Attributes:
         metrics: the benchmark's numbers in [0, 1] (``format_metrics``).
-        per_class: ``{"boxes" | "masks" | "keypoints": {class name: {"AP": ..., "AP50": ...}}}`` (COCO).
+        per_class: ``{"boxes" | "masks" | "keypoints": {class name: {"AP": ..., "AP50": ...}}}`` (COCO), and
+            ``"keypoint joints"``: the same per joint (``evaluation.per_joint_ap``).
         box_precision: COCOeval's box ``(T, R, K, A, M)`` precision array (``evaluation.pr_curves``), or None.
         class_names: the K class names of ``box_precision`` and ``confusion``.
         confusion: (K + 1, K + 1) box confusion matrix at IoU 0.5 (``evaluation.confusion``), or None.
@@ -74,7 +76,12 @@ class Evaluation(Mapping):
 
     def describe(self) -> str:
         """The metric tables, then the per-class AP / AP50 tables (best and worst ten above 20 classes)."""
-        titles = {"boxes": "box AP per class", "masks": "mask AP per class", "keypoints": "keypoint AP per class"}
+        titles = {
+            "boxes": "box AP per class",
+            "masks": "mask AP per class",
+            "keypoints": "keypoint AP per class",
+            "keypoint joints": "keypoint AP per joint (OKS of that joint alone)",
+        }
         tables = [format_per_class(table, titles.get(kind, kind)) for kind, table in self.per_class.items()]
         return "\n\n".join([format_metrics(self.metrics), *tables])
 
@@ -205,6 +212,9 @@ def evaluate_detector(
             oks = run_coco_evaluation(coco.annotation_file, keypoints, image_ids, backend, "keypoints", sigmas)
             evaluation.metrics.update({KEYPOINT_PREFIX + name: value for name, value in oks.metrics.items()})
             _add_per_class(evaluation, "keypoints", oks)
+            if oks.precision is not None:
+                joints = per_joint_ap(coco.annotation_file, keypoints, coco.keypoint_names, sigmas, image_ids, backend)
+                evaluation.per_class["keypoint joints"] = joints
         if masks:
             _write_beside(results_file, "segm", masks)
             segm = run_coco_evaluation(coco.annotation_file, masks, image_ids, backend, "segm")

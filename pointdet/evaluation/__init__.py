@@ -14,6 +14,7 @@ from pointdet.evaluation.coco import (
     keypoint_sigmas,
     keypoints_to_coco,
     masks_to_coco,
+    per_joint_ap,
     prediction_records,
     run_coco_evaluation,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "keypoints_to_coco",
     "masks_to_coco",
     "per_class_ap",
+    "per_joint_ap",
     "pr_curves",
     "prediction_records",
     "row_normalised",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,7 @@ class CocoEvaluation:
 
 
 def run_coco_evaluation(
-    annotation_file: str | Path,
+    annotation_file: str | Path | dict,
     results: list[dict],
     image_ids: Sequence[int] | None = None,
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
@@ -165,7 +166,7 @@ def run_coco_evaluation(
     """Run COCOeval; its numbers, precision array and ground truth.
 
     Args:
-        annotation_file: the ground-truth COCO JSON.
+        annotation_file: the ground-truth COCO JSON (or its content).
         results: COCO result records (``detections_to_coco`` or ``keypoints_to_coco``).
         image_ids: evaluate on these images only (default: all images of the file).
         backend: ``pycocotools`` or ``faster_coco_eval``.
@@ -176,7 +177,12 @@ def run_coco_evaluation(
     names = KEYPOINT_METRIC_NAMES if iou_type == "keypoints" else COCO_METRIC_NAMES
     coco_cls, eval_cls = _api(backend)
     with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = coco_cls(str(annotation_file))
+        if isinstance(annotation_file, dict):
+            ground_truth = coco_cls()
+            ground_truth.dataset = annotation_file
+            ground_truth.createIndex()
+        else:
+            ground_truth = coco_cls(str(annotation_file))
         category_ids = sorted(ground_truth.getCatIds())
         category_names = [category["name"] for category in ground_truth.loadCats(category_ids)]
         if not results:
@@ -199,6 +205,38 @@ def evaluate_coco(*args, **kwargs) -> dict[str, float]:
     """COCOeval's standard numbers in [0, 1] (``-1`` where a range has no ground truth); the arguments of
     ``run_coco_evaluation``."""
     return run_coco_evaluation(*args, **kwargs).metrics
+
+
+def per_joint_ap(
+    annotation_file: str | Path,
+    results: list[dict],
+    joint_names: Sequence[str],
+    keypoint_sigmas: Sequence[float],
+    image_ids: Sequence[int] | None = None,
+    backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
+) -> dict[str, dict[str, float]]:
+    """Keypoint AP / AP50 of each joint alone: ``{joint name: {"AP": ..., "AP50": ...}}``.
+
+    OKS is a mean over the visible joints of ``exp(-d^2 / (2 s^2 k^2))``; keeping one joint visible in the ground
+    truth makes it that joint's similarity, and COCOeval then scores it at the usual 0.5:0.95 thresholds. Objects
+    where the joint is not labelled are ignored, as COCO ignores objects without keypoints. One COCOeval run per
+    joint.
+    """
+    truth = json.loads(Path(annotation_file).read_text())
+    table = {}
+    for joint, name in enumerate(joint_names):
+        annotations = []
+        for annotation in truth["annotations"]:
+            keypoints = list(annotation.get("keypoints") or [])
+            if keypoints:
+                visible = keypoints[3 * joint + 2] > 0
+                keypoints = [v if i // 3 == joint or i % 3 != 2 else 0 for i, v in enumerate(keypoints)]
+                annotation = {**annotation, "keypoints": keypoints, "num_keypoints": int(visible)}
+            annotations.append(annotation)
+        single = {**truth, "annotations": annotations}
+        metrics = run_coco_evaluation(single, results, image_ids, backend, "keypoints", keypoint_sigmas).metrics
+        table[name] = {"AP": metrics["AP"], "AP50": metrics["AP50"]}
+    return table
 
 
 def _table(title: str, names: Sequence[str], values: Sequence[float]) -> str:

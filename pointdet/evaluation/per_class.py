@@ -58,7 +58,7 @@ def format_per_class(table: dict[str, dict[str, float]], title: str = "per class
     best and the worst ``shown`` are listed."""
     rows = sorted(table.items(), key=lambda item: item[1]["AP"], reverse=True)
     width = max([len(name) for name in table] + [5])
-    lines = [f"{title}:", f"{'class':<{width}} | {'AP':>6} | {'AP50':>6}"]
+    lines = [f"{title}:", f"{'name':<{width}} | {'AP':>6} | {'AP50':>6}"]
 
     def line(name: str, values: dict[str, float]) -> str:
         cells = [f"{100 * values[key]:6.2f}" if values[key] >= 0 else f"{'-':>6}" for key in ("AP", "AP50")]
