@@ -113,7 +113,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{evaluation.describe()}")
     if args.plots is not None:
         written = write_plots(args.plots, evaluation)
-        print(f"plots: {', '.join(str(path) for path in written) or 'none (see the warnings above)'}")
+        coco = evaluation.confusion is not None
+        none = "none (see the warnings above)" if coco else "none (they are drawn for COCO box evaluations)"
+        print(f"plots: {', '.join(str(path) for path in written) or none}")
 
 
 def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
