@@ -8,6 +8,7 @@ import logging
 import stat
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pointdet.benchmark import add_arguments as add_benchmark_arguments
@@ -23,6 +24,7 @@ from pointdet.configs.overrides import ConfigError
 from pointdet.errors import PointdetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}  # read through engine.video (PyAV)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -83,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from pointdet.engine.checkpoint import load_checkpoint
     from pointdet.engine.data import eval_loader, load_val_dataset
     from pointdet.engine.evaluate import describe_subset, evaluate_model, match_categories
-    from pointdet.evaluation import format_metrics
+    from pointdet.engine.plots import write_plots
     from pointdet.models.build import build_postprocess
 
     state = load_checkpoint(args.weights)
@@ -100,24 +102,34 @@ def cmd_eval(args: argparse.Namespace) -> None:
     flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]
     predictor.model.postprocess = build_postprocess(config.model, predictor.model.feature_shapes, flip_pairs)
     flip = config.eval.flip if args.flip is None else args.flip
+    if args.confusion_threshold is not None:
+        config = replace(config, eval=replace(config.eval, confusion_threshold=args.confusion_threshold))
     model = predictor.model
-    metrics = evaluate_model(
+    evaluation = evaluate_model(
         model, loader, dataset, config.eval, flip, args.scales, args.backend, args.results, predictor.class_names
     )
     mode = "flip" if flip else "plain"
     mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
-    print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{format_metrics(metrics)}")
+    print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{evaluation.describe()}")
+    if args.plots is not None:
+        written = write_plots(args.plots, evaluation)
+        coco = evaluation.confusion is not None
+        none = "none (see the warnings above)" if coco else "none (they are drawn for COCO box evaluations)"
+        print(f"plots: {', '.join(str(path) for path in written) or none}")
 
 
 def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """The image files of ``inputs`` (files, and folders searched recursively by suffix), and one line per input
-    left out. Only regular files (or links to them) are read: a named pipe would block, a device never ends."""
+    """The image and video files of ``inputs`` (files, and folders searched recursively by suffix), and one line
+    per input left out. Only regular files (or links to them) are read: a named pipe would block, a device never
+    ends."""
     files: list[Path] = []
     skipped: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+            candidates = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not p.is_dir()
+            )
         else:
             candidates = [path]
         for candidate in candidates:
@@ -166,29 +178,76 @@ def _camera_for(image: Path, calib: str | None):
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
     import pointdet
-    from pointdet.data.images import ImageReadError, read_image
-    from pointdet.data.kitti import write_label_file
-    from pointdet.engine.visualize import draw_detections, draw_mono3d
-    from pointdet.evaluation import detections_to_coco, detections_to_kitti, keypoints_to_coco, masks_to_coco
+    from pointdet.engine.video import import_av
 
     files, skipped = _collect_images(args.images)
     for line in skipped:
         print(f"predict: skipped {line}", file=sys.stderr)
     if not files:
         raise SystemExit(
-            f"predict: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.images}"
+            f"predict: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) or videos "
+            f"({', '.join(sorted(VIDEO_SUFFIXES))}) in {args.images}"
             + (f"; {len(skipped)} input(s) skipped" if skipped else "")
         )
+    videos = [path for path in files if path.suffix.lower() in VIDEO_SUFFIXES]
+    images = [path for path in files if path.suffix.lower() not in VIDEO_SUFFIXES]
+    if videos:
+        import_av()  # before the model loads: a missing PyAV is one sentence, not a traceback
     predictor = pointdet.load(args.weights)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mono3d = predictor.calibration is not None
     _refuse_3d_test_augmentation("mono3d" if mono3d else "", args)
+    if mono3d and videos:
+        raise SystemExit("predict: videos are for 2D, pose and mask models; a monocular 3D model reads images")
+    processed = _predict_images(predictor, images, out, args, skipped, mono3d) if images else 0
+    frames = _predict_videos(predictor, videos, out, args, skipped)
+    if skipped:
+        done = f"{processed} image(s)" + (f" and {frames} video frame(s)" if videos else "")
+        raise SystemExit(f"predict: {len(skipped)} input(s) skipped (listed above), {done} processed")
+
+
+def _predict_videos(predictor, videos: list[Path], out: Path, args: argparse.Namespace, skipped: list[str]) -> int:
+    """Each video through ``engine.video.predict_video``; problems go to ``skipped``. Returns the frames done."""
+    from pointdet.engine.video import VideoError, predict_video
+
+    frames = 0
+    for path in videos:
+        try:
+            result = predict_video(
+                predictor, path, out, args.batch_size, args.score_threshold, args.flip, tuple(args.scales)
+            )
+        except VideoError as error:
+            skipped.append(str(error))
+            print(f"predict: skipped {error}", file=sys.stderr)
+            continue
+        frames += result.frames
+        rate = result.frames / max(result.seconds, 1e-9)
+        print(
+            f"{path}: {result.frames} frame(s) in {result.seconds:.2f} s ({rate:.1f} frames/s on {predictor.device}); "
+            f"wrote {result.video} and {result.lines}"
+        )
+        if result.problem:
+            skipped.append(f"{path}: {result.problem}")
+            print(f"predict: {path}: {result.problem}", file=sys.stderr)
+    return frames
+
+
+def _predict_images(
+    predictor, files: list[Path], out: Path, args: argparse.Namespace, skipped: list[str], mono3d: bool
+) -> int:
+    """Drawn images and ``detections.json`` (KITTI label files for monocular 3D); unreadable images go to
+    ``skipped``. Returns the images done."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from pointdet.data.images import ImageReadError, read_image
+    from pointdet.data.kitti import write_label_file
+    from pointdet.engine.visualize import draw_detections, draw_mono3d
+    from pointdet.evaluation import detections_to_kitti, prediction_records
+
     if mono3d:
         (out / "labels").mkdir(exist_ok=True)
     records, started, warned = [], time.time(), False
@@ -222,20 +281,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
             draw_detections(image, dets, predictor.class_names, args.score_threshold, predictor.skeleton).save(
                 out / f"{path.stem}.jpg", quality=92
             )
-            boxes = detections_to_coco([dets], [number], predictor.category_ids)
-            joints = keypoints_to_coco([dets], [number], predictor.category_ids) if dets.keypoints is not None else None
-            height, width = image.shape[-2:]
-            masks = (
-                masks_to_coco([dets], [number], predictor.category_ids, [(height, width)])
-                if dets.masks is not None
-                else None
-            )
-            for i, (record, label) in enumerate(zip(boxes, dets.labels.tolist(), strict=True)):
-                extra = {"keypoints": joints[i]["keypoints"]} if joints else {}
-                extra.update({"segmentation": masks[i]["segmentation"]} if masks else {})
-                records.append(
-                    {**record, **extra, "file_name": str(path), "category_name": predictor.class_names[label]}
+            records += [
+                {**record, "file_name": str(path)}
+                for record in prediction_records(
+                    dets, number, predictor.category_ids, predictor.class_names, tuple(image.shape[-2:])
                 )
+            ]
     elapsed = time.time() - started
     if mono3d:
         written = f"drawn images (3D boxes + bird's-eye view) and KITTI result files in {out}, {out / 'labels'}"
@@ -244,8 +295,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         written = f"drawn images and detections.json (COCO results format) in {out}"
     per_image = 1000 * elapsed / max(processed, 1)
     print(f"{processed} image(s) in {elapsed:.2f} s ({per_image:.1f} ms/image on {predictor.device}); {written}")
-    if skipped:
-        raise SystemExit(f"predict: {len(skipped)} input(s) skipped (listed above), {processed} image(s) processed")
+    return processed
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -315,12 +365,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--results", default=None, help="also write the COCO results JSON here (KITTI: a folder of result files)"
     )
+    evaluate.add_argument(
+        "--plots", default=None, metavar="DIR", help="draw precision-recall curves and confusion matrices into DIR"
+    )
+    evaluate.add_argument(
+        "--confusion-threshold",
+        type=float,
+        default=None,
+        help="score a detection needs to count in the confusion matrix (default: the run's eval.confusion_threshold)",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     predict = sub.add_parser(
-        "predict", help="detect objects in images or folders; writes drawn images + detections.json (or KITTI files)"
+        "predict",
+        help="detect objects in images, videos or folders; writes drawn images + detections.json (or KITTI files), "
+        "annotated videos + one JSON line per frame",
     )
-    predict.add_argument("images", nargs="+", help="image files and/or folders")
+    predict.add_argument("images", nargs="+", help="image and video (mp4, mov, avi, mkv, webm) files and/or folders")
     predict.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--flip", action="store_true")
@@ -328,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--score-threshold", type=float, default=0.3, help="minimum score drawn (the JSON keeps all top-100)"
     )
-    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--batch-size", type=int, default=8, help="images or video frames per model call")
     predict.add_argument(
         "--calib",
         default=None,

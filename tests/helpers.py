@@ -67,3 +67,22 @@ def fit(model, batch, steps: int, lr: float = 1e-3, drop_after: int | None = Non
         optimizer.step()
         history.append(total.item())
     return history
+
+
+def untrained_checkpoint(shapes, path):
+    """A checkpoint of the ``tiny_config`` model with freshly initialised weights (no training) at ``path``."""
+    from pointdet.configs import CONFIG_VERSION, config_to_dict
+    from pointdet.engine.checkpoint import save_checkpoint
+    from pointdet.models.build import build_model
+
+    config = tiny_config(shapes, path.parent / "unused")
+    model = build_model(config.model, 3, with_backbone_weights=False)
+    state = {
+        "model": model.state_dict(),
+        "config": config_to_dict(config),
+        "config_version": CONFIG_VERSION,
+        "class_names": ["circle", "triangle", "square"],
+        "category_ids": [1, 2, 3],
+    }
+    save_checkpoint(state, path)
+    return path

@@ -14,16 +14,13 @@ import torch
 from PIL import Image
 
 from pointdet.cli import main
-from pointdet.configs import CONFIG_VERSION, config_to_dict
 from pointdet.data.coco import CocoDataset, DatasetError
 from pointdet.data.dataset import TransformedDataset, collate
 from pointdet.data.images import ImageReadError, image_size, read_image
 from pointdet.data.transforms import eval_transforms
-from pointdet.engine.checkpoint import save_checkpoint
 from pointdet.errors import PointdetError
-from pointdet.models.build import build_model
 
-from .helpers import tiny_config
+from .helpers import untrained_checkpoint
 
 
 @pytest.fixture()
@@ -253,20 +250,6 @@ def test_cli_data_paths_error_is_one_line(tiny_shapes):
         main(["train", "centernet_r18", f"data.train_json={tiny_shapes.train_json}", "device=cpu"])
 
 
-def _untrained_checkpoint(tiny_shapes, path):
-    config = tiny_config(tiny_shapes, path.parent / "unused")
-    model = build_model(config.model, 3, with_backbone_weights=False)
-    state = {
-        "model": model.state_dict(),
-        "config": config_to_dict(config),
-        "config_version": CONFIG_VERSION,
-        "class_names": ["circle", "triangle", "square"],
-        "category_ids": [1, 2, 3],
-    }
-    save_checkpoint(state, path)
-    return path
-
-
 def test_predict_skips_what_it_cannot_read_and_exits_non_zero(tmp_path, tiny_shapes, monkeypatch, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -281,7 +264,7 @@ def test_predict_skips_what_it_cannot_read_and_exits_non_zero(tmp_path, tiny_sha
     os.mkfifo(folder / "pipe.jpg")  # reading it would block forever
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(folder / "socket.png"))
-    weights = _untrained_checkpoint(tiny_shapes, tmp_path / "model.pt")
+    weights = untrained_checkpoint(tiny_shapes, tmp_path / "model.pt")
     out = tmp_path / "out"
     try:
         with pytest.raises(SystemExit) as caught:
@@ -315,6 +298,6 @@ def test_predict_with_nothing_readable_is_one_line(tmp_path, tiny_shapes):
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(SystemExit, match=r"predict: no readable images .*; 1 input\(s\) skipped"):
         main(["predict", str(tmp_path / "missing.jpg"), "--weights", "unused.pt"])
-    weights = _untrained_checkpoint(tiny_shapes, tmp_path / "model.pt")
+    weights = untrained_checkpoint(tiny_shapes, tmp_path / "model.pt")
     with pytest.raises(SystemExit, match=r"predict: 1 input\(s\) skipped \(listed above\), 0 image\(s\) processed"):
         main(["predict", str(tmp_path / "empty.jpg"), "--weights", str(weights), "--out", str(tmp_path / "out")])

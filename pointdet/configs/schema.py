@@ -390,6 +390,9 @@ class EvalConfig:
         kitti_recall_points: 11 (the paper's protocol) or 40 (official since 2019).
         kitti_overlaps: KITTI minimum IoUs, ``official`` (Car 0.7), ``loose`` or ``paper`` (0.5).
         score_threshold: KITTI results keep detections above this score (CenterNet's 3D decoder uses 0.2).
+        plots: draw the training curves, precision-recall curves and confusion matrix into ``RUN/plots``
+            after each evaluation.
+        confusion_threshold: the score a detection needs to count in the confusion matrix (at IoU 0.5).
     """
 
     SECTION: ClassVar[str] = "eval"
@@ -400,6 +403,7 @@ class EvalConfig:
         "batch_size": at_least(1),
         "keypoint_sigmas": each(above(0), non_empty=False),
         "score_threshold": fraction(high_open=True),
+        "confusion_threshold": fraction(),
     }
 
     every: int = 10
@@ -412,6 +416,8 @@ class EvalConfig:
     kitti_recall_points: Literal[11, 40] = 11
     kitti_overlaps: Literal["official", "loose", "paper"] = "official"
     score_threshold: float = 0.0
+    plots: bool = True
+    confusion_threshold: float = 0.3
 
     def __post_init__(self) -> None:
         check_ranges(self)

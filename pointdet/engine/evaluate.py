@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -25,15 +26,64 @@ from pointdet.engine.inference import predict_images, to_original_pixels
 from pointdet.evaluation import (
     KEYPOINT_PREFIX,
     SEGM_PREFIX,
+    coco_confusion_matrix,
     detections_to_coco,
     detections_to_kitti,
-    evaluate_coco,
     evaluate_kitti,
+    format_metrics,
+    format_per_class,
     keypoints_to_coco,
     masks_to_coco,
+    per_class_ap,
+    per_joint_ap,
+    run_coco_evaluation,
 )
 from pointdet.evaluation import keypoint_sigmas as keypoint_sigmas_for
 from pointdet.structures import Detections
+
+CONFUSION_IOU = 0.5
+
+
+@dataclasses.dataclass
+class Evaluation(Mapping):
+    """The result of one evaluation; it reads as its ``metrics`` dict (``evaluation["AP"]``).
+
+    Attributes:
+        metrics: the benchmark's numbers in [0, 1] (``format_metrics``).
+        per_class: ``{"boxes" | "masks" | "keypoints": {class name: {"AP": ..., "AP50": ...}}}`` (COCO), and
+            ``"keypoint joints"``: the same per joint (``evaluation.per_joint_ap``).
+        box_precision: COCOeval's box ``(T, R, K, A, M)`` precision array (``evaluation.pr_curves``), or None.
+        class_names: the K class names of ``box_precision`` and ``confusion``.
+        confusion: (K + 1, K + 1) box confusion matrix at IoU 0.5 (``evaluation.confusion``), or None.
+        confusion_threshold: the score threshold it was counted at.
+    """
+
+    metrics: dict[str, float]
+    per_class: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
+    box_precision: np.ndarray | None = None
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    confusion: np.ndarray | None = None
+    confusion_threshold: float = 0.3
+
+    def __getitem__(self, name: str) -> float:
+        return self.metrics[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.metrics)
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+    def describe(self) -> str:
+        """The metric tables, then the per-class AP / AP50 tables (best and worst ten above 20 classes)."""
+        titles = {
+            "boxes": "box AP per class",
+            "masks": "mask AP per class",
+            "keypoints": "keypoint AP per class",
+            "keypoint joints": "keypoint AP per joint (OKS of that joint alone)",
+        }
+        tables = [format_per_class(table, titles.get(kind, kind)) for kind, table in self.per_class.items()]
+        return "\n\n".join([format_metrics(self.metrics), *tables])
 
 
 def match_categories(class_names: Sequence[str], dataset: CocoDataset | KittiDataset) -> list[int | None]:
@@ -112,16 +162,18 @@ def evaluate_detector(
     results_file: str | Path | None = None,
     keypoint_sigmas: Sequence[float] = (),
     labels: Sequence[int | None] | None = None,
-) -> dict[str, float]:
+    confusion_threshold: float = 0.3,
+) -> Evaluation:
     """COCO box metrics of ``model`` on ``coco`` — plus keypoint (OKS) metrics, prefixed ``kp_``, when the model
-    predicts keypoints and mask metrics, prefixed ``segm_``, when it predicts masks; every process gets the same
-    numbers.
+    predicts keypoints and mask metrics, prefixed ``segm_``, when it predicts masks — with their per-class tables,
+    the box precision array and the box confusion matrix; every process gets the same ``Evaluation``.
 
     Args:
         results_file: also write the COCO results JSON here (main process); keypoint and mask results go beside
             it with ``_keypoints`` / ``_segm`` added to the name.
         keypoint_sigmas: OKS sigmas (default: COCO's for 17 joints, else 0.05 each).
         labels: the dataset label of each model label (``match_categories``); None: the same classes.
+        confusion_threshold: the score a detection needs to count in the confusion matrix.
     """
     detections, image_ids = run_inference(model, loader, flip, scales, k)
     if labels is not None:
@@ -137,23 +189,44 @@ def evaluate_detector(
             masks_to_coco(detections, image_ids, coco.category_ids, sizes) if with_masks else [],
         )
     )
-    metrics = None
+    evaluation = None
     if is_main_process():
         boxes, keypoints, masks = ([record for shard in shards for record in shard[part]] for part in range(3))
         image_ids = [r.image_id for r in coco.records]
         if results_file is not None:
             Path(results_file).write_text(json.dumps(boxes))
-        metrics = evaluate_coco(coco.annotation_file, boxes, image_ids, backend=backend)
+        box = run_coco_evaluation(coco.annotation_file, boxes, image_ids, backend=backend)
+        evaluation = Evaluation(
+            dict(box.metrics),
+            box_precision=box.precision,
+            class_names=box.category_names,
+            confusion_threshold=confusion_threshold,
+        )
+        _add_per_class(evaluation, "boxes", box)
+        evaluation.confusion = coco_confusion_matrix(
+            box.ground_truth, boxes, image_ids, box.category_ids, CONFUSION_IOU, confusion_threshold
+        )
         if keypoints:
             _write_beside(results_file, "keypoints", keypoints)
             sigmas = keypoint_sigmas_for(len(coco.keypoint_names), keypoint_sigmas)
-            oks = evaluate_coco(coco.annotation_file, keypoints, image_ids, backend, "keypoints", sigmas)
-            metrics.update({KEYPOINT_PREFIX + name: value for name, value in oks.items()})
+            oks = run_coco_evaluation(coco.annotation_file, keypoints, image_ids, backend, "keypoints", sigmas)
+            evaluation.metrics.update({KEYPOINT_PREFIX + name: value for name, value in oks.metrics.items()})
+            _add_per_class(evaluation, "keypoints", oks)
+            if oks.precision is not None:
+                joints = per_joint_ap(coco.annotation_file, keypoints, coco.keypoint_names, sigmas, image_ids, backend)
+                evaluation.per_class["keypoint joints"] = joints
         if masks:
             _write_beside(results_file, "segm", masks)
-            segm = evaluate_coco(coco.annotation_file, masks, image_ids, backend, "segm")
-            metrics.update({SEGM_PREFIX + name: value for name, value in segm.items()})
-    return broadcast_object(metrics)
+            segm = run_coco_evaluation(coco.annotation_file, masks, image_ids, backend, "segm")
+            evaluation.metrics.update({SEGM_PREFIX + name: value for name, value in segm.metrics.items()})
+            _add_per_class(evaluation, "masks", segm)
+    return broadcast_object(evaluation)
+
+
+def _add_per_class(evaluation: Evaluation, kind: str, result) -> None:
+    """The per-class AP / AP50 table of one COCOeval ``result`` (none when there were no detections)."""
+    if result.precision is not None:
+        evaluation.per_class[kind] = per_class_ap(result.precision, result.category_names)
 
 
 def _write_beside(results_file: str | Path | None, kind: str, records: list[dict]) -> None:
@@ -212,7 +285,7 @@ def evaluate_model(
     backend: str | None = None,
     results: str | Path | None = None,
     class_names: Sequence[str] | None = None,
-) -> dict[str, float]:
+) -> Evaluation:
     """The benchmark of ``dataset`` with the settings of ``config`` (arguments given here take precedence).
 
     Args:
@@ -222,7 +295,7 @@ def evaluate_model(
     """
     labels = None if class_names is None else match_categories(class_names, dataset)
     if isinstance(dataset, KittiDataset):
-        return evaluate_kitti_detector(
+        kitti = evaluate_kitti_detector(
             model,
             loader,
             dataset,
@@ -233,6 +306,7 @@ def evaluate_model(
             results,
             labels,
         )
+        return Evaluation(kitti)  # KITTI's numbers are per class already
     return evaluate_detector(
         model,
         loader,
@@ -244,10 +318,11 @@ def evaluate_model(
         results,
         keypoint_sigmas=config.keypoint_sigmas,
         labels=labels,
+        confusion_threshold=config.confusion_threshold,
     )
 
 
-def primary_metric(metrics: dict[str, float]) -> str:
+def primary_metric(metrics: Mapping[str, float]) -> str:
     """The number a run keeps its best checkpoint by: moderate BEV AP of the first class for KITTI, keypoint AP
     for pose, box AP otherwise."""
     kitti = [key for key in metrics if key.endswith("/bev/moderate")]

@@ -53,12 +53,14 @@ from pointdet.engine.evaluate import (
     run_inference,
 )
 from pointdet.engine.interrupt import StepBoundaryInterrupt
+from pointdet.engine.plots import write_plots, write_training_curves
 from pointdet.engine.train_step import TrainStep
 from pointdet.engine.visualize import draw_detections, draw_mono3d
-from pointdet.evaluation import format_metrics
 from pointdet.models.build import build_model
 
 logger = logging.getLogger(__name__)
+
+LOG_EVERY = 10  # steps between the loss / learning-rate entries of TensorBoard and the training curves
 
 
 def init_distributed() -> None:
@@ -149,6 +151,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_ap, self.history = -1.0, []
+        self.loss_log: list[dict] = []  # {"step", "lr", <loss term>: value} every LOG_EVERY steps: the curves
         self.eval_due = False  # the epoch just finished is to be evaluated (saved, so that a resumed run does it)
         self.saved_step: int | None = None  # the step last.pt holds
         self.run_dir = (
@@ -183,6 +186,7 @@ class Trainer:
             "global_step": self.global_step,
             "best_ap": self.best_ap,
             "history": json.dumps(self.history),
+            "loss_log": json.dumps(self.loss_log),
             "eval_due": self.eval_due,
             "config": config_to_dict(self.config),
             "config_version": CONFIG_VERSION,
@@ -210,6 +214,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best_ap, self.history = state["best_ap"], json.loads(state["history"])
+        self.loss_log = json.loads(state.get("loss_log", "[]"))  # absent in checkpoints from before the curves
         self.eval_due, self.saved_step = bool(state.get("eval_due", False)), self.global_step
         if state["world_size"] != world()[1]:
             logger.warning(
@@ -273,6 +278,7 @@ class Trainer:
             self._write_visualizations()
             summary = {
                 "final": metrics,
+                "per_class": self.history[-1].get("per_class", {}) if self.history else {},
                 "best_ap": self.best_ap,
                 "history": self.history,
                 "train_seconds": round(time.time() - start, 1),
@@ -325,10 +331,8 @@ class Trainer:
             self.global_step += 1
             bar.update()
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-            if self.writer is not None and self.global_step % 10 == 0:
-                for name, value in losses.items():
-                    self.writer.add_scalar(f"train/{name}", value, self.global_step)
-                self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+            if self.global_step % LOG_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch:
+                self._log_losses(losses)
             if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
                 self.save("last.pt")
             if self.step_in_epoch == self.steps_per_epoch or self.global_step >= self.total_steps:
@@ -336,6 +340,14 @@ class Trainer:
             if interrupt.agreed():
                 break
         bar.close()
+
+    def _log_losses(self, losses: dict[str, float]) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.loss_log.append({"step": self.global_step, "lr": lr, **losses})
+        if self.writer is not None:
+            for name, value in losses.items():
+                self.writer.add_scalar(f"train/{name}", value, self.global_step)
+            self.writer.add_scalar("train/lr", lr, self.global_step)
 
     def _step(self, batch) -> dict[str, float]:
         lr = learning_rate(self.config, self.global_step, self.steps_per_epoch)
@@ -357,22 +369,32 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _evaluate_and_keep_best(self) -> dict[str, float]:
-        metrics = evaluate_model(
+        evaluation = evaluate_model(
             self.model, self.val_loader, self.val_set, self.config.eval, class_names=self.class_names
         )
+        metrics = evaluation.metrics
         self.eval_due = False
-        self.history.append({"epoch": self.epoch, "step": self.global_step, "metrics": metrics})
+        entry = {"epoch": self.epoch, "step": self.global_step, "metrics": metrics}
+        self.history.append({**entry, "per_class": evaluation.per_class} if evaluation.per_class else entry)
         if is_main_process():
             where = f"epoch {self.epoch} step {self.global_step} — {self.val_set.annotation_file.name}"
-            tqdm.write(f"{where}\n{format_metrics(metrics)}")
+            tqdm.write(f"{where}\n{evaluation.describe()}")
             for name, value in metrics.items():
                 self.writer.add_scalar(f"val/{name}", value, self.global_step)
+            if self.config.eval.plots:
+                self._write_plots(evaluation)
         score = metrics[primary_metric(metrics)]
         if score > self.best_ap:
             self.best_ap = score
             self.save("best.pt", weights_only=True)
         self.save("last.pt")
         return metrics
+
+    def _write_plots(self, evaluation) -> None:
+        """Redraw ``RUN/plots`` (a failed picture is a warning, never the end of the run)."""
+        folder = self.run_dir / "plots"
+        write_training_curves(folder, self.loss_log, self.history)
+        write_plots(folder, evaluation)
 
     def _write_visualizations(self) -> None:
         count = self.config.num_visualizations

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -101,6 +103,26 @@ def masks_to_coco(
     return results
 
 
+def prediction_records(
+    dets: Detections,
+    image_id: int,
+    category_ids: Sequence[int],
+    class_names: Sequence[str],
+    image_size: tuple[int, int],
+) -> list[dict]:
+    """What ``pointdet predict`` writes for one image: its COCO result records with ``category_name`` and, when
+    the model predicts them, ``keypoints`` and ``segmentation`` (``image_size`` = ``(height, width)``)."""
+    boxes = detections_to_coco([dets], [image_id], category_ids)
+    joints = keypoints_to_coco([dets], [image_id], category_ids) if dets.keypoints is not None else None
+    masks = masks_to_coco([dets], [image_id], category_ids, [image_size]) if dets.masks is not None else None
+    records = []
+    for i, (record, label) in enumerate(zip(boxes, dets.labels.tolist(), strict=True)):
+        extra = {"keypoints": joints[i]["keypoints"]} if joints else {}
+        extra.update({"segmentation": masks[i]["segmentation"]} if masks else {})
+        records.append({**record, **extra, "category_name": class_names[label]})
+    return records
+
+
 def _api(backend: str):
     if backend == "pycocotools":
         from pycocotools.coco import COCO
@@ -113,18 +135,38 @@ def _api(backend: str):
     return COCO, COCOeval
 
 
-def evaluate_coco(
-    annotation_file: str | Path,
+@dataclass
+class CocoEvaluation:
+    """What one COCOeval run gives.
+
+    Attributes:
+        metrics: the standard numbers in [0, 1] (``-1`` where a range has no ground truth).
+        precision: COCOeval's accumulated ``(T, R, K, A, M)`` precision array (``evaluation.per_class``), None
+            when there were no results.
+        category_names: the K names of its category axis (sorted category ids, as COCOeval orders them).
+        category_ids: those K sorted ids.
+        ground_truth: the loaded ground-truth ``COCO`` object (main process only; not meant to be sent).
+    """
+
+    metrics: dict[str, float]
+    precision: np.ndarray | None
+    category_names: list[str]
+    category_ids: list[int]
+    ground_truth: object = field(default=None, repr=False)
+
+
+def run_coco_evaluation(
+    annotation_file: str | Path | dict,
     results: list[dict],
     image_ids: Sequence[int] | None = None,
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
     iou_type: Literal["bbox", "segm", "keypoints"] = "bbox",
     keypoint_sigmas: Sequence[float] | None = None,
-) -> dict[str, float]:
-    """Run COCOeval and return its standard numbers in [0, 1] (``-1`` where a range has no ground truth).
+) -> CocoEvaluation:
+    """Run COCOeval; its numbers, precision array and ground truth.
 
     Args:
-        annotation_file: the ground-truth COCO JSON.
+        annotation_file: the ground-truth COCO JSON (or its content).
         results: COCO result records (``detections_to_coco`` or ``keypoints_to_coco``).
         image_ids: evaluate on these images only (default: all images of the file).
         backend: ``pycocotools`` or ``faster_coco_eval``.
@@ -135,9 +177,16 @@ def evaluate_coco(
     names = KEYPOINT_METRIC_NAMES if iou_type == "keypoints" else COCO_METRIC_NAMES
     coco_cls, eval_cls = _api(backend)
     with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = coco_cls(str(annotation_file))
+        if isinstance(annotation_file, dict):
+            ground_truth = coco_cls()
+            ground_truth.dataset = annotation_file
+            ground_truth.createIndex()
+        else:
+            ground_truth = coco_cls(str(annotation_file))
+        category_ids = sorted(ground_truth.getCatIds())
+        category_names = [category["name"] for category in ground_truth.loadCats(category_ids)]
         if not results:
-            return dict.fromkeys(names, 0.0)
+            return CocoEvaluation(dict.fromkeys(names, 0.0), None, category_names, category_ids, ground_truth)
         predictions = ground_truth.loadRes([dict(r) for r in results])  # loadRes adds keys to the records
         evaluator = eval_cls(ground_truth, predictions, iou_type)
         if image_ids is not None:
@@ -147,7 +196,47 @@ def evaluate_coco(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(names, evaluator.stats[: len(names)], strict=True)}
+    metrics = {name: float(value) for name, value in zip(names, evaluator.stats[: len(names)], strict=True)}
+    precision = np.asarray(evaluator.eval["precision"])
+    return CocoEvaluation(metrics, precision, category_names, category_ids, ground_truth)
+
+
+def evaluate_coco(*args, **kwargs) -> dict[str, float]:
+    """COCOeval's standard numbers in [0, 1] (``-1`` where a range has no ground truth); the arguments of
+    ``run_coco_evaluation``."""
+    return run_coco_evaluation(*args, **kwargs).metrics
+
+
+def per_joint_ap(
+    annotation_file: str | Path,
+    results: list[dict],
+    joint_names: Sequence[str],
+    keypoint_sigmas: Sequence[float],
+    image_ids: Sequence[int] | None = None,
+    backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
+) -> dict[str, dict[str, float]]:
+    """Keypoint AP / AP50 of each joint alone: ``{joint name: {"AP": ..., "AP50": ...}}``.
+
+    OKS is a mean over the visible joints of ``exp(-d^2 / (2 s^2 k^2))``; keeping one joint visible in the ground
+    truth makes it that joint's similarity, and COCOeval then scores it at the usual 0.5:0.95 thresholds. Objects
+    where the joint is not labelled are ignored, as COCO ignores objects without keypoints. One COCOeval run per
+    joint.
+    """
+    truth = json.loads(Path(annotation_file).read_text())
+    table = {}
+    for joint, name in enumerate(joint_names):
+        annotations = []
+        for annotation in truth["annotations"]:
+            keypoints = list(annotation.get("keypoints") or [])
+            if keypoints:
+                visible = keypoints[3 * joint + 2] > 0
+                keypoints = [v if i // 3 == joint or i % 3 != 2 else 0 for i, v in enumerate(keypoints)]
+                annotation = {**annotation, "keypoints": keypoints, "num_keypoints": int(visible)}
+            annotations.append(annotation)
+        single = {**truth, "annotations": annotations}
+        metrics = run_coco_evaluation(single, results, image_ids, backend, "keypoints", keypoint_sigmas).metrics
+        table[name] = {"AP": metrics["AP"], "AP50": metrics["AP50"]}
+    return table
 
 
 def _table(title: str, names: Sequence[str], values: Sequence[float]) -> str:
