@@ -22,6 +22,7 @@ from .helpers import fit
 SMALL = RepPointsV2Config(backbone="resnet18", channels=64, frozen_stages=0, frozen_bn=False)
 
 
+@pytest.mark.slow  # 200 steps: about 2 minutes on an idle 2-core CPU, far longer on a shared one
 def test_reppoints_v2_overfits_four_shapes_images_with_and_without_joint_inference(tmp_path):
     torch.manual_seed(0)
     shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
