@@ -24,7 +24,8 @@ data-dependent list; ``decoders.reppoints`` gives the details.
 
 A model exports when its post-processor has a tensor-only ``batched(outputs, k=...)`` path and it has no RoI
 stage. Corner detectors are refused: their Gaussian soft-NMS keeps a data-dependent number of boxes one at a
-time, which has no ONNX operator.
+time, which has no ONNX operator. RepPoints v2 is refused too: its corner pooling is ``torch.cummax``, which has
+no ONNX operator (its decoder, joint inference included, is tensor-only).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from pointdet.models.detector import Detector
+from pointdet.models.heads.corner import CornerPoolModule
 
 OPSET = 17
 DEFAULT_K = 100
@@ -58,6 +60,12 @@ class ExportableDetector(nn.Module):
             raise ValueError(
                 f"this model cannot be exported to ONNX: it {reason}, whose data-dependent loop (soft-NMS, RoI "
                 "selection) has no ONNX form; export supports models with a tensor-only decoder (CenterNet, RepPoints)"
+            )
+        if any(isinstance(module, CornerPoolModule) for module in model.modules()):
+            raise ValueError(
+                "this model cannot be exported to ONNX: its corner pooling (RepPoints v2's corner verification) is "
+                "torch.cummax, which has no ONNX operator (opset 17); export supports models with a tensor-only "
+                "network and decoder (CenterNet, RepPoints v1)"
             )
         self.model = model.eval()
         self.k = getattr(model.postprocess, "export_k", DEFAULT_K) if k is None else k

@@ -52,6 +52,18 @@ def test_values_are_data_not_code():
     assert config.name == "__import__('os').system('echo hi')"
 
 
+# RepPoints' keys, which RepPoints v2 shares: (preset, key, a value out of range, the rule).
+REPPOINTS_RANGES = [
+    ("reppoints_shapes", "model.frozen_stages", 5, "in [0, 4]"),
+    ("reppoints_shapes", "model.channels", 0, ">= 1"),
+    ("reppoints_shapes", "model.stacked_convs", 0, ">= 1"),
+    ("reppoints_shapes", "model.num_points", 8, "an odd square >= 9"),
+    ("reppoints_shapes", "model.gradient_mul", 1.5, "in [0, 1]"),
+    ("reppoints_shapes", "model.score_threshold", 1.0, "in [0, 1)"),
+    ("reppoints_shapes", "model.nms_iou", 0, "in (0, 1]"),
+    ("reppoints_shapes", "model.pre_nms", 0, ">= 1"),
+]
+
 # Every numeric or list field of every config section: (preset of its family, key, a value out of range, the rule).
 OUT_OF_RANGE = [
     ("centernet_r18", "model.head_conv", 0, ">= 1"),
@@ -62,14 +74,11 @@ OUT_OF_RANGE = [
     ("cornernet_hg52", "model.head_conv", -1, ">= 1"),
     ("cornernet_hg52", "model.guiding_weight", -1, ">= 0"),
     ("cornernet_hg52", "model.soft_nms_sigma", 0, "> 0"),
-    ("reppoints_shapes", "model.frozen_stages", 5, "in [0, 4]"),
-    ("reppoints_shapes", "model.channels", 0, ">= 1"),
-    ("reppoints_shapes", "model.stacked_convs", 0, ">= 1"),
-    ("reppoints_shapes", "model.num_points", 8, "an odd square >= 9"),
-    ("reppoints_shapes", "model.gradient_mul", 1.5, "in [0, 1]"),
-    ("reppoints_shapes", "model.score_threshold", 1.0, "in [0, 1)"),
-    ("reppoints_shapes", "model.nms_iou", 0, "in (0, 1]"),
-    ("reppoints_shapes", "model.pre_nms", 0, ">= 1"),
+    *REPPOINTS_RANGES,
+    *(("reppoints_v2_shapes", key, value, rule) for _, key, value, rule in REPPOINTS_RANGES),
+    ("reppoints_v2_shapes", "model.heatmap_weight", -1.0, ">= 0"),
+    ("reppoints_v2_shapes", "model.corner_offset_weight", -1.0, ">= 0"),
+    ("reppoints_v2_shapes", "model.foreground_weight", -0.1, ">= 0"),
     ("centernet_r18", "data.shapes_train", 0, ">= 1"),
     ("centernet_r18", "data.shapes_val", 0, ">= 1"),
     ("centernet_r18", "data.shapes_image_size", 16, ">= 32"),

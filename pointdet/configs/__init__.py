@@ -18,6 +18,7 @@ from pointdet.configs.schema import (
     ModelConfig,
     OptimConfig,
     RepPointsConfig,
+    RepPointsV2Config,
 )
 from pointdet.configs.versions import CONFIG_VERSION, config_from_checkpoint, upgrade_config
 
@@ -35,6 +36,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RepPointsConfig",
+    "RepPointsV2Config",
     "apply_eval_overrides",
     "apply_overrides",
     "config_from_checkpoint",

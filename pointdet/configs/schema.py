@@ -220,12 +220,49 @@ class RepPointsConfig:
         return False
 
 
-ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig
+@dataclass(frozen=True, kw_only=True)
+class RepPointsV2Config(RepPointsConfig):
+    """RepPoints v2 (METHODS.md CARD 5 §5.1): RepPoints plus corner and within-box foreground verification, fused
+    into the classifier and the refine regressor, and joint inference at test time.
+
+    Every ``RepPointsConfig`` key applies, with v2's defaults: ``exact_minmax`` boxes, GIoU box loss (weights 1 / 2),
+    the ATSS refine assigner, NMS IoU 0.6. The other attributes:
+
+    Attributes:
+        method: ``reppoints_v2``; selects this family.
+        heatmap_weight: λ1 of the corner heatmap loss (0.25).
+        corner_offset_weight: weight of the corner offset loss (1.0).
+        foreground_weight: λ2 of the foreground loss: 0.1 as the code (the default, METHODS.md CARD 5 (c)), 1.0 as
+            the paper.
+        joint_inference: refine the P4-P7 boxes with the P3 / P4 corner maps at test time (on in the code); a
+            decoding option, switchable at evaluation without retraining.
+    """
+
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (*RepPointsConfig.DECODE_OPTIONS, "joint_inference")
+    RANGES: ClassVar[dict[str, Rule]] = {
+        **RepPointsConfig.RANGES,
+        "heatmap_weight": at_least(0),
+        "corner_offset_weight": at_least(0),
+        "foreground_weight": at_least(0),
+    }
+
+    method: Literal["reppoints_v2"] = "reppoints_v2"
+    transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax"] = "exact_minmax"
+    box_loss: Literal["smooth_l1", "giou"] = "giou"
+    refine_assigner: Literal["max_iou", "atss"] = "atss"
+    nms_iou: float = 0.6
+    heatmap_weight: float = 0.25
+    corner_offset_weight: float = 1.0
+    foreground_weight: float = 0.1
+    joint_inference: bool = True
+
+
+ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig | RepPointsV2Config
 """The model section: one typed config per method family, selected by ``model.method``."""
 
 MODEL_FAMILIES: dict[str, type] = {
     method: family
-    for family in (CenterNetConfig, CornerConfig, RepPointsConfig)
+    for family in (CenterNetConfig, CornerConfig, RepPointsConfig, RepPointsV2Config)
     for method in typing.get_args(typing.get_type_hints(family)["method"])
 }
 """``model.method`` value -> the config class of its family."""

@@ -86,6 +86,12 @@ def points_to_boxes(points: Tensor, transform: Transform, moment_transfer: Tenso
     raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
 
 
+def clip_boxes(boxes: Tensor, frame: Tensor) -> Tensor:
+    """(B, P, 4) xyxy boxes clipped to ``[0, W] x [0, H]`` of ``frame`` (B, 2) ``(height, width)``."""
+    limits = frame.flip(-1).repeat(1, 2)[:, None]  # (B, 1, 4) = (W, H, W, H)
+    return boxes.clamp(min=0).minimum(limits)
+
+
 def level_strides(strides: Tensor) -> list[float]:
     """The stride of each pyramid level, finest first, from the (P,) stride of each prior (levels are contiguous
     runs). Model constants: while tracing they become constants of the graph, which is right at any input size."""
@@ -215,12 +221,7 @@ class RepPointsPostprocess:
             empty (zero box, zero probabilities). With ``pre_nms`` <= 0, every prior (Q = P).
         """
         scores = outputs.scores.detach().float().sigmoid()  # (B, P, C)
-        points = outputs.points_refine.detach().float()
-        points = points.view(points.shape[0], points.shape[1], -1, 2)  # (B, P, N, 2)
-        transfer = outputs.moment_transfer.detach().float()[:, None]  # (B, 1, 2)
-        boxes = points_to_boxes(points, self.transform, transfer)  # (B, P, 4)
-        limits = frame.flip(-1).repeat(1, 2)[:, None]  # (B, 1, 4) = (W, H, W, H)
-        boxes = boxes.clamp(min=0).minimum(limits)
+        boxes = self.boxes(outputs, frame)
         if self.pre_nms <= 0:
             return boxes, scores
         # One top-k per level over all P priors, the other levels' masked to -1 and pre_nms -1 fillers appended:
@@ -238,6 +239,13 @@ class RepPointsPostprocess:
         scores = F.pad(scores, (0, 0, 0, self.pre_nms))
         scores = torch.gather(scores, 1, index[..., None].expand(-1, -1, scores.shape[-1]))
         return boxes * filled, scores * filled
+
+    def boxes(self, outputs: RepPointsOutputs, frame: Tensor) -> Tensor:
+        """(B, P, 4) boxes of every prior's refine points, clipped to ``frame`` (B, 2) ``(height, width)``."""
+        points = outputs.points_refine.detach().float()
+        points = points.view(points.shape[0], points.shape[1], -1, 2)  # (B, P, N, 2)
+        transfer = outputs.moment_transfer.detach().float()[:, None]  # (B, 1, 2)
+        return clip_boxes(points_to_boxes(points, self.transform, transfer), frame)
 
     def select(self, boxes: Tensor, scores: Tensor, k: int) -> Detections:
         """Every (candidate, class) pair above the threshold, class-wise NMS, the top ``k``.

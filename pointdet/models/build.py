@@ -12,12 +12,13 @@ from typing import Any
 from torch import nn
 
 from pointdet.configs.overrides import ConfigError
-from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig, RepPointsConfig
+from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig, RepPointsConfig, RepPointsV2Config
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
 from pointdet.decoders.pose import PosePostprocess
 from pointdet.decoders.reppoints import RepPointsPostprocess
+from pointdet.decoders.reppoints_v2 import RepPointsV2Postprocess
 from pointdet.models.backbones import DLA34, ResNet, TimmBackbone, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector
 from pointdet.models.heads import (
@@ -29,6 +30,7 @@ from pointdet.models.heads import (
     RepPointsHead,
     StackedHead,
 )
+from pointdet.models.heads.reppoints_v2 import VERIFICATION_CHANNELS, RepPointsV2Head
 from pointdet.models.init_from import initialise_from
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.structures import FeatureShape
@@ -83,6 +85,10 @@ def build_postprocess(
             pair_score=config.pair_score,
             central_region=config.central_region,
             soft_nms_sigma=config.soft_nms_sigma,
+        )
+    if isinstance(config, RepPointsV2Config):
+        return RepPointsV2Postprocess(
+            config.transform, config.score_threshold, config.nms_iou, config.pre_nms, config.joint_inference
         )
     if isinstance(config, RepPointsConfig):
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
@@ -168,8 +174,9 @@ def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
 
 
 def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | None) -> Detector:
-    """RepPoints v1: ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model + FPN P3-P7
-    (on the stride 8/16/32 maps) + point head."""
+    """RepPoints v1 or v2: ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model + FPN
+    P3-P7 (on the stride 8/16/32 maps) + point head; v2's head wraps the point head with its verification branches.
+    """
     norm = "frozen_bn" if config.frozen_bn else "bn"
     if config.backbone.startswith(TIMM_PREFIX):
         if config.backbone_dcn:
@@ -188,6 +195,7 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
             dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
         )
     neck = FPN(backbone.feature_shapes, config.channels, levels=(3, 7), norm=config.norm)
+    v2 = isinstance(config, RepPointsV2Config)
     head = RepPointsHead(
         config.channels,
         num_classes,
@@ -200,7 +208,17 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
         box_loss=config.box_loss,
         refine_assigner=config.refine_assigner,
         gradient_mul=config.gradient_mul,
+        guide_channels=VERIFICATION_CHANNELS if v2 else 0,
     )
+    if v2:
+        head = RepPointsV2Head(
+            head,
+            config.channels,
+            config.norm,
+            heatmap_weight=config.heatmap_weight,
+            corner_offset_weight=config.corner_offset_weight,
+            foreground_weight=config.foreground_weight,
+        )
     return Detector(
         backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)
     )

@@ -60,3 +60,18 @@ def level_points(
         points.append(grid_points(height, width, stride, device))
         point_strides.append(torch.full((height * width,), float(stride), device=device))
     return torch.cat(points), torch.cat(point_strides)
+
+
+def level_sizes(priors: Tensor, strides: Tensor) -> list[tuple[int, int]]:
+    """The ``(H_l, W_l)`` of each level, finest first, read back from ``level_points``' output.
+
+    Args:
+        priors: (P, 2) xy locations, level after level, row-major within a level.
+        strides: (P,) stride of each location.
+    """
+    sizes = []
+    for stride, count in zip(*torch.unique_consecutive(strides, return_counts=True), strict=True):
+        level = priors[strides == stride]
+        width = int(torch.round(level[:, 0].max() / stride).item()) + 1
+        sizes.append((int(count) // width, width))
+    return sizes

@@ -26,7 +26,7 @@ from pointdet.models.heads.centernet import HEATMAP_PRIOR
 from pointdet.ops.corner_pool import Direction, corner_pool
 from pointdet.ops.dcn import deform_conv
 from pointdet.ops.gather import gather_at
-from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
+from pointdet.ops.layers import Norm, conv_norm_relu, norm_layer
 from pointdet.structures import Instances
 from pointdet.targets.corners import CORNERS, build_corner_targets
 
@@ -72,19 +72,30 @@ class EmbeddingOutputs(NamedTuple):
 
 
 class CornerPoolModule(nn.Module):
-    """``y = ReLU(BN(conv3x3(pool1(a) + pool2(b))) + BN(conv1x1(x)))``, then a 3x3 conv-BN-ReLU (§1.8)."""
+    """``y = ReLU(N(conv3x3(pool1(a) + pool2(b))) + N(conv1x1(x)))``, then a conv-N-ReLU (§1.8).
 
-    def __init__(self, channels: int, directions: tuple[Direction, Direction]) -> None:
+    ``a`` and ``b`` are conv-N-ReLU branches of ``pool_channels``. CornerNet: N = BatchNorm, 128 branch channels, a
+    3x3 last conv (the defaults); RepPoints v2's ``CornerPoolPack``: N = GroupNorm(32), 64, 1x1.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        directions: tuple[Direction, Direction],
+        pool_channels: int = POOL_CHANNELS,
+        norm: Norm = "bn",
+        last_kernel: int = 3,
+    ) -> None:
         super().__init__()
         self.directions = directions
-        self.branches = nn.ModuleList(nn.Sequential(*conv_bn_relu(channels, POOL_CHANNELS)) for _ in directions)
+        self.branches = nn.ModuleList(
+            nn.Sequential(*conv_norm_relu(channels, pool_channels, norm=norm)) for _ in directions
+        )
         self.merge = nn.Sequential(
-            nn.Conv2d(POOL_CHANNELS, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
+            nn.Conv2d(pool_channels, channels, 3, padding=1, bias=norm == "none"), norm_layer(norm, channels)
         )
-        self.skip = nn.Sequential(
-            nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
-        )
-        self.out = nn.Sequential(*conv_bn_relu(channels, channels))
+        self.skip = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=norm == "none"), norm_layer(norm, channels))
+        self.out = nn.Sequential(*conv_norm_relu(channels, channels, last_kernel, norm=norm))
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = sum(corner_pool(branch(x), d) for branch, d in zip(self.branches, self.directions, strict=True))

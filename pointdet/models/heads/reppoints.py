@@ -112,6 +112,8 @@ class RepPointsHead(nn.Module):
         gradient_mul: share of the DCN-offset gradient that reaches the init points.
         point_base_scale: the point assigner's scale and the smooth-L1 normaliser (x stride).
         init_weight, refine_weight: box loss weights; None gives 0.5 / 1.0 (smooth_l1) or 1.0 / 2.0 (giou).
+        guide_channels: extra input channels of both point-guided DCNs, concatenated to the towers' features by the
+            caller of ``point_stage`` (RepPoints v2's 6 verification channels); 0 for v1.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class RepPointsHead(nn.Module):
         point_base_scale: int = 4,
         init_weight: float | None = None,
         refine_weight: float | None = None,
+        guide_channels: int = 0,
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -150,9 +153,9 @@ class RepPointsHead(nn.Module):
         self.reg_tower = conv_tower(in_channels, channels, stacked_convs, norm)
         self.init_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.init_out = nn.Conv2d(channels, 2 * num_points, 1)
-        self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels, kernel, kernel))
+        self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
         self.cls_out = nn.Conv2d(channels, num_classes, 1)
-        self.refine_dcn_weight = nn.Parameter(torch.empty(channels, channels, kernel, kernel))
+        self.refine_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
         self.refine_out = nn.Conv2d(channels, 2 * num_points, 1)
         if transform == "moment":
             self.moment_transfer = nn.Parameter(torch.zeros(2))
@@ -173,11 +176,24 @@ class RepPointsHead(nn.Module):
     def forward_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One level (B, D, H, W) -> class logits (B, C, H, W), init and refine (dy, dx) offsets (B, 2N, H, W)
         in stride units from the prior."""
-        cls_features, reg_features = self.cls_tower(x), self.reg_tower(x)
+        return self.point_stage(self.cls_tower(x), self.reg_tower(x))
+
+    def point_stage(
+        self, cls_features: Tensor, reg_features: Tensor, guide: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Init points from ``reg_features``, then the point-guided DCNs -> ``forward_level``'s three maps.
+
+        Args:
+            cls_features, reg_features: (B, D, H, W) tower outputs.
+            guide: (B, ``guide_channels``, H, W) maps concatenated to both DCN inputs (not to the init branch), or
+                None when ``guide_channels`` is 0.
+        """
         init_yx = self.init_out(F.relu(self.init_conv(reg_features)))
         # The DCN sees the init points, but passes only gradient_mul of its gradient back to them.
         guided_yx = (1 - self.gradient_mul) * init_yx.detach() + self.gradient_mul * init_yx
         offset_yx = guided_yx - self.dcn_base_offset.to(guided_yx.dtype)
+        if guide is not None:
+            cls_features, reg_features = torch.cat([cls_features, guide], 1), torch.cat([reg_features, guide], 1)
         padding = (self.cls_dcn_weight.shape[-1] - 1) // 2
         cls_hidden = F.relu(deform_conv(cls_features, offset_yx, self.cls_dcn_weight, None, padding=padding))
         reg_hidden = F.relu(deform_conv(reg_features, offset_yx, self.refine_dcn_weight, None, padding=padding))
@@ -187,13 +203,16 @@ class RepPointsHead(nn.Module):
         """FPN levels [(B, D, H_l, W_l)], finest first -> ``RepPointsOutputs`` (see its fields)."""
         if len(features) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} levels (strides {self.strides}), got {len(features)}")
+        return self.collect(features, [self.forward_level(x) for x in features])
+
+    def collect(self, features: list[Tensor], levels: list[tuple[Tensor, Tensor, Tensor]]) -> RepPointsOutputs:
+        """``RepPointsOutputs`` of the per-level ``forward_level`` maps of ``features``."""
         sizes = [tuple(x.shape[-2:]) for x in features]
         priors, strides = level_points(sizes, self.strides, features[0].device)
         scores, points_init, points_refine, start = [], [], [], 0
-        for x, stride, (height, width) in zip(features, self.strides, sizes, strict=True):
+        for (logits, init_yx, refine_yx), stride, (height, width) in zip(levels, self.strides, sizes, strict=True):
             level_priors = priors[start : start + height * width]
             start += height * width
-            logits, init_yx, refine_yx = self.forward_level(x)
             scores.append(logits.flatten(2).transpose(1, 2))  # (B, H*W, C)
             points_init.append(offsets_to_points(init_yx, level_priors, stride))
             points_refine.append(offsets_to_points(refine_yx, level_priors, stride))

@@ -1,0 +1,220 @@
+"""RepPoints v2 head ("RepPoints V2: Verification Meets Regression for Object Detection", Chen et al. NeurIPS 2020;
+METHODS.md CARD 5 §5.1): RepPoints v1 plus two verification tasks whose maps are fused back into it.
+
+Dataflow per FPN level, the card's (e) block (shared weights across levels)::
+
+    cls_f = cls_tower(x);  reg_f = reg_tower(x);  shared = ConvNormReLU3x3(reg_f)
+    sem_score = Conv1x1(shared -> C);  sem_f = ConvNormReLU1x1(shared)             # foreground verification
+    cls_f += sem_f;  pts_f = reg_f + sem_f;  hem_f = shared + sem_f
+    hm_score = [Conv3x3(TLPool(hem_f) -> 1), Conv3x3(BRPool(hem_f) -> 1)]          # corner verification
+    hm_offset = [Conv3x3(TLPool(hem_f) -> 2), Conv3x3(BRPool(hem_f) -> 2)]
+    v = cat(hm_score, hm_offset)                                                  # 6 raw channels
+    init points from pts_f; classifier and refine DCNs read cat(cls_f, v) and cat(pts_f, v)
+
+The RepPoints v1 head (``RepPointsHead``) is a part of this one, not a base class: its towers, its point stage
+(with ``guide_channels=6``), its output assembly and its loss are reused as they are; the corner pools are the
+CornerNet module (``CornerPoolModule``) in RepPoints v2's form (64 channels, GroupNorm, a 1x1 last conv).
+
+Loss (card (c); the code's weights): ``L = L_cls + γ1 L_init + γ2 L_refine + 0.25 L_corner_heat
++ 1.0 L_corner_offset + 0.1 L_fg``. The corner heatmap loss is CornerNet's penalty-reduced focal loss (α 2, β 4),
+the offset loss smooth-L1 (β 1/9) at positives, each the mean of its top-left and bottom-right parts, each part
+divided by its positive locations over all levels (``sum over images of max(#pos, 1)``). The foreground loss is
+the normalised focal loss of §1.4 over every level and class at once; its weight is 0.1 in the code and 1.0 in the
+paper (``foreground_weight``).
+
+Facts derived from Scalsol/RepPointsV2 ``mmdet/models/dense_heads/reppoints_v2_head.py`` (``_init_layers``,
+``init_weights``, ``forward_single``, ``loss``, ``loss_single``), ``mmdet/ops/corner_pool/corner_pool.py``
+(``CornerPoolPack``) and its configs, as summarised in the card; no code of theirs was copied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from pointdet.distributed import mean_over_processes
+from pointdet.losses import masked_smooth_l1, normalized_focal_loss, penalty_reduced_focal_loss
+from pointdet.models.heads.corner import CornerPoolModule
+from pointdet.models.heads.reppoints import CLASS_PRIOR, RepPointsHead, RepPointsOutputs, conv_tower
+from pointdet.ops.layers import conv_norm_relu
+from pointdet.ops.priors import level_sizes
+from pointdet.structures import Instances
+from pointdet.targets.reppoints_v2 import build_corner_targets, build_foreground_targets, resize_to_levels
+
+VERIFICATION_CHANNELS = 6  # hm_score (2) + hm_offset (4), fused into the classifier and the refine regressor
+CORNER_DIM = 64  # channels of the corner-pool branches (the config's corner_dim)
+CORNER_OFFSET_BETA = 1 / 9
+PRIOR_BIAS = -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR)
+
+
+RepPointsV2Outputs = NamedTuple(  # noqa: UP014 - the fields extend RepPointsOutputs' without restating them
+    "RepPointsV2Outputs",
+    [
+        *((name, Tensor) for name in RepPointsOutputs._fields),
+        ("corner_scores", Tensor),
+        ("corner_offsets", Tensor),
+        ("foreground", Tensor),
+    ],
+)
+RepPointsV2Outputs.__doc__ = """``RepPointsOutputs``' fields (same meaning) followed by the verification maps,
+flattened over levels like ``scores``.
+
+Attributes:
+    corner_scores: (B, P, 2) top-left and bottom-right corner logits (``hm_score``).
+    corner_offsets: (B, P, 4) ``(dx, dy)`` of the top-left then the bottom-right corner from the location, in
+        stride units (``hm_offset``).
+    foreground: (B, P, C) within-box foreground logits (``sem_score``).
+"""
+
+
+def points_outputs(outputs: RepPointsV2Outputs) -> RepPointsOutputs:
+    """The RepPoints v1 part of ``outputs``."""
+    return RepPointsOutputs(*outputs[: len(RepPointsOutputs._fields)])
+
+
+def flatten_levels(maps: Sequence[Tensor]) -> Tensor:
+    """Per-level maps [(B, D, H_l, W_l)] -> (B, P, D), row-major within a level, level after level."""
+    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+
+
+def output_conv(in_channels: int, out_channels: int, kernel: int, bias: float = 0.0) -> nn.Conv2d:
+    """A prediction conv at normal(0, 0.01) with a constant bias (mmcv's ``normal_init``)."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.constant_(conv.bias, bias)
+    return conv
+
+
+class ForegroundVerification(nn.Module):
+    """``sem_score = Conv1x1(x -> C)`` and the embedding ``sem_f = ConvNormReLU1x1(x)`` fused into the others."""
+
+    def __init__(self, channels: int, num_classes: int, norm: Literal["gn", "none"]) -> None:
+        super().__init__()
+        self.score = output_conv(channels, num_classes, 1, PRIOR_BIAS)
+        self.embedding = nn.Sequential(*conv_norm_relu(channels, channels, 1, norm=norm))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, D, H, W) -> logits (B, C, H, W), embedding (B, D, H, W)."""
+        return self.score(x), self.embedding(x)
+
+
+class CornerVerification(nn.Module):
+    """Top-left / bottom-right corner pools, each with a 1-channel score and a 2-channel offset 3x3 conv."""
+
+    def __init__(self, channels: int, norm: Literal["gn", "none"], corner_dim: int = CORNER_DIM) -> None:
+        super().__init__()
+        self.pools = nn.ModuleList(
+            CornerPoolModule(channels, directions, corner_dim, norm, last_kernel=1)
+            for directions in (("top", "left"), ("bottom", "right"))
+        )
+        self.scores = nn.ModuleList(output_conv(channels, 1, 3, PRIOR_BIAS) for _ in range(2))
+        self.offsets = nn.ModuleList(output_conv(channels, 2, 3) for _ in range(2))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, D, H, W) -> ``hm_score`` (B, 2, H, W) logits, ``hm_offset`` (B, 4, H, W)."""
+        pooled = [pool(x) for pool in self.pools]
+        scores = torch.cat([conv(p) for conv, p in zip(self.scores, pooled, strict=True)], dim=1)
+        offsets = torch.cat([conv(p) for conv, p in zip(self.offsets, pooled, strict=True)], dim=1)
+        return scores, offsets
+
+
+class RepPointsV2Head(nn.Module):
+    """RepPoints v2 head with its loss (decoding: ``decoders.reppoints_v2.RepPointsV2Postprocess``).
+
+    Args:
+        points: the RepPoints v1 part, built with ``guide_channels=6`` (v2's defaults: ``exact_minmax``, GIoU,
+            ATSS); its towers, point stage, output assembly and loss are used as they are.
+        channels: width of its towers.
+        norm: its towers' norm, ``gn`` or ``none`` (also used by the shared conv and the verification branches).
+        heatmap_weight: λ1 of the corner heatmap loss (0.25).
+        corner_offset_weight: weight of the corner offset loss (1.0).
+        foreground_weight: λ2 of the foreground loss (0.1 code, 1.0 paper).
+    """
+
+    def __init__(
+        self,
+        points: RepPointsHead,
+        channels: int,
+        norm: Literal["gn", "none"] = "gn",
+        heatmap_weight: float = 0.25,
+        corner_offset_weight: float = 1.0,
+        foreground_weight: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if points.cls_dcn_weight.shape[1] != channels + VERIFICATION_CHANNELS:
+            raise ValueError(
+                f"the RepPoints part must read {channels} + {VERIFICATION_CHANNELS} channels in its DCNs "
+                f"(guide_channels={VERIFICATION_CHANNELS}), got {points.cls_dcn_weight.shape[1]}"
+            )
+        self.points, self.num_classes = points, points.num_classes
+        self.heatmap_weight, self.corner_offset_weight = heatmap_weight, corner_offset_weight
+        self.foreground_weight = foreground_weight
+        self.shared = conv_tower(channels, channels, 1, norm)
+        nn.init.normal_(self.shared[0].weight, std=0.01)
+        self.foreground = ForegroundVerification(channels, points.num_classes, norm)
+        self.corners = CornerVerification(channels, norm)
+
+    def forward_level(self, x: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+        """One level (B, D, H, W) -> ``RepPointsHead.forward_level``'s maps and (``hm_score`` (B, 2, H, W),
+        ``hm_offset`` (B, 4, H, W), ``sem_score`` (B, C, H, W))."""
+        cls_features, reg_features = self.points.cls_tower(x), self.points.reg_tower(x)
+        shared = self.shared(reg_features)
+        foreground, embedding = self.foreground(shared)
+        corner_scores, corner_offsets = self.corners(shared + embedding)
+        guide = torch.cat([corner_scores, corner_offsets], dim=1)
+        points = self.points.point_stage(cls_features + embedding, reg_features + embedding, guide)
+        return points, (corner_scores, corner_offsets, foreground)
+
+    def forward(self, features: list[Tensor]) -> RepPointsV2Outputs:
+        """FPN levels [(B, D, H_l, W_l)], finest first -> ``RepPointsV2Outputs``."""
+        if len(features) != len(self.points.strides):
+            raise ValueError(
+                f"expected {len(self.points.strides)} levels (strides {self.points.strides}), got {len(features)}"
+            )
+        levels = [self.forward_level(x) for x in features]
+        points = self.points.collect(features, [level[0] for level in levels])
+        verification = [flatten_levels([level[1][i] for level in levels]) for i in range(3)]
+        return RepPointsV2Outputs(*points, *verification)
+
+    def loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> dict[str, Tensor]:
+        """RepPoints' ``loss_cls``, ``loss_box_init``, ``loss_box_refine`` plus ``loss_corner_heatmap``,
+        ``loss_corner_offset`` and ``loss_foreground``, weighted, in float32."""
+        losses = self.points.loss(points_outputs(outputs), instances)
+        losses.update(self.corner_loss(outputs, instances))
+        losses["loss_foreground"] = self.foreground_weight * self.foreground_loss(outputs, instances)
+        return losses
+
+    def corner_loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> dict[str, Tensor]:
+        """Corner heatmap and offset terms, each the mean over the two corners (module docstring)."""
+        priors, strides = outputs.priors[0].float(), outputs.strides[0].float()
+        targets = build_corner_targets(priors, strides, instances)
+        scores, offsets = outputs.corner_scores.float(), outputs.corner_offsets.float()
+        heatmap, offset = 0.0, 0.0
+        for k in range(2):
+            positive = targets.positive[..., k]  # (B, P)
+            count = mean_over_processes(positive.sum(dim=1).clamp(min=1).sum().float()).clamp(min=1)
+            heat = penalty_reduced_focal_loss(scores[..., k], targets.heatmap[..., k], count)
+            heatmap = heatmap + heat / 2
+            pair = slice(2 * k, 2 * k + 2)
+            smooth = masked_smooth_l1(
+                offsets[..., pair], targets.offset[..., pair], positive, count, CORNER_OFFSET_BETA
+            )
+            offset = offset + smooth / 2
+        return {
+            "loss_corner_heatmap": self.heatmap_weight * heatmap,
+            "loss_corner_offset": self.corner_offset_weight * offset,
+        }
+
+    def foreground_loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> Tensor:
+        """§1.4 over every level and class at once; the maps are built at the finest level (stride 8, P3)."""
+        priors, strides = outputs.priors[0], outputs.strides[0]
+        sizes = level_sizes(priors, strides)
+        finest = int(strides[0].item())
+        target, weight = build_foreground_targets(instances, self.num_classes, sizes[0], finest)
+        target, weight = resize_to_levels(target, sizes), resize_to_levels(weight, sizes)  # (B, P, C)
+        count = mean_over_processes((target > 0).sum().float()).clamp(min=1)
+        return normalized_focal_loss(outputs.foreground.float(), target, weight, count)
