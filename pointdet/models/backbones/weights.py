@@ -45,18 +45,33 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...] = ("fc.",)) -> None:
+def load_backbone_weights(
+    module: nn.Module,
+    path: str | Path,
+    ignore_prefixes: tuple[str, ...] = ("fc.",),
+    strict: bool = False,
+) -> None:
     """Load a classification checkpoint (torchvision or timm naming) into ``module``, skipping the classifier.
+
+    Args:
+        ignore_prefixes: tensors of the file that are not read (the classifier; tensors the original network holds
+            but never computes with).
+        strict: also refuse tensors of the file that the module does not have (outside ``ignore_prefixes``).
 
     Raises:
         WeightsError: the file is missing or unreadable, or backbone parameters are missing from it or have other
-            shapes (names the first ones).
+            shapes (names the first ones); with ``strict``, it holds tensors this backbone does not have.
     """
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore_prefixes)}
     check_backbone_state(own, state, path)
-    module.load_state_dict({k: state[k] for k in own}, strict=False)
+    unexpected = [k for k in state if k not in own]
+    if strict and unexpected:
+        raise WeightsError(
+            f"{path}: not weights for this backbone ({len(unexpected)} tensors it does not have, e.g. {unexpected[:3]})"
+        )
+    module.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
 
 
 def check_backbone_state(
@@ -64,10 +79,13 @@ def check_backbone_state(
 ) -> None:
     """Check that ``state`` holds every tensor of ``expected`` with the same shape.
 
+    Batch-norm ``num_batches_tracked`` counters may be absent (files written before PyTorch 0.4.1 have none; with a
+    fixed momentum they never enter the computation): the module keeps its own.
+
     Raises:
         WeightsError: tensors are missing from ``state`` or have other shapes (names the file and the first ones).
     """
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or mismatched:
         raise WeightsError(
