@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import Tensor
+from torchvision.ops import deform_conv2d
 
 
 def dcnv2_reference(x: Tensor, offset_mask: Tensor, weight: Tensor, bias: Tensor, padding: int = 1) -> Tensor:
@@ -64,3 +65,76 @@ def _bilinear(image: Tensor, h: float, w: float) -> Tensor:
         if 0 <= row < height and 0 <= col < width:
             value = value + factor * image[:, row, col]
     return value
+
+
+# --- The official up-sampling necks and heads as functions of an official-layout state dict (eval mode). -------
+# DLA-up (``pose_dla_dcn.py``): ``IDAUp(o, channels, up_f)`` holds, for i >= 1, ``proj_i`` and ``node_i``
+# (``DeformConv``: ``conv`` a DCN, ``actf.0`` its BN, then ReLU) and ``up_i`` (a depthwise transposed conv of
+# kernel 2f, stride f, padding f // 2); ``forward(layers, start, end)`` sets, for i in start+1..end-1,
+# ``layers[i] = node(up(proj(layers[i])) + layers[i - 1])`` with the modules of index i - start. ``DLAUp``'s
+# ``ida_i`` runs on (layers, len - i - 2, len) and each result (the last layer) is put in front of a list that starts
+# with the coarsest map; the final ``ida_up`` fuses the first three of that list. ResNet-DCN (``resnet_dcn.py``):
+# ``deconv_layers`` is [DCN, BN, ReLU, ConvTranspose2d(4, stride 2, padding 1), BN, ReLU] three times.
+# Heads: ``name.0`` 3x3 conv, ReLU, ``name.2`` 1x1 conv.
+
+
+def _bn(state: dict[str, Tensor], prefix: str, x: Tensor) -> Tensor:
+    return torch.nn.functional.batch_norm(
+        x, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"], state[f"{prefix}.weight"],
+        state[f"{prefix}.bias"], training=False, eps=1e-5,
+    )  # fmt: skip
+
+
+def _dcn(state: dict[str, Tensor], prefix: str, x: Tensor) -> Tensor:
+    out = torch.nn.functional.conv2d(
+        x, state[f"{prefix}.conv_offset_mask.weight"], state[f"{prefix}.conv_offset_mask.bias"], padding=1
+    )
+    o1, o2, m = out.chunk(3, dim=1)
+    return deform_conv2d(
+        x, torch.cat([o1, o2], 1), state[f"{prefix}.weight"], state[f"{prefix}.bias"], padding=1, mask=m.sigmoid()
+    )
+
+
+def _deform_block(state: dict[str, Tensor], prefix: str, x: Tensor) -> Tensor:
+    return _bn(state, f"{prefix}.actf.0", _dcn(state, f"{prefix}.conv", x)).relu()
+
+
+def _ida(state: dict[str, Tensor], prefix: str, layers: list[Tensor], start: int, end: int) -> None:
+    for i in range(start + 1, end):
+        k = i - start
+        up = state[f"{prefix}.up_{k}.weight"]
+        factor = up.shape[-1] // 2
+        projected = _deform_block(state, f"{prefix}.proj_{k}", layers[i])
+        upsampled = torch.nn.functional.conv_transpose2d(
+            projected, up, stride=factor, padding=factor // 2, groups=up.shape[0]
+        )
+        layers[i] = _deform_block(state, f"{prefix}.node_{k}", upsampled + layers[i - 1])
+
+
+def official_dla_neck(state: dict[str, Tensor], levels: list[Tensor]) -> Tensor:
+    """DLA-up + IDA-up on the six DLA levels -> the stride-4 map the heads read."""
+    layers = list(levels)
+    out = [layers[-1]]
+    for i in range(len(layers) - 2 - 1):  # first level 2
+        _ida(state, f"dla_up.ida_{i}", layers, len(layers) - i - 2, len(layers))
+        out.insert(0, layers[-1])
+    fused = [t.clone() for t in out[:3]]
+    _ida(state, "ida_up", fused, 0, 3)
+    return fused[-1]
+
+
+def official_resdcn_neck(state: dict[str, Tensor], c5: Tensor) -> Tensor:
+    """The three DCN + up-sampling stages on C5 -> the stride-4 map."""
+    x = c5
+    for stage in range(3):
+        base = 6 * stage
+        x = _bn(state, f"deconv_layers.{base + 1}", _dcn(state, f"deconv_layers.{base}", x)).relu()
+        up = state[f"deconv_layers.{base + 3}.weight"]
+        x = torch.nn.functional.conv_transpose2d(x, up, stride=2, padding=1)
+        x = _bn(state, f"deconv_layers.{base + 4}", x).relu()
+    return x
+
+
+def official_head(state: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
+    hidden = torch.nn.functional.conv2d(x, state[f"{name}.0.weight"], state[f"{name}.0.bias"], padding=1).relu()
+    return torch.nn.functional.conv2d(hidden, state[f"{name}.2.weight"], state[f"{name}.2.bias"])
