@@ -13,9 +13,9 @@ import torch
 
 import pointdet
 from pointdet.cli import main
-from pointdet.configs import CenterNetConfig
 from pointdet.convert import ARCHITECTURES, ConversionError, convert_centernet
-from pointdet.convert.centernet import pointdet_state
+from pointdet.convert.centernet import HEAD_BRANCHES, converted_config, default_classes, pointdet_state
+from pointdet.convert.classes import keypoint_layout
 from pointdet.data.shapes import CLASS_NAMES
 from pointdet.models.build import build_model
 from tests.official_reference import official_dla_neck, official_head, official_resdcn_neck
@@ -47,13 +47,17 @@ def official_state(name: str, seed: int = 0, counters: bool = True) -> dict[str,
 
 
 def model_for(name: str) -> torch.nn.Module:
-    arch = name.split("_")[0]
+    """pointdet's network for the official one of a manifest, as ``pointdet convert`` builds it."""
+    arch, task = name.split("_")
     heads = manifest(name)["heads"]
-    config = CenterNetConfig(backbone=ARCHITECTURES[arch].backbone, head_conv=256 if arch == "dla34" else 64)
-    return build_model(config, heads["hm"], with_backbone_weights=False).eval()
+    config = converted_config(arch, task, 256 if arch == "dla34" else 64, default_classes(task, heads["hm"]))
+    keypoints = keypoint_layout(task)
+    return build_model(
+        config.model, heads["hm"], len(keypoints.names), keypoints.flip_pairs, with_backbone_weights=False
+    ).eval()
 
 
-@pytest.mark.parametrize("name", ["dla34_det", "resdcn18_det", "resdcn101_det"])
+@pytest.mark.parametrize("name", [m.stem for m in sorted(MANIFESTS.glob("*.json"))])
 def test_official_tensors_map_one_to_one_onto_pointdet(name):
     official = official_state(name)
     architecture = ARCHITECTURES[name.split("_")[0]]
@@ -63,9 +67,12 @@ def test_official_tensors_map_one_to_one_onto_pointdet(name):
     assert state.keys() == own.keys()
     unused = [key for key in official if key.startswith(architecture.unused)]
     assert len(official) - len(unused) == len(own)  # one-to-one: no tensor is read twice or left over
-    # Every official value lands once, and where its values are: match each pointdet tensor to its source.
+    # Every official tensor lands once (the first convolution as its channel-reversed copy).
     sources = {id(tensor): key for key, tensor in official.items()}
-    assert len({sources[id(tensor)] for tensor in state.values() if id(tensor) in sources}) == len(own)
+    landed = [sources[id(tensor)] for tensor in state.values() if id(tensor) in sources]
+    assert len(set(landed)) == len(landed) == len(own) - 1
+    (first,) = [name for name, tensor in state.items() if id(tensor) not in sources]
+    assert torch.equal(state[first], official[architecture.first_conv].flip(1))
     if name == "dla34_det":
         assert sorted(unused) == sorted(
             ["base.fc.weight", "base.fc.bias"]
@@ -74,7 +81,22 @@ def test_official_tensors_map_one_to_one_onto_pointdet(name):
         )
 
 
-@pytest.mark.parametrize("name", ["dla34_det", "resdcn18_det"])
+def test_the_converted_model_reads_rgb_as_the_official_one_reads_bgr():
+    official = official_state("resdcn18_det", seed=7)
+    model = model_for("resdcn18_det")
+    model.load_state_dict(pointdet_state(official, ARCHITECTURES["resdcn18"], model, "converted"))
+    as_official = model_for("resdcn18_det")
+    state = pointdet_state(official, ARCHITECTURES["resdcn18"], as_official, "official")
+    state["backbone.stem.0.weight"] = official["conv1.weight"]
+    as_official.load_state_dict(state)
+    rgb = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        converted, expected = model(rgb), as_official(rgb.flip(1))
+    for field in expected._fields:
+        torch.testing.assert_close(getattr(converted, field), getattr(expected, field))
+
+
+@pytest.mark.parametrize("name", ["dla34_det", "resdcn18_det", "dla34_pose", "resdcn18_3d"])
 def test_converted_necks_and_heads_compute_the_official_arithmetic(name):
     """The up-sampler and head of the converted model against tests/official_reference.py on the official tensors:
     checks every index mapping (IDA ``proj_k``/``node_k``/``up_k``, the six-module deconv stages) numerically."""
@@ -92,7 +114,9 @@ def test_converted_necks_and_heads_compute_the_official_arithmetic(name):
         )
         torch.testing.assert_close(neck, expected, rtol=1e-4, atol=1e-5)
         outputs = model.head([neck])
-        for field, head in (("heatmap", "hm"), ("size", "wh"), ("offset", "reg")):
+        branches = {branch: head for head, branch in HEAD_BRANCHES.items()}
+        for field in outputs._fields:
+            head = branches[field]
             torch.testing.assert_close(
                 getattr(outputs, field), official_head(official, head, expected), rtol=1e-4, atol=1e-5
             )
@@ -167,3 +191,20 @@ def test_a_converted_model_evaluates_and_exports(tiny_shapes, tmp_path, capsys):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     boxes, scores, labels = session.run(None, {"images": np.zeros((1, 3, 64, 64), dtype=np.uint8)})
     assert boxes.shape == (1, 100, 4) and np.isfinite(scores).all() and labels.max() < 3
+
+
+def test_pose_and_3d_models_convert_with_their_keypoints_classes_and_normalisation(tmp_path):
+    torch.save({"epoch": 320, "state_dict": official_state("dla34_pose")}, tmp_path / "multi_pose_dla_3x.pth")
+    pose = pointdet.load(convert_centernet(tmp_path / "multi_pose_dla_3x.pth", tmp_path / "pose"), device="cpu")
+    assert pose.class_names == ["person"] and len(pose.keypoint_names) == 17
+    official_flip_idx = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]  # coco_hp.py
+    assert sorted(pose.model.postprocess.flip_pairs) == official_flip_idx
+    torch.testing.assert_close(pose.model.pixel_mean.flatten() / 255, torch.tensor([0.470, 0.447, 0.408]))
+
+    torch.save({"epoch": 70, "state_dict": official_state("resdcn18_3d")}, tmp_path / "ddd_3dop.pth")
+    written = convert_centernet(tmp_path / "ddd_3dop.pth", tmp_path / "3d", arch="resdcn18", task="3d")
+    mono3d = pointdet.load(written, device="cpu")
+    assert mono3d.class_names == ["Pedestrian", "Car", "Cyclist"]
+    assert (mono3d.input_height, mono3d.input_size) == (384, 1280)
+    torch.testing.assert_close(mono3d.model.pixel_mean.flatten() / 255, torch.tensor([0.406, 0.456, 0.485]))
+    torch.testing.assert_close(mono3d.model.pixel_std.flatten() / 255, torch.tensor([0.225, 0.224, 0.229]))

@@ -7,6 +7,11 @@ official state dicts). Two kinds of official tensors have no counterpart, becaus
 them: the DLA-34 ImageNet classifier (``base.fc``) and the projection of the outer level-3/4 trees
 (``models/backbones/dla.py``). Batch-norm ``num_batches_tracked`` counters, absent from files written before
 PyTorch 0.4.1, are taken from the fresh model (they never enter the computation).
+
+The official loaders read images with OpenCV, in BGR order; pointdet models read RGB. The input channels of the
+first convolution are reversed, so that the converted model computes on an RGB image what the official one computes
+on the same image in BGR. The Pascal VOC and KITTI models keep their ImageNet normalisation (stored in the
+checkpoint, applied by ``pointdet.load``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ TASK_HEADS = {
 TASKS = {"det": "detection", "pose": "pose", "3d": "mono3d"}
 COUNTER = "num_batches_tracked"
 LISTED = 12  # names shown per kind of disagreement
+# The official loaders read images with OpenCV (BGR) and normalise with constants given in that order: CenterNet's
+# COCO ones (pointdet's default, ``models/detector.py``) for COCO, ImageNet's for Pascal VOC and KITTI. Here both
+# in RGB order, [0, 1] units.
+IMAGENET_NORMALISATION = {"pixel_mean": [0.406, 0.456, 0.485], "pixel_std": [0.225, 0.224, 0.229]}
+DATASET_NORMALISATION = {"voc": IMAGENET_NORMALISATION, "kitti": IMAGENET_NORMALISATION}
 
 
 class ConversionError(PointdetError, ValueError):
@@ -60,11 +70,14 @@ class Architecture:
 
     Attributes:
         backbone: pointdet's ``model.backbone``.
+        first_conv: the official name of the convolution that reads the image; its input channels are reversed, so
+            that the converted model reads RGB images as the official one reads BGR.
         rules: ``(pattern, replacement)`` applied in order with ``re.sub`` to every official name.
         unused: prefixes of official tensors the official forward never reads (dropped).
     """
 
     backbone: str
+    first_conv: str
     rules: tuple[Rule, ...]
     unused: tuple[str, ...] = ()
 
@@ -88,6 +101,7 @@ _DCN: Rule = (r"\.conv_offset_mask\.", lambda m: ".offset_mask.")
 
 DLA34 = Architecture(
     backbone="dla34",
+    first_conv="base.base_layer.0.weight",
     rules=(
         (r"^base\.", lambda m: "backbone."),
         (r"^dla_up\.ida_(\d+)\.", lambda m: f"neck.dla_up.{m[1]}."),
@@ -105,6 +119,7 @@ def resnet_dcn(depth: int) -> Architecture:
     """ResNet-``depth`` + the three-stage DCN up-sampler (``networks/resnet_dcn.py``)."""
     return Architecture(
         backbone=f"resnet{depth}",
+        first_conv="conv1.weight",
         rules=(
             (r"^conv1\.", lambda m: "backbone.stem.0."),
             (r"^bn1\.", lambda m: "backbone.stem.1."),
@@ -164,6 +179,8 @@ def pointdet_state(
         new = name
         for pattern, replacement in architecture.rules:
             new = re.sub(pattern, replacement, new)
+        if name == architecture.first_conv:
+            tensor = tensor.flip(1)  # BGR -> RGB input channels
         if new in own:
             renamed[new], official_name[new] = tensor, name
         else:
@@ -249,7 +266,7 @@ def convert_centernet(
     )
     state = pointdet_state(official, ARCHITECTURES[arch], model, path)
     target = Path(out) / "last.pt"
-    save_checkpoint(_checkpoint(state, config, names, keypoints, Path(path), arch, task), target)
+    save_checkpoint(_checkpoint(state, config, names, keypoints, classes, Path(path), arch, task), target)
     return target
 
 
@@ -258,6 +275,7 @@ def _checkpoint(
     config: ExperimentConfig,
     classes: ClassList,
     keypoints: KeypointLayout,
+    classes_spec: str,
     source: Path,
     arch: str,
     task: str,
@@ -273,4 +291,5 @@ def _checkpoint(
         "flip_pairs": [list(pair) for pair in keypoints.flip_pairs],
         "skeleton": [list(pair) for pair in keypoints.skeleton],
         "converted_from": {"file": str(source), "framework": "centernet", "arch": arch, "task": task},
+        **DATASET_NORMALISATION.get(classes_spec, {}),
     }
