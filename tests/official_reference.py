@@ -138,3 +138,64 @@ def official_resdcn_neck(state: dict[str, Tensor], c5: Tensor) -> Tensor:
 def official_head(state: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
     hidden = torch.nn.functional.conv2d(x, state[f"{name}.0.weight"], state[f"{name}.0.bias"], padding=1).relu()
     return torch.nn.functional.conv2d(hidden, state[f"{name}.2.weight"], state[f"{name}.2.bias"])
+
+
+# --- Hourglass-104 (``large_hourglass.py``). ``convolution(k)``: conv (bias only without BN), BN, ReLU.
+# ``residual``: relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x)), ``skip`` a 1x1 conv + BN when the shape changes.
+# ``kp_module``: up1(x) + nearest-upsample(low3(low2(low1(x)))), low1's first residual of stride 2, low2 the next
+# level (or residuals at the innermost). ``exkp``: pre = convolution(7, stride 2) + residual(stride 2); per stack
+# cnv = cnvs(kps(inter)), then inter = inters(relu(inters_(inter) + cnvs_(cnv))). Heads per stack:
+# ``name.s.0`` convolution(3) without BN, ``name.s.1`` a 1x1 conv.
+
+
+def _conv_bn(state: dict[str, Tensor], conv: str, bn: str, x: Tensor, stride: int = 1) -> Tensor:
+    weight = state[f"{conv}.weight"]
+    return _bn(state, bn, torch.nn.functional.conv2d(x, weight, stride=stride, padding=weight.shape[-1] // 2))
+
+
+def _residual(state: dict[str, Tensor], prefix: str, x: Tensor, stride: int = 1) -> Tensor:
+    body = _conv_bn(state, f"{prefix}.conv1", f"{prefix}.bn1", x, stride).relu()
+    body = _conv_bn(state, f"{prefix}.conv2", f"{prefix}.bn2", body)
+    skip = x
+    if f"{prefix}.skip.0.weight" in state:
+        skip = _conv_bn(state, f"{prefix}.skip.0", f"{prefix}.skip.1", x, stride)
+    return (body + skip).relu()
+
+
+def _residuals(state: dict[str, Tensor], prefix: str, x: Tensor, first_stride: int = 1) -> Tensor:
+    j = 0
+    while f"{prefix}.{j}.conv1.weight" in state:
+        x = _residual(state, f"{prefix}.{j}", x, first_stride if j == 0 else 1)
+        j += 1
+    return x
+
+
+def _kp_module(state: dict[str, Tensor], prefix: str, x: Tensor) -> Tensor:
+    low = _residuals(state, f"{prefix}.low1", x, first_stride=2)
+    nested = f"{prefix}.low2.up1.0.conv1.weight" in state
+    low = _kp_module(state, f"{prefix}.low2", low) if nested else _residuals(state, f"{prefix}.low2", low)
+    low = _residuals(state, f"{prefix}.low3", low)
+    return _residuals(state, f"{prefix}.up1", x) + torch.nn.functional.interpolate(low, scale_factor=2.0)
+
+
+def official_hourglass(state: dict[str, Tensor], image: Tensor, stacks: int = 2) -> list[Tensor]:
+    """The ``cnv`` map of every stack, the input of its heads."""
+    inter = _conv_bn(state, "pre.0.conv", "pre.0.bn", image, stride=2).relu()
+    inter = _residual(state, "pre.1", inter, stride=2)
+    features = []
+    for s in range(stacks):
+        cnv = _conv_bn(state, f"cnvs.{s}.conv", f"cnvs.{s}.bn", _kp_module(state, f"kps.{s}", inter)).relu()
+        features.append(cnv)
+        if s < stacks - 1:
+            inter = _conv_bn(state, f"inters_.{s}.0", f"inters_.{s}.1", inter)
+            inter = (inter + _conv_bn(state, f"cnvs_.{s}.0", f"cnvs_.{s}.1", cnv)).relu()
+            inter = _residual(state, f"inters.{s}", inter)
+    return features
+
+
+def official_stack_head(state: dict[str, Tensor], name: str, stack: int, x: Tensor) -> Tensor:
+    prefix = f"{name}.{stack}"
+    hidden = torch.nn.functional.conv2d(
+        x, state[f"{prefix}.0.conv.weight"], state[f"{prefix}.0.conv.bias"], padding=1
+    ).relu()
+    return torch.nn.functional.conv2d(hidden, state[f"{prefix}.1.weight"], state[f"{prefix}.1.bias"])

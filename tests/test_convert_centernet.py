@@ -18,7 +18,13 @@ from pointdet.convert.centernet import HEAD_BRANCHES, converted_config, default_
 from pointdet.convert.classes import keypoint_layout
 from pointdet.data.shapes import CLASS_NAMES
 from pointdet.models.build import build_model
-from tests.official_reference import official_dla_neck, official_head, official_resdcn_neck
+from tests.official_reference import (
+    official_dla_neck,
+    official_head,
+    official_hourglass,
+    official_resdcn_neck,
+    official_stack_head,
+)
 
 MANIFESTS = Path(__file__).parent / "data" / "official_centernet"
 COUNTER = "num_batches_tracked"
@@ -49,8 +55,9 @@ def official_state(name: str, seed: int = 0, counters: bool = True) -> dict[str,
 def model_for(name: str) -> torch.nn.Module:
     """pointdet's network for the official one of a manifest, as ``pointdet convert`` builds it."""
     arch, task = name.split("_")
-    heads = manifest(name)["heads"]
-    config = converted_config(arch, task, 256 if arch == "dla34" else 64, default_classes(task, heads["hm"]))
+    tensors, heads = manifest(name)["tensors"], manifest(name)["heads"]
+    head_conv = tensors["hm.0.0.conv.weight" if arch == "hg104" else "hm.0.weight"][0]
+    config = converted_config(arch, task, head_conv, default_classes(task, heads["hm"]))
     keypoints = keypoint_layout(task)
     return build_model(
         config.model, heads["hm"], len(keypoints.names), keypoints.flip_pairs, with_backbone_weights=False
@@ -208,3 +215,23 @@ def test_pose_and_3d_models_convert_with_their_keypoints_classes_and_normalisati
     assert (mono3d.input_height, mono3d.input_size) == (384, 1280)
     torch.testing.assert_close(mono3d.model.pixel_mean.flatten() / 255, torch.tensor([0.406, 0.456, 0.485]))
     torch.testing.assert_close(mono3d.model.pixel_std.flatten() / 255, torch.tensor([0.225, 0.224, 0.229]))
+
+
+@pytest.mark.parametrize("task", ["det", "pose"])
+def test_converted_hourglass_computes_the_official_arithmetic(task):
+    """The whole Hourglass-104 network, on an RGB image against the official one on the same image in BGR."""
+    official = official_state(f"hg104_{task}", seed=9)
+    model = model_for(f"hg104_{task}")
+    model.load_state_dict(pointdet_state(official, ARCHITECTURES["hg104"], model, "hg104"))
+    rgb = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        features = model.backbone(rgb)
+        expected = official_hourglass(official, rgb.flip(1))
+        for feature, reference in zip(features, expected, strict=True):
+            torch.testing.assert_close(feature, reference, rtol=1e-4, atol=1e-4)
+        outputs = model.head(features)  # eval mode: the last stack's branches, as the official test
+        branches = {branch: head for head, branch in HEAD_BRANCHES.items()}
+        for field in outputs._fields:
+            reference = official_stack_head(official, branches[field], 1, expected[-1])
+            torch.testing.assert_close(getattr(outputs, field), reference, rtol=1e-4, atol=1e-4)
+    assert features[-1].abs().mean() > 1e-2

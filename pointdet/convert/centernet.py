@@ -30,7 +30,7 @@ from pointdet.errors import PointdetError
 from pointdet.models.backbones.weights import read_state_dict
 from pointdet.models.build import build_model
 
-# Official head name -> pointdet head branch, and the heads of each task (``opts.py``, with its default flags).
+# Official head name (``opts.py``) -> pointdet head branch.
 HEAD_BRANCHES = {
     "hm": "heatmap",
     "wh": "size",
@@ -42,12 +42,6 @@ HEAD_BRANCHES = {
     "rot": "rotation",
     "dim": "dimensions",
 }
-TASK_HEADS = {
-    "det": ("hm", "wh", "reg"),
-    "pose": ("hm", "wh", "hps", "reg", "hm_hp", "hp_offset"),
-    "3d": ("hm", "dep", "rot", "dim", "wh", "reg"),
-}
-TASKS = {"det": "detection", "pose": "pose", "3d": "mono3d"}
 COUNTER = "num_batches_tracked"
 LISTED = 12  # names shown per kind of disagreement
 # The official loaders read images with OpenCV (BGR) and normalise with constants given in that order: CenterNet's
@@ -131,7 +125,38 @@ def resnet_dcn(depth: int) -> Architecture:
     )
 
 
-ARCHITECTURES = {"dla34": DLA34, **{f"resdcn{depth}": resnet_dcn(depth) for depth in (18, 34, 50, 101)}}
+_STACK_HEADS = "|".join(HEAD_BRANCHES)
+HOURGLASS104 = Architecture(
+    backbone="hourglass104",
+    first_conv="pre.0.conv.weight",
+    rules=(
+        # ``large_hourglass.py``: ``convolution`` = conv, bn, relu; ``residual`` = conv1, bn1, relu, conv2, bn2 + skip.
+        (r"^pre\.0\.conv\.", lambda m: "backbone.stem.0."),
+        (r"^pre\.0\.bn\.", lambda m: "backbone.stem.1."),
+        (r"^pre\.1\.", lambda m: "backbone.stem.3."),
+        (r"^kps\.(\d+)\.", lambda m: f"backbone.hourglasses.{m[1]}."),
+        (
+            r"\.(up1|low1|low2|low3)(?=\.)",
+            lambda m: {"up1": ".skip", "low1": ".down", "low2": ".inner", "low3": ".up"}[m[1]],
+        ),
+        (r"^cnvs\.(\d+)\.(conv|bn)\.", lambda m: f"backbone.outputs.{m[1]}.{0 if m[2] == 'conv' else 1}."),
+        (r"^inters\.(\d+)\.", lambda m: f"backbone.inter.{m[1]}."),
+        (r"^inters_\.(\d+)\.", lambda m: f"backbone.inter_skip.{m[1]}."),
+        (r"^cnvs_\.(\d+)\.", lambda m: f"backbone.inter_out.{m[1]}."),
+        (
+            r"\.(conv1|bn1|conv2|bn2)\.",
+            lambda m: {"conv1": ".body.0.", "bn1": ".body.1.", "conv2": ".body.3.", "bn2": ".body.4."}[m[1]],
+        ),
+        # One branch per stack: ``hm.s.0`` a convolution without BN (conv with bias, relu), ``hm.s.1`` the 1x1 conv.
+        (rf"^({_STACK_HEADS})\.(\d+)\.0\.conv\.", lambda m: f"head.stacks.{m[2]}.{HEAD_BRANCHES[m[1]]}.0."),
+        (rf"^({_STACK_HEADS})\.(\d+)\.1\.", lambda m: f"head.stacks.{m[2]}.{HEAD_BRANCHES[m[1]]}.2."),
+    ),
+)
+ARCHITECTURES = {
+    "dla34": DLA34,
+    **{f"resdcn{depth}": resnet_dcn(depth) for depth in (18, 34, 50, 101)},
+    "hg104": HOURGLASS104,
+}
 # Blocks per ResNet stage 3 and whether blocks are bottlenecks -> depth.
 _RESNET_DEPTHS = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101}
 
@@ -145,6 +170,8 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> str:
     """The ``--arch`` whose official network holds these tensors."""
     if "base.base_layer.0.weight" in state:
         return "dla34"
+    if "pre.0.conv.weight" in state and "kps.1.up1.0.conv1.weight" in state:
+        return "hg104"
     if "deconv_layers.0.weight" in state:
         blocks = len({name.split(".")[1] for name in state if name.startswith("layer3.")})
         depth = _RESNET_DEPTHS.get((blocks, "layer1.0.conv3.weight" in state))
@@ -157,7 +184,8 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> str:
 
 def infer_task(state: dict[str, torch.Tensor]) -> str:
     """``pose`` (joint branches), ``3d`` (depth branch) or ``det``."""
-    return "pose" if "hps.0.weight" in state else "3d" if "dep.0.weight" in state else "det"
+    heads = {name.split(".")[0] for name in state}
+    return "pose" if "hps" in heads else "3d" if "dep" in heads else "det"
 
 
 def pointdet_state(
@@ -218,8 +246,13 @@ def default_classes(task: str, num_classes: int) -> str:
 def converted_config(arch: str, task: str, head_conv: int, classes: str) -> ExperimentConfig:
     """The experiment config of the converted model: the paper-recipe preset of its task, its backbone and branch
     width, and the input size of the zoo's data set (384 for Pascal VOC)."""
-    preset = {"det": "centernet_dla34", "pose": "centernet_pose_dla34", "3d": "centernet_3d_dla34"}[task]
-    config = get_preset(preset)
+    hourglass = arch == "hg104"
+    if hourglass and task == "3d":
+        raise ConversionError("the CenterNet zoo has no 3D model on Hourglass-104, and pointdet none to convert into")
+    presets = {"det": "centernet_dla34", "pose": "centernet_pose_dla34", "3d": "centernet_3d_dla34"}
+    if hourglass:  # the hourglass recipes (Adam lr 2.5e-4, 50 / 150 epochs)
+        presets.update(det="centernet_hg104", pose="centernet_pose_hg104")
+    config = get_preset(presets[task])
     model = replace(config.model, backbone=ARCHITECTURES[arch].backbone, head_conv=head_conv)
     data = replace(config.data, input_size=384) if classes == "voc" else config.data
     return replace(config, name=f"centernet_{arch}_{task}_converted", model=model, data=data)
@@ -250,9 +283,10 @@ def convert_centernet(
         if given is not None and given != found:
             raise ConversionError(f"{path}: {option} {given}, but the file holds a {found} network")
     arch, task = found_arch, found_task
-    if "hm.2.weight" not in official:
+    heatmap = ("hm.1.1", "hm.0.0.conv") if arch == "hg104" else ("hm.2", "hm.0")  # last stack's for hourglasses
+    if f"{heatmap[0]}.weight" not in official:
         raise ConversionError(f"{path}: no 'hm' branch (3x3 conv + 1x1 conv): not a CenterNet {task} model")
-    num_classes, head_conv = len(official["hm.2.weight"]), len(official["hm.0.weight"])
+    num_classes, head_conv = len(official[f"{heatmap[0]}.weight"]), len(official[f"{heatmap[1]}.weight"])
     classes = classes or default_classes(task, num_classes)
     names = class_list(classes)
     if len(names.names) != num_classes:
