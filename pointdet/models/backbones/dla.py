@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pointdet.models.backbones.weights import load_backbone_weights
+from pointdet.models.backbones.weights import IMAGENET, imagenet_weights_file, load_backbone_weights
 from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
 from pointdet.structures import FeatureShape
 
@@ -101,7 +101,7 @@ class DLA34(nn.Module):
 
     Args:
         weights: optional local ImageNet ``dla34`` checkpoint in the official DLA release naming
-            (e.g. ``dla34-ba72cf86.pth``).
+            (e.g. ``dla34-ba72cf86.pth``), or ``imagenet`` for that file from torch's cache (downloaded once).
 
     Shapes:
         (B, 3, H, W) -> six maps at strides 1, 2, 4, 8, 16, 32.
@@ -121,6 +121,8 @@ class DLA34(nn.Module):
             FeatureShape(f"level{level}", width, 2**level) for level, width in enumerate(channels)
         )
         self.size_divisor = 32
+        if weights == IMAGENET:
+            weights = imagenet_weights_file("dla34")
         if weights is not None:
             load_backbone_weights(self, weights, OFFICIAL_UNUSED_PREFIXES, strict=True)
 
