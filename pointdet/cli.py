@@ -277,7 +277,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from pointdet.convert import convert_centernet
 
-    written = convert_centernet(args.file, args.out, args.arch, args.task, args.classes)
+    written = convert_centernet(args.file, args.out, args.arch, args.task, args.classes, args.input_size)
     print(f"wrote {written}: use it with `pointdet eval/predict/export --weights {args.out}` or pointdet.load()")
 
 
@@ -368,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--task", choices=["det", "pose", "3d"], default=None, help="default: read from the file")
     convert.add_argument(
         "--classes", default=None, help="coco, voc, kitti, person or a file of names, one a line (default: the zoo's)"
+    )
+    convert.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="test input size (default: 384 for VOC, e.g. 512 for its _512 models)",
     )
     convert.add_argument("--out", required=True, help="run folder to write (its last.pt)")
     convert.set_defaults(func=cmd_convert)

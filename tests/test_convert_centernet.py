@@ -235,3 +235,16 @@ def test_converted_hourglass_computes_the_official_arithmetic(task):
             reference = official_stack_head(official, branches[field], 1, expected[-1])
             torch.testing.assert_close(getattr(outputs, field), reference, rtol=1e-4, atol=1e-4)
     assert features[-1].abs().mean() > 1e-2
+
+
+def test_pascal_voc_models_convert_with_their_classes_size_and_normalisation(tmp_path):
+    official = official_state("resdcn18_det", seed=11)
+    official["hm.2.weight"], official["hm.2.bias"] = official["hm.2.weight"][:20], official["hm.2.bias"][:20]
+    torch.save({"epoch": 70, "state_dict": official}, tmp_path / "ctdet_pascal_resdcn18_512.pth")
+    main(["convert", str(tmp_path / "ctdet_pascal_resdcn18_512.pth"), "--input-size", "512", "--out",
+          str(tmp_path / "voc")])  # fmt: skip
+    voc = pointdet.load(tmp_path / "voc", device="cpu")
+    assert voc.class_names[0] == "aeroplane" and voc.category_ids == list(range(1, 21)) and voc.input_size == 512
+    torch.testing.assert_close(voc.model.pixel_std.flatten() / 255, torch.tensor([0.225, 0.224, 0.229]))
+    coco = converted_config("resdcn18", "det", 64, "coco")
+    assert coco.data.test_resize == "original" and coco.data.input_size == 512  # the official --keep_res test

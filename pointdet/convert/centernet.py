@@ -243,9 +243,13 @@ def default_classes(task: str, num_classes: int) -> str:
     return defaults[task, num_classes]
 
 
-def converted_config(arch: str, task: str, head_conv: int, classes: str) -> ExperimentConfig:
-    """The experiment config of the converted model: the paper-recipe preset of its task, its backbone and branch
-    width, and the input size of the zoo's data set (384 for Pascal VOC)."""
+def converted_config(
+    arch: str, task: str, head_conv: int, classes: str, input_size: int | None = None
+) -> ExperimentConfig:
+    """The experiment config of the converted model: the paper-recipe preset of its task with its backbone and
+    branch width, and the official test geometry of the zoo's data set: COCO images at their own size (the
+    official ``--keep_res``), Pascal VOC letterboxed to 384 (``input_size`` 512 for the ``_512`` models), KITTI at
+    1280 x 384."""
     hourglass = arch == "hg104"
     if hourglass and task == "3d":
         raise ConversionError("the CenterNet zoo has no 3D model on Hourglass-104, and pointdet none to convert into")
@@ -254,12 +258,23 @@ def converted_config(arch: str, task: str, head_conv: int, classes: str) -> Expe
         presets.update(det="centernet_hg104", pose="centernet_pose_hg104")
     config = get_preset(presets[task])
     model = replace(config.model, backbone=ARCHITECTURES[arch].backbone, head_conv=head_conv)
-    data = replace(config.data, input_size=384) if classes == "voc" else config.data
+    data = config.data
+    if classes in ("coco", "person"):
+        data = replace(data, test_resize="original")
+    elif classes == "voc":
+        data = replace(data, input_size=384)
+    if input_size is not None:
+        data = replace(data, input_size=input_size)
     return replace(config, name=f"centernet_{arch}_{task}_converted", model=model, data=data)
 
 
 def convert_centernet(
-    path: str | Path, out: str | Path, arch: str | None = None, task: str | None = None, classes: str | None = None
+    path: str | Path,
+    out: str | Path,
+    arch: str | None = None,
+    task: str | None = None,
+    classes: str | None = None,
+    input_size: int | None = None,
 ) -> Path:
     """Write the pointdet checkpoint ``out/last.pt`` of an official CenterNet checkpoint.
 
@@ -270,6 +285,7 @@ def convert_centernet(
             inferred from the tensors when None, checked against them otherwise.
         classes: ``coco``, ``voc``, ``kitti``, ``person`` or a file of names; None = the zoo's list for the task
             and class count.
+        input_size: ``data.input_size`` of the converted run (default: see ``converted_config``).
 
     Returns:
         The checkpoint written.
@@ -293,7 +309,7 @@ def convert_centernet(
         raise ConversionError(
             f"{path}: the heatmap has {num_classes} classes, --classes {classes} names {len(names.names)}"
         )
-    config = converted_config(arch, task, head_conv, classes)
+    config = converted_config(arch, task, head_conv, classes, input_size)
     keypoints = keypoint_layout(task)
     model = build_model(
         config.model, num_classes, len(keypoints.names), keypoints.flip_pairs, with_backbone_weights=False
