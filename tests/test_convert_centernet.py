@@ -157,12 +157,15 @@ def test_missing_unknown_and_reshaped_tensors_are_listed_in_one_message(tmp_path
     del official["deconv_layers.0.bias"], official["layer1.0.bn1.running_mean"]
     official["deconv_layers.2.weight"] = torch.zeros(3)  # a ReLU position
     official["wh.2.weight"] = torch.zeros(4, 64, 1, 1)
+    official["deconv_layers.6.offset_mask.bias"] = torch.zeros(27)  # lands where conv_offset_mask.bias lands
     torch.save({"epoch": 1, "state_dict": official}, tmp_path / "bad.pth")
     with pytest.raises(ConversionError) as error:
         convert_centernet(tmp_path / "bad.pth", tmp_path / "run")
     message = str(error.value)
     for text in ("deconv_layers.2.weight", "neck.layers.0.0.bias", "backbone.layer1.0.bn1.running_mean",
-                 "wh.2.weight (4, 64, 1, 1) -> head.size.2.weight (2, 64, 1, 1)"):  # fmt: skip
+                 "wh.2.weight (4, 64, 1, 1) -> head.size.2.weight (2, 64, 1, 1)",
+                 "deconv_layers.6.conv_offset_mask.bias and deconv_layers.6.offset_mask.bias -> "
+                 "neck.layers.4.0.offset_mask.bias"):  # fmt: skip
         assert text in message
     assert not (tmp_path / "run").exists()
 

@@ -27,6 +27,7 @@ from pointdet.configs import CONFIG_VERSION, ExperimentConfig, config_to_dict, g
 from pointdet.convert.classes import ClassList, KeypointLayout, class_list, keypoint_layout
 from pointdet.engine.checkpoint import save_checkpoint
 from pointdet.errors import PointdetError
+from pointdet.models.backbones.dla import OFFICIAL_UNUSED_PREFIXES
 from pointdet.models.backbones.weights import read_state_dict
 from pointdet.models.build import build_model
 
@@ -105,7 +106,7 @@ DLA34 = Architecture(
         _DCN,
         _HEADS,
     ),
-    unused=("base.fc.", "base.level3.project.", "base.level4.project."),
+    unused=tuple(f"base.{prefix}" for prefix in OFFICIAL_UNUSED_PREFIXES),
 )
 
 
@@ -194,13 +195,13 @@ def pointdet_state(
     """The official tensors under pointdet's names, for ``model``; raises unless they fit it one-to-one.
 
     Raises:
-        ConversionError: official tensors with no place in ``model``, tensors of ``model`` the file lacks (BN
-            counters aside), or tensors of another shape; all of them are listed.
+        ConversionError: official tensors with no place in ``model`` or with the place of another, tensors of
+            ``model`` the file lacks (BN counters aside), or tensors of another shape; all of them are listed.
     """
     own = model.state_dict()
     renamed: dict[str, torch.Tensor] = {}
     official_name: dict[str, str] = {}
-    unknown = []
+    unknown, twice = [], []
     for name, tensor in official.items():
         if name.startswith(architecture.unused):
             continue
@@ -209,7 +210,9 @@ def pointdet_state(
             new = re.sub(pattern, replacement, new)
         if name == architecture.first_conv:
             tensor = tensor.flip(1)  # BGR -> RGB input channels
-        if new in own:
+        if new in renamed:
+            twice.append(f"{official_name[new]} and {name} -> {new}")
+        elif new in own:
             renamed[new], official_name[new] = tensor, name
         else:
             unknown.append(name)
@@ -219,11 +222,12 @@ def pointdet_state(
         for name, tensor in renamed.items()
         if tensor.shape != own[name].shape
     ]
-    if unknown or missing or reshaped:
+    if unknown or twice or missing or reshaped:
         problems = [
             f"{len(names)} {what}: {', '.join(names[:LISTED])}{', ...' if len(names) > LISTED else ''}"
             for what, names in (
                 ("official tensors with no place in pointdet's network", unknown),
+                ("pairs of official tensors with the same place", twice),
                 ("tensors of pointdet's network missing from the file", missing),
                 ("tensors of another shape", reshaped),
             )
