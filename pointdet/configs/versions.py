@@ -1,7 +1,9 @@
 """Versioned configs in checkpoints: what today's code writes, and how older ones are read.
 
 Version 1 (pointdet up to the corner methods) had one flat ``ModelConfig`` of 17 fields for every method;
-version 2 has one config class per method family (``configs.schema.MODEL_FAMILIES``).
+version 2 has one config class per method family (``configs.schema.MODEL_FAMILIES``); version 3 has the same
+configs, and the deformable convolutions of the CenterNet up-samplers (DLA-up, the ResNet DCN up-sampler) gained
+the bias of the official DCNv2 layer (older weights load with zero biases: ``engine.checkpoint.model_state``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 from pointdet.configs.overrides import ConfigError, config_from_dict
 from pointdet.configs.schema import MODEL_FAMILIES, ExperimentConfig
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 def upgrade_config(data: dict[str, Any], version: int) -> dict[str, Any]:

@@ -61,6 +61,11 @@ class Detector(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1) * 255, persistent=False)
 
+    def set_normalisation(self, pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
+        """Normalise with other RGB constants in [0, 1] units (a converted model trained with them)."""
+        self.pixel_mean.copy_(torch.tensor(pixel_mean).view(1, 3, 1, 1) * 255)
+        self.pixel_std.copy_(torch.tensor(pixel_std).view(1, 3, 1, 1) * 255)
+
     @property
     def feature_shapes(self) -> tuple[FeatureShape, ...]:
         """The maps the head reads."""

@@ -12,9 +12,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pointdet.models.backbones.weights import load_backbone_weights
+from pointdet.models.backbones.weights import IMAGENET, imagenet_weights_file, load_backbone_weights
 from pointdet.ops.layers import BN_MOMENTUM, conv_bn_relu
 from pointdet.structures import FeatureShape
+
+# Tensors of the official DLA-34 file that its forward never reads: the ImageNet classifier, and the projection of
+# the outer level-3/4 nodes (see ``Tree``). Official files load strictly once these are set aside.
+OFFICIAL_UNUSED_PREFIXES = ("fc.", "level3.project.", "level4.project.")
 
 
 class BasicBlock(nn.Module):
@@ -71,8 +75,9 @@ class Tree(nn.Module):
         self.levels, self.level_root = levels, level_root
         self.downsample = nn.MaxPool2d(stride, stride=stride) if stride > 1 else None
         self.project = None
-        # Only a leaf node uses its projected residual (an inner node's tree1 computes its own), so inner
-        # nodes get no projection: the reference's unused one would break DistributedDataParallel.
+        # Only a leaf node uses its projected residual (an inner node's tree1 computes its own and ignores the one
+        # it is given), so inner nodes get no projection. The official tree computes one there too, and discards it:
+        # the outputs are the same, and an unused parameter would break DistributedDataParallel.
         if in_channels != out_channels and levels == 1:
             self.project = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM)
@@ -96,7 +101,7 @@ class DLA34(nn.Module):
 
     Args:
         weights: optional local ImageNet ``dla34`` checkpoint in the official DLA release naming
-            (e.g. ``dla34-ba72cf86.pth``).
+            (e.g. ``dla34-ba72cf86.pth``), or ``imagenet`` for that file from torch's cache (downloaded once).
 
     Shapes:
         (B, 3, H, W) -> six maps at strides 1, 2, 4, 8, 16, 32.
@@ -116,8 +121,10 @@ class DLA34(nn.Module):
             FeatureShape(f"level{level}", width, 2**level) for level, width in enumerate(channels)
         )
         self.size_divisor = 32
+        if weights == IMAGENET:
+            weights = imagenet_weights_file("dla34")
         if weights is not None:
-            load_backbone_weights(self, weights)
+            load_backbone_weights(self, weights, OFFICIAL_UNUSED_PREFIXES, strict=True)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         features = []

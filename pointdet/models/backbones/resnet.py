@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.ops import FrozenBatchNorm2d
 
-from pointdet.models.backbones.weights import load_backbone_weights
+from pointdet.models.backbones.weights import IMAGENET, imagenet_weights_file, load_backbone_weights
 from pointdet.ops.dcn import ModulatedDeformConv2d
 from pointdet.structures import FeatureShape
 
@@ -48,7 +48,8 @@ class ResNet(nn.Module):
 
     Args:
         depth: 18, 34, 50 or 101.
-        weights: optional local torchvision/timm ImageNet checkpoint (``resnet18-f37072fd.pth`` etc.).
+        weights: optional local torchvision/timm ImageNet checkpoint (``resnet18-f37072fd.pth`` etc.), or
+            ``imagenet`` for torchvision's ``IMAGENET1K_V1`` file from torch's cache (downloaded once).
         frozen_stages: 0 freezes nothing; n in 1..4 freezes the stem and ``layer1``..``layer<n>``: their
             parameters get ``requires_grad=False`` and their batch norms stay in eval mode even under
             ``train()`` (mmdetection's ``frozen_stages`` for n >= 1; the RepPoints/LSNet recipes use 1).
@@ -83,6 +84,8 @@ class ResNet(nn.Module):
             raise ValueError(f"dcn_stages needs one flag per stage layer1..layer4, got {dcn_stages}")
         norm_layer = FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d
         net = _BUILDERS[depth](weights=None, norm_layer=norm_layer)
+        if weights == IMAGENET:
+            weights = imagenet_weights_file(f"resnet{depth}")
         if weights is not None:
             # Loaded before the DCN swap, so the file's conv2 weights land in the DCN weights; a frozen_bn
             # model has no num_batches_tracked buffers, so those keys of the file are not read.

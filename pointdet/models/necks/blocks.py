@@ -12,9 +12,14 @@ from pointdet.ops.layers import BN_MOMENTUM
 
 
 def deform_conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 DCNv2 (no bias, BN follows) + BN + ReLU."""
+    """3x3 DCNv2 + BN + ReLU.
+
+    The DCN keeps a bias although BN follows, because CenterNet's DCNv2 layer always has one: the official
+    checkpoints then load one-to-one (``pointdet convert``). Checkpoints of config version < 3 had none; they load
+    with zero biases (``engine.checkpoint.model_state``), which computes exactly what they computed.
+    """
     return nn.Sequential(
-        ModulatedDeformConv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        ModulatedDeformConv2d(in_channels, out_channels, 3, padding=1, bias=True),
         nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM),
         nn.ReLU(inplace=True),
     )

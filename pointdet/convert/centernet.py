@@ -1,0 +1,349 @@
+"""The official CenterNet checkpoints (xingyizhou/CenterNet, "Objects as Points") as pointdet checkpoints.
+
+An official file is ``{"epoch", "state_dict"}`` (``"optimizer"`` too when saved for resuming), its keys prefixed
+``module.`` when DataParallel saved it. Its tensors map one-to-one onto pointdet's network of the same
+architecture, which computes what the official one computes (tests/test_convert_centernet.py, from manifests of the
+official state dicts). Two kinds of official tensors have no counterpart, because the official forward never reads
+them: the DLA-34 ImageNet classifier (``base.fc``) and the projection of the outer level-3/4 trees
+(``models/backbones/dla.py``). Batch-norm ``num_batches_tracked`` counters, absent from files written before
+PyTorch 0.4.1, are taken from the fresh model (they never enter the computation).
+
+The official loaders read images with OpenCV, in BGR order; pointdet models read RGB. The input channels of the
+first convolution are reversed, so that the converted model computes on an RGB image what the official one computes
+on the same image in BGR. The Pascal VOC and KITTI models keep their ImageNet normalisation (stored in the
+checkpoint, applied by ``pointdet.load``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from pointdet.configs import CONFIG_VERSION, ExperimentConfig, config_to_dict, get_preset
+from pointdet.convert.classes import ClassList, KeypointLayout, class_list, keypoint_layout
+from pointdet.engine.checkpoint import save_checkpoint
+from pointdet.errors import PointdetError
+from pointdet.models.backbones.dla import OFFICIAL_UNUSED_PREFIXES
+from pointdet.models.backbones.weights import read_state_dict
+from pointdet.models.build import build_model
+
+# Official head name (``opts.py``) -> pointdet head branch.
+HEAD_BRANCHES = {
+    "hm": "heatmap",
+    "wh": "size",
+    "reg": "offset",
+    "hps": "joints",
+    "hm_hp": "joint_heatmap",
+    "hp_offset": "joint_offset",
+    "dep": "depth",
+    "rot": "rotation",
+    "dim": "dimensions",
+}
+COUNTER = "num_batches_tracked"
+LISTED = 12  # names shown per kind of disagreement
+# The official loaders read images with OpenCV (BGR) and normalise with constants given in that order: CenterNet's
+# COCO ones (pointdet's default, ``models/detector.py``) for COCO, ImageNet's for Pascal VOC and KITTI. Here both
+# in RGB order, [0, 1] units.
+IMAGENET_NORMALISATION = {"pixel_mean": [0.406, 0.456, 0.485], "pixel_std": [0.225, 0.224, 0.229]}
+DATASET_NORMALISATION = {"voc": IMAGENET_NORMALISATION, "kitti": IMAGENET_NORMALISATION}
+
+
+class ConversionError(PointdetError, ValueError):
+    """An official checkpoint that does not convert: the message lists every tensor that disagrees."""
+
+
+Rule = tuple[str, Callable[[re.Match], str]]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How one official network's tensors are named in pointdet.
+
+    Attributes:
+        backbone: pointdet's ``model.backbone``.
+        first_conv: the official name of the convolution that reads the image; its input channels are reversed, so
+            that the converted model reads RGB images as the official one reads BGR.
+        rules: ``(pattern, replacement)`` applied in order with ``re.sub`` to every official name.
+        unused: prefixes of official tensors the official forward never reads (dropped).
+    """
+
+    backbone: str
+    first_conv: str
+    rules: tuple[Rule, ...]
+    unused: tuple[str, ...] = ()
+
+
+def _ida_rule(match: re.Match) -> str:
+    """``proj_k.conv`` / ``proj_k.actf.0`` (DCN, BN) -> ``projections.{k-1}.0`` / ``.1``; ``node_k`` alike."""
+    kind = "projections" if match["kind"] == "proj" else "nodes"
+    return f".{kind}.{int(match['k']) - 1}.{0 if match['part'] == 'conv' else 1}."
+
+
+def _deconv_rule(match: re.Match) -> str:
+    """``deconv_layers.n``: six modules per stage (DCN, BN, ReLU, transposed conv, BN, ReLU) -> pointdet's four
+    (DCN + BN + ReLU, transposed conv, BN, ReLU); the ReLU positions hold no tensors and stay unmatched."""
+    stage, position = divmod(int(match["n"]), 6)
+    new = {0: f"{4 * stage}.0", 1: f"{4 * stage}.1", 3: f"{4 * stage + 1}", 4: f"{4 * stage + 2}"}.get(position)
+    return match[0] if new is None else f"neck.layers.{new}."
+
+
+_HEADS: Rule = (rf"^({'|'.join(HEAD_BRANCHES)})\.", lambda m: f"head.{HEAD_BRANCHES[m[1]]}.")
+_DCN: Rule = (r"\.conv_offset_mask\.", lambda m: ".offset_mask.")
+
+DLA34 = Architecture(
+    backbone="dla34",
+    first_conv="base.base_layer.0.weight",
+    rules=(
+        (r"^base\.", lambda m: "backbone."),
+        (r"^dla_up\.ida_(\d+)\.", lambda m: f"neck.dla_up.{m[1]}."),
+        (r"^ida_up\.", lambda m: "neck.ida_up."),
+        (r"\.(?P<kind>proj|node)_(?P<k>\d+)\.(?P<part>conv|actf\.0)\.", _ida_rule),
+        (r"\.up_(\d+)\.weight$", lambda m: f".upsamplers.{int(m[1]) - 1}.weight"),
+        _DCN,
+        _HEADS,
+    ),
+    unused=tuple(f"base.{prefix}" for prefix in OFFICIAL_UNUSED_PREFIXES),
+)
+
+
+def resnet_dcn(depth: int) -> Architecture:
+    """ResNet-``depth`` + the three-stage DCN up-sampler (``networks/resnet_dcn.py``)."""
+    return Architecture(
+        backbone=f"resnet{depth}",
+        first_conv="conv1.weight",
+        rules=(
+            (r"^conv1\.", lambda m: "backbone.stem.0."),
+            (r"^bn1\.", lambda m: "backbone.stem.1."),
+            (r"^(layer\d)\.", lambda m: f"backbone.{m[1]}."),
+            (r"^deconv_layers\.(?P<n>\d+)\.", _deconv_rule),
+            _DCN,
+            _HEADS,
+        ),
+    )
+
+
+_STACK_HEADS = "|".join(HEAD_BRANCHES)
+HOURGLASS104 = Architecture(
+    backbone="hourglass104",
+    first_conv="pre.0.conv.weight",
+    rules=(
+        # ``large_hourglass.py``: ``convolution`` = conv, bn, relu; ``residual`` = conv1, bn1, relu, conv2, bn2 + skip.
+        (r"^pre\.0\.conv\.", lambda m: "backbone.stem.0."),
+        (r"^pre\.0\.bn\.", lambda m: "backbone.stem.1."),
+        (r"^pre\.1\.", lambda m: "backbone.stem.3."),
+        (r"^kps\.(\d+)\.", lambda m: f"backbone.hourglasses.{m[1]}."),
+        (
+            r"\.(up1|low1|low2|low3)(?=\.)",
+            lambda m: {"up1": ".skip", "low1": ".down", "low2": ".inner", "low3": ".up"}[m[1]],
+        ),
+        (r"^cnvs\.(\d+)\.(conv|bn)\.", lambda m: f"backbone.outputs.{m[1]}.{0 if m[2] == 'conv' else 1}."),
+        (r"^inters\.(\d+)\.", lambda m: f"backbone.inter.{m[1]}."),
+        (r"^inters_\.(\d+)\.", lambda m: f"backbone.inter_skip.{m[1]}."),
+        (r"^cnvs_\.(\d+)\.", lambda m: f"backbone.inter_out.{m[1]}."),
+        (
+            r"\.(conv1|bn1|conv2|bn2)\.",
+            lambda m: {"conv1": ".body.0.", "bn1": ".body.1.", "conv2": ".body.3.", "bn2": ".body.4."}[m[1]],
+        ),
+        # One branch per stack: ``hm.s.0`` a convolution without BN (conv with bias, relu), ``hm.s.1`` the 1x1 conv.
+        (rf"^({_STACK_HEADS})\.(\d+)\.0\.conv\.", lambda m: f"head.stacks.{m[2]}.{HEAD_BRANCHES[m[1]]}.0."),
+        (rf"^({_STACK_HEADS})\.(\d+)\.1\.", lambda m: f"head.stacks.{m[2]}.{HEAD_BRANCHES[m[1]]}.2."),
+    ),
+)
+ARCHITECTURES = {
+    "dla34": DLA34,
+    **{f"resdcn{depth}": resnet_dcn(depth) for depth in (18, 34, 50, 101)},
+    "hg104": HOURGLASS104,
+}
+# Blocks per ResNet stage 3 and whether blocks are bottlenecks -> depth.
+_RESNET_DEPTHS = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101}
+
+
+def read_official(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of an official checkpoint (read with ``weights_only=True``), without ``module.`` prefixes."""
+    return {name.removeprefix("module."): tensor for name, tensor in read_state_dict(path).items()}
+
+
+def infer_architecture(state: dict[str, torch.Tensor]) -> str:
+    """The ``--arch`` whose official network holds these tensors."""
+    if "base.base_layer.0.weight" in state:
+        return "dla34"
+    if "pre.0.conv.weight" in state and "kps.1.up1.0.conv1.weight" in state:
+        return "hg104"
+    if "deconv_layers.0.weight" in state:
+        blocks = len({name.split(".")[1] for name in state if name.startswith("layer3.")})
+        depth = _RESNET_DEPTHS.get((blocks, "layer1.0.conv3.weight" in state))
+        if depth is not None:
+            return f"resdcn{depth}"
+    raise ConversionError(
+        f"not an official CenterNet network this converter knows ({', '.join(ARCHITECTURES)}): e.g. {list(state)[:3]}"
+    )
+
+
+def infer_task(state: dict[str, torch.Tensor]) -> str:
+    """``pose`` (joint branches), ``3d`` (depth branch) or ``det``."""
+    heads = {name.split(".")[0] for name in state}
+    return "pose" if "hps" in heads else "3d" if "dep" in heads else "det"
+
+
+def pointdet_state(
+    official: dict[str, torch.Tensor], architecture: Architecture, model: torch.nn.Module, source: str | Path
+) -> dict[str, torch.Tensor]:
+    """The official tensors under pointdet's names, for ``model``; raises unless they fit it one-to-one.
+
+    Raises:
+        ConversionError: official tensors with no place in ``model`` or with the place of another, tensors of
+            ``model`` the file lacks (BN counters aside), or tensors of another shape; all of them are listed.
+    """
+    own = model.state_dict()
+    renamed: dict[str, torch.Tensor] = {}
+    official_name: dict[str, str] = {}
+    unknown, twice = [], []
+    for name, tensor in official.items():
+        if name.startswith(architecture.unused):
+            continue
+        new = name
+        for pattern, replacement in architecture.rules:
+            new = re.sub(pattern, replacement, new)
+        if name == architecture.first_conv:
+            tensor = tensor.flip(1)  # BGR -> RGB input channels
+        if new in renamed:
+            twice.append(f"{official_name[new]} and {name} -> {new}")
+        elif new in own:
+            renamed[new], official_name[new] = tensor, name
+        else:
+            unknown.append(name)
+    missing = [name for name in own if name not in renamed and not name.endswith(COUNTER)]
+    reshaped = [
+        f"{official_name[name]} {tuple(tensor.shape)} -> {name} {tuple(own[name].shape)}"
+        for name, tensor in renamed.items()
+        if tensor.shape != own[name].shape
+    ]
+    if unknown or twice or missing or reshaped:
+        problems = [
+            f"{len(names)} {what}: {', '.join(names[:LISTED])}{', ...' if len(names) > LISTED else ''}"
+            for what, names in (
+                ("official tensors with no place in pointdet's network", unknown),
+                ("pairs of official tensors with the same place", twice),
+                ("tensors of pointdet's network missing from the file", missing),
+                ("tensors of another shape", reshaped),
+            )
+            if names
+        ]
+        raise ConversionError(f"{source}: does not convert — " + "; ".join(problems))
+    return {name: renamed.get(name, tensor).to(tensor.dtype) for name, tensor in own.items()}
+
+
+def default_classes(task: str, num_classes: int) -> str:
+    """The class list of the zoo's model with this task and class count."""
+    defaults = {("pose", 1): "person", ("3d", 3): "kitti", ("det", 80): "coco", ("det", 20): "voc"}
+    if (task, num_classes) not in defaults:
+        raise ConversionError(
+            f"a {task} model with {num_classes} classes: name them with --classes (a file, one name a line)"
+        )
+    return defaults[task, num_classes]
+
+
+def converted_config(
+    arch: str, task: str, head_conv: int, classes: str, input_size: int | None = None
+) -> ExperimentConfig:
+    """The experiment config of the converted model: the paper-recipe preset of its task with its backbone and
+    branch width, and the official test geometry of the zoo's data set: COCO images at their own size (the
+    official ``--keep_res``), Pascal VOC letterboxed to 384 (``input_size`` 512 for the ``_512`` models), KITTI at
+    1280 x 384."""
+    hourglass = arch == "hg104"
+    if hourglass and task == "3d":
+        raise ConversionError("the CenterNet zoo has no 3D model on Hourglass-104, and pointdet none to convert into")
+    presets = {"det": "centernet_dla34", "pose": "centernet_pose_dla34", "3d": "centernet_3d_dla34"}
+    if hourglass:  # the hourglass recipes (Adam lr 2.5e-4, 50 / 150 epochs)
+        presets.update(det="centernet_hg104", pose="centernet_pose_hg104")
+    config = get_preset(presets[task])
+    model = replace(config.model, backbone=ARCHITECTURES[arch].backbone, head_conv=head_conv)
+    data = config.data
+    if classes in ("coco", "person"):
+        data = replace(data, test_resize="original")
+    elif classes == "voc":
+        data = replace(data, input_size=384)
+    if input_size is not None:
+        data = replace(data, input_size=input_size)
+    return replace(config, name=f"centernet_{arch}_{task}_converted", model=model, data=data)
+
+
+def convert_centernet(
+    path: str | Path,
+    out: str | Path,
+    arch: str | None = None,
+    task: str | None = None,
+    classes: str | None = None,
+    input_size: int | None = None,
+) -> Path:
+    """Write the pointdet checkpoint ``out/last.pt`` of an official CenterNet checkpoint.
+
+    Args:
+        path: the official ``.pth`` file.
+        out: the run folder to write (``pointdet eval/predict/export --weights out``, ``pointdet.load(out)``).
+        arch, task: the official ``--arch`` (``dla34``, ``resdcn18``, ...) and task (``det``, ``pose``, ``3d``);
+            inferred from the tensors when None, checked against them otherwise.
+        classes: ``coco``, ``voc``, ``kitti``, ``person`` or a file of names; None = the zoo's list for the task
+            and class count.
+        input_size: ``data.input_size`` of the converted run (default: see ``converted_config``).
+
+    Returns:
+        The checkpoint written.
+
+    Raises:
+        ConversionError: the file is not one of these networks, or its tensors do not map one-to-one.
+    """
+    official = read_official(path)
+    found_arch, found_task = infer_architecture(official), infer_task(official)
+    for option, given, found in (("--arch", arch, found_arch), ("--task", task, found_task)):
+        if given is not None and given != found:
+            raise ConversionError(f"{path}: {option} {given}, but the file holds a {found} network")
+    arch, task = found_arch, found_task
+    heatmap = ("hm.1.1", "hm.0.0.conv") if arch == "hg104" else ("hm.2", "hm.0")  # last stack's for hourglasses
+    if f"{heatmap[0]}.weight" not in official:
+        raise ConversionError(f"{path}: no 'hm' branch (3x3 conv + 1x1 conv): not a CenterNet {task} model")
+    num_classes, head_conv = len(official[f"{heatmap[0]}.weight"]), len(official[f"{heatmap[1]}.weight"])
+    classes = classes or default_classes(task, num_classes)
+    names = class_list(classes)
+    if len(names.names) != num_classes:
+        raise ConversionError(
+            f"{path}: the heatmap has {num_classes} classes, --classes {classes} names {len(names.names)}"
+        )
+    config = converted_config(arch, task, head_conv, classes, input_size)
+    keypoints = keypoint_layout(task)
+    model = build_model(
+        config.model, num_classes, len(keypoints.names), keypoints.flip_pairs, with_backbone_weights=False
+    )
+    state = pointdet_state(official, ARCHITECTURES[arch], model, path)
+    target = Path(out) / "last.pt"
+    save_checkpoint(_checkpoint(state, config, names, keypoints, classes, Path(path), arch, task), target)
+    return target
+
+
+def _checkpoint(
+    state: dict[str, torch.Tensor],
+    config: ExperimentConfig,
+    classes: ClassList,
+    keypoints: KeypointLayout,
+    classes_spec: str,
+    source: Path,
+    arch: str,
+    task: str,
+) -> dict:
+    """A weights-only pointdet checkpoint (what a training run's ``best.pt`` holds), noting where it came from."""
+    return {
+        "model": state,
+        "config": config_to_dict(config),
+        "config_version": CONFIG_VERSION,
+        "class_names": classes.names,
+        "category_ids": classes.category_ids,
+        "keypoint_names": keypoints.names,
+        "flip_pairs": [list(pair) for pair in keypoints.flip_pairs],
+        "skeleton": [list(pair) for pair in keypoints.skeleton],
+        "converted_from": {"file": str(source), "framework": "centernet", "arch": arch, "task": task},
+        **DATASET_NORMALISATION.get(classes_spec, {}),
+    }
