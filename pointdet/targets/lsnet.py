@@ -141,15 +141,14 @@ def build_lsnet_targets(
     point_scale: int = 4,
     atss_k: int = 9,
 ) -> LSNetTargets:
-    """Targets of a batch whose images share one prior layout.
+    """Init and refine targets of B images on one prior layout (P priors, level after level).
 
     Args:
-        priors: (P, 2) xy prior locations in image pixels, level after level.
-        strides: (P,) stride of each prior.
-        candidate_boxes: (B, P, 4) xyxy boxes of the detached init landmarks, in image pixels.
-        instances: B per-image GTs (boxes and labels).
+        priors: (P, 2) xy locations and ``strides`` (P,) their strides, in image pixels.
+        candidate_boxes: (B, P, 4) xyxy image-pixel boxes of the detached init landmarks, ATSS's candidates.
+        instances: B ground truths, of which the boxes and labels are read.
         landmarks: B (M_b, V, 2) xy landmarks of each image's objects.
-        num_classes: C.
+        num_classes: C, the background label.
         point_scale: the init point assigner's ``scale``.
         atss_k: ATSS candidates per level.
 
