@@ -67,3 +67,27 @@ def fit(model, batch, steps: int, lr: float = 1e-3, drop_after: int | None = Non
         optimizer.step()
         history.append(total.item())
     return history
+
+
+def overfit_four_shapes(model_config, tmp_path, with_polygons: bool = False) -> tuple[list[float], dict]:
+    """Train a 3-class model of ``model_config`` with ``fit`` on 4 generated shapes images at 128 px (200 steps, lr
+    1e-3 then 1e-4 after 150); returns its loss history and the COCO box metrics of its predictions on them."""
+    import torch
+
+    from pointdet.data.coco import CocoDataset
+    from pointdet.data.dataset import TransformedDataset, collate
+    from pointdet.data.shapes import generate_shapes
+    from pointdet.data.transforms import eval_transforms
+    from pointdet.engine.inference import predict_images, to_original_pixels
+    from pointdet.evaluation import detections_to_coco, evaluate_coco
+    from pointdet.models.build import build_model
+
+    torch.manual_seed(0)
+    shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
+    coco = CocoDataset(shapes.train_json, shapes.train_images, with_polygons=with_polygons)
+    batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
+    model = build_model(model_config, num_classes=3)
+    history = fit(model, batch, steps=200, lr=1e-3, drop_after=150)
+    model.eval()
+    detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
+    return history, evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))

@@ -90,6 +90,8 @@ def extreme_landmarks(instances: Instances) -> Tensor:
             if parts:
                 vertices = torch.cat(parts).to(device=boxes.device, dtype=boxes.dtype)
                 extremes[index] = extreme_points(vertices)
+    # A crop clips the boxes but not the polygons: extremes outside the box are brought back onto it.
+    extremes = torch.minimum(torch.maximum(extremes, boxes[:, None, :2]), boxes[:, None, 2:])
     centres = ((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None]
     return torch.cat([extremes, centres], dim=1)
 
