@@ -7,7 +7,15 @@ from pointdet.data.shapes import generate_shapes
 from pointdet.losses.cross_iou import decode_components, softened_targets
 from pointdet.ops.priors import level_points
 from pointdet.structures import Instances
-from pointdet.targets.lsnet import boxes_from_extremes, build_lsnet_targets, extreme_landmarks, extreme_points
+from pointdet.targets.lsnet import (
+    boxes_from_extremes,
+    build_lsnet_targets,
+    contour_points,
+    extreme_landmarks,
+    extreme_points,
+    resample_by_edge_length,
+    shoelace_area,
+)
 
 
 def test_rectangle_extremes_are_its_side_midpoints_wherever_the_vertex_list_starts():
@@ -80,3 +88,41 @@ def test_assignment_gathers_each_stage_landmarks_and_labels():
         priors, strides, candidates[None], [Instances.empty()], [torch.zeros(0, 5, 2)], num_classes=3
     )
     assert not empty.init_positive.any() and not empty.refine_positive.any() and (empty.labels == 3).all()
+
+
+def test_contour_of_a_square_is_evenly_spaced_clockwise_from_the_top_centre():
+    square = torch.tensor([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]], dtype=torch.float64)
+    box = torch.tensor([0.0, 0.0, 10.0, 10.0], dtype=torch.float64)
+    for polygon in (square, square.flip(0)):  # either orientation gives the same contour
+        points = contour_points([polygon], box)
+        assert points.shape == (36, 2)
+        gaps = (points.roll(-1, dims=0) - points).norm(dim=1)
+        torch.testing.assert_close(gaps, torch.full((36,), 40.0 / 36, dtype=torch.float64))  # perimeter / 36
+        assert shoelace_area(points) < 0  # the code's "clockwise" (shapely's not-ccw)
+        assert points[0, 1] == 0 and abs(points[0, 0] - 5) <= 10 / 18  # nearest (5, 0)
+        torch.testing.assert_close(points, contour_points([square], box))
+
+
+def test_contour_keeps_the_largest_part_and_falls_back_to_the_box():
+    big = torch.tensor([[0.0, 0.0], [20.0, 0.0], [20.0, 20.0], [0.0, 20.0]])
+    small = torch.tensor([[30.0, 30.0], [34.0, 30.0], [34.0, 34.0]])
+    box = torch.tensor([0.0, 0.0, 34.0, 34.0])
+    points = contour_points([small, big], box)
+    assert points.amin().item() == 0 and points.amax().item() == 20
+    tiny = torch.tensor([[0.0, 0.0], [2.0, 0.0], [2.0, 2.0]])  # area 2 <= 5: dropped
+    fallback = contour_points([tiny], box)
+    assert fallback.amin(dim=0).tolist() == [0.0, 0.0] and fallback.amax(dim=0).tolist() == [34.0, 34.0]
+
+
+def test_resampling_drops_the_vertices_of_the_shortest_edges():
+    angles = torch.arange(48) * 2 * torch.pi / 48
+    circle = torch.stack([angles.cos(), angles.sin()], dim=1) * 10
+    circle[5] = circle[4] * 0.999 + circle[5] * 0.001  # edges 4 -> 5 and 19 -> 20 become the shortest
+    circle[20] = circle[19] * 0.9999 + circle[20] * 0.0001
+    kept = resample_by_edge_length(circle, 46)
+    assert len(kept) == 46 and 4 not in _rows(circle, kept) and 19 not in _rows(circle, kept)
+    assert _rows(circle, kept) == sorted(_rows(circle, kept))  # polygon order
+
+
+def _rows(polygon, points):
+    return [int((polygon - point).norm(dim=1).argmin()) for point in points]

@@ -13,6 +13,7 @@ from .helpers import overfit_four_shapes
 SMALL = LSNetConfig(backbone="resnet18", channels=64, frozen_stages=0, frozen_bn=False, tower="conv")
 
 
+@pytest.mark.slow  # 14 min 16 s on the shared 2-core CPU (load average 7-8, 2026-11-30)
 def test_lsnet_overfits_four_shapes_images(tmp_path):
     """The extreme points come from the shapes' polygons."""
     history, metrics = overfit_four_shapes(SMALL, tmp_path, with_polygons=True)

@@ -1,5 +1,9 @@
 """LSNet targets (METHODS.md CARD 4 (b) and §1.10): landmarks of each GT, then the two stages' assignments.
 
+- Landmarks of the segmentation task (``contour_points``, no head uses them yet): 36 contour points of the largest
+  polygon part, resampled uniformly by edge length (Duankaiwen/LSNet code/mmdet/datasets/pipelines/loading.py
+  ``unify_polygons`` / ``uniformsample``, after DeepSnake), clockwise, starting nearest the top centre.
+
 - Landmarks of the detection task: the 4 extreme points (top, left, bottom, right) by the ExtremeNet rule the
   LSNet code applies offline (Duankaiwen/LSNet code/tools/gen_coco_lsvr.py ``_get_extreme_points``), then the box
   centre. Objects without a polygon (RLE-only, or polygons not loaded) take the box's border centres instead, which
@@ -65,6 +69,82 @@ def extreme_points(vertices: Tensor, tolerance: float = EXTREME_TOLERANCE) -> Te
         extreme = along.amin() if sign == 1 else along.amax()
         points.append(torch.stack([middle, extreme]) if along is y else torch.stack([extreme, middle]))
     return torch.stack(points)
+
+
+def resample_by_edge_length(polygon: Tensor, count: int) -> Tensor:
+    """DeepSnake's uniform resampling of a closed polygon to ``count`` points.
+
+    With more vertices than ``count``, the vertices that start the shortest edges are dropped. Otherwise each edge
+    gets ``round(length * count / perimeter)`` points (at least 1), evenly spaced from its start vertex; the rounding
+    surplus is taken from the longest edges (down to 1 point each), a deficit is added to the longest edge.
+
+    Args:
+        polygon: (V, 2) xy vertices.
+        count: points wanted.
+
+    Returns:
+        (count, 2) xy in polygon order.
+    """
+    lengths = (polygon.roll(-1, dims=0) - polygon).norm(dim=1)  # (V,) edge i runs from vertex i to i + 1
+    by_length = lengths.argsort(stable=True)
+    if len(polygon) > count:
+        return polygon[by_length[len(polygon) - count :].sort().values]
+    per_edge = (lengths * count / lengths.sum()).round().long().clamp(min=1)
+    surplus = int(per_edge.sum()) - count
+    for edge in by_length.flip(0).tolist():  # longest first
+        if surplus <= 0:
+            break
+        taken = min(surplus, int(per_edge[edge]) - 1)
+        per_edge[edge] -= taken
+        surplus -= taken
+    per_edge[by_length[-1]] -= min(surplus, 0)  # a deficit goes to the longest edge
+    starts = polygon.repeat_interleave(per_edge, dim=0)
+    ends = polygon.roll(-1, dims=0).repeat_interleave(per_edge, dim=0)
+    fractions = torch.cat([torch.arange(int(n), dtype=polygon.dtype) / n for n in per_edge.tolist()])[:, None]
+    return starts * (1 - fractions) + ends * fractions
+
+
+def shoelace_area(polygon: Tensor) -> Tensor:
+    """Signed area of (V, 2) xy vertices: positive when they turn counter-clockwise with y pointing up."""
+    x, y = polygon.unbind(-1)
+    return 0.5 * (x * y.roll(-1) - y * x.roll(-1)).sum()
+
+
+def contour_points(parts: list[Tensor], box: Tensor, count: int = 36, oversampling: int = 10) -> Tensor:
+    """LSNet's contour landmarks of one object.
+
+    1. Parts under 1 px in width or height, or of area <= 5 px², are dropped; with none left the box's corners
+       (top-left, bottom-left, bottom-right, top-right) stand for the object.
+    2. The largest part is kept (holes and other parts ignored, LSNet fn. 2).
+    3. It is resampled to ``count * oversampling`` points by edge length and every ``oversampling``-th is kept.
+    4. The points are ordered to a negative shoelace area (shapely's "not ccw", the code's ``get_cw_poly``) and
+       rolled to start at the point nearest ``(box centre x, y_min)`` of the part.
+
+    Args:
+        parts: polygon parts, each (V, 2) xy.
+        box: (4,) xyxy GT box (for the fallback).
+        count: contour points (36).
+        oversampling: resampling factor before the decimation (10).
+
+    Returns:
+        (count, 2) xy.
+    """
+    kept = []
+    for part in parts:
+        extent = part.amax(dim=0) - part.amin(dim=0)
+        if len(part) >= 3 and bool((extent >= 1).all()) and float(shoelace_area(part).abs()) > 5:
+            kept.append(part)
+    if kept:
+        polygon = max(kept, key=lambda part: float(shoelace_area(part).abs()))
+    else:
+        x1, y1, x2, y2 = box.tolist()
+        polygon = box.new_tensor([[x1, y1], [x1, y2], [x2, y2], [x2, y1]])
+    points = resample_by_edge_length(polygon, count * oversampling)[::oversampling]
+    if shoelace_area(points) > 0:
+        points = points.flip(0)
+    low, high = points.amin(dim=0), points.amax(dim=0)
+    top_centre = torch.stack([(low[0] + high[0]) / 2, low[1]])
+    return points.roll(-int((points - top_centre).pow(2).sum(dim=1).argmin()), dims=0)
 
 
 def border_centres(boxes: Tensor) -> Tensor:

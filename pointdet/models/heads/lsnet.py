@@ -193,8 +193,9 @@ class LSNetHead(nn.Module):
         raw = self.init_out(F.relu(self.init_conv(reg_features)))
         components = F.softplus(raw[:, : 4 * NUM_VECTORS])
         batch, _, height, width = components.shape
-        per_vector = components.view(batch, NUM_VECTORS, 4, height, width).movedim(2, -1)  # (B, V, H, W, 4)
-        vectors_yx = decode_components(per_vector).flip(-1).movedim(-1, 2)  # (B, V, 2, H, W) signed (dy, dx)
+        per_vector = components.view(batch, NUM_VECTORS, 4, height, width).permute(0, 1, 3, 4, 2)  # (B, V, H, W, 4)
+        # (B, V, 2, H, W) signed (dy, dx); explicit permutes: ONNX's Transpose takes no negative axis
+        vectors_yx = decode_components(per_vector).flip(-1).permute(0, 1, 4, 2, 3)
         points_yx = torch.cat([vectors_yx.reshape(batch, -1, height, width), raw[:, 4 * NUM_VECTORS :]], dim=1)
         # The DCN sees the landmarks, but passes only gradient_mul of its gradient back to them.
         guided = (1 - self.gradient_mul) * points_yx.detach() + self.gradient_mul * points_yx
