@@ -69,9 +69,12 @@ def fit(model, batch, steps: int, lr: float = 1e-3, drop_after: int | None = Non
     return history
 
 
-def overfit_four_shapes(model_config, tmp_path, with_polygons: bool = False) -> tuple[list[float], dict]:
-    """Train a 3-class model of ``model_config`` with ``fit`` on 4 generated shapes images at 128 px (200 steps, lr
-    1e-3 then 1e-4 after 150); returns its loss history and the COCO box metrics of its predictions on them."""
+def overfit_four_shapes(
+    model_config, tmp_path, with_polygons: bool = False, steps: int = 200
+) -> tuple[list[float], dict]:
+    """Train a 3-class model of ``model_config`` with ``fit`` on 4 generated shapes images at 128 px (``steps``
+    steps, lr 1e-3 then 1e-4 for the last quarter); returns its loss history and the COCO box metrics of its
+    predictions on them."""
     import torch
 
     from pointdet.data.coco import CocoDataset
@@ -87,7 +90,7 @@ def overfit_four_shapes(model_config, tmp_path, with_polygons: bool = False) -> 
     coco = CocoDataset(shapes.train_json, shapes.train_images, with_polygons=with_polygons)
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
     model = build_model(model_config, num_classes=3)
-    history = fit(model, batch, steps=200, lr=1e-3, drop_after=150)
+    history = fit(model, batch, steps=steps, lr=1e-3, drop_after=steps * 3 // 4)
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
     return history, evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))
