@@ -182,7 +182,8 @@ def bench_data(
     config = get_preset(preset)
     data = replace(config.data, input_size=size, num_workers=workers, train_json=train_json, train_images=train_images)
     config = replace(config, data=data)
-    dataset, _ = load_datasets(config.data, with_masks=config.model.needs_masks)
+    polygons = getattr(config.model, "needs_polygons", False)  # LSNet's extreme points
+    dataset, _ = load_datasets(config.data, with_masks=config.model.needs_masks, with_polygons=polygons)
     loader, _ = train_loader(dataset, config)
     if len(loader) < 2:
         raise ValueError(f"{dataset.annotation_file}: too few images for two training batches of {loader.batch_size}")

@@ -86,3 +86,30 @@ def untrained_checkpoint(shapes, path):
     }
     save_checkpoint(state, path)
     return path
+
+
+def overfit_four_shapes(
+    model_config, tmp_path, with_polygons: bool = False, steps: int = 200
+) -> tuple[list[float], dict]:
+    """Train a 3-class model of ``model_config`` with ``fit`` on 4 generated shapes images at 128 px (``steps``
+    steps, lr 1e-3 then 1e-4 for the last quarter); returns its loss history and the COCO box metrics of its
+    predictions on them."""
+    import torch
+
+    from pointdet.data.coco import CocoDataset
+    from pointdet.data.dataset import TransformedDataset, collate
+    from pointdet.data.shapes import generate_shapes
+    from pointdet.data.transforms import eval_transforms
+    from pointdet.engine.inference import predict_images, to_original_pixels
+    from pointdet.evaluation import detections_to_coco, evaluate_coco
+    from pointdet.models.build import build_model
+
+    torch.manual_seed(0)
+    shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
+    coco = CocoDataset(shapes.train_json, shapes.train_images, with_polygons=with_polygons)
+    batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
+    model = build_model(model_config, num_classes=3)
+    history = fit(model, batch, steps=steps, lr=1e-3, drop_after=steps * 3 // 4)
+    model.eval()
+    detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
+    return history, evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))

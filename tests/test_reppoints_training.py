@@ -10,33 +10,21 @@ import torch
 from pointdet.configs import ConfigError, RepPointsConfig, apply_overrides, get_preset
 from pointdet.configs.schema import DataConfig, EvalConfig
 from pointdet.data.coco import CocoDataset
-from pointdet.data.dataset import TransformedDataset, collate
-from pointdet.data.shapes import generate_shapes
-from pointdet.data.transforms import eval_transforms
+from pointdet.data.dataset import collate
 from pointdet.engine.data import eval_loader, train_loader
 from pointdet.engine.evaluate import evaluate_detector
-from pointdet.engine.inference import predict_images, to_original_pixels
 from pointdet.engine.train_step import TrainStep
-from pointdet.evaluation import detections_to_coco, evaluate_coco
 from pointdet.models.build import build_model
 
 from .conftest import shared_data
-from .helpers import fit
+from .helpers import overfit_four_shapes
 
 SMALL = RepPointsConfig(backbone="resnet18", channels=64, frozen_stages=0, frozen_bn=False)
 
 
 def test_reppoints_overfits_four_shapes_images(tmp_path):
-    torch.manual_seed(0)
-    shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
-    coco = CocoDataset(shapes.train_json, shapes.train_images)
-    batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
-    model = build_model(SMALL, num_classes=3)
-    history = fit(model, batch, steps=200, lr=1e-3, drop_after=150)
+    history, metrics = overfit_four_shapes(SMALL, tmp_path)
     assert history[-1] < 0.1 * history[0], history[::10]
-    model.eval()
-    detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
-    metrics = evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))
     assert metrics["AP"] >= 0.95, metrics
 
 

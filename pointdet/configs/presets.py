@@ -17,6 +17,7 @@ from pointdet.configs.schema import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,
+    LSNetConfig,
     OptimConfig,
     RepPointsConfig,
     RepPointsV2Config,
@@ -348,6 +349,29 @@ def reppoints_v2_shapes() -> ExperimentConfig:
     return replace(base, name="reppoints_v2_shapes", model=model)
 
 
+def lsnet_r50_fpn() -> ExperimentConfig:
+    """LSNet detection (extreme points), ResNet-50 + FPN P3-P7 with GN, DCN towers, pyramid DCN: the paper's 1x recipe.
+
+    The paper's 1x ablations (Table 3, 36.2 box AP with the pyramid DCN on COCO val) use ImageNet weights
+    (``model.backbone_weights=resnet50-0676ba61.pth``). Training is ``reppoints_r50_fpn``'s: SGD lr 0.01 at batch 16,
+    momentum 0.9, weight decay 1e-4, 500 warm-up steps from 0.001 x lr, grad clip 35, 12 epochs with drops after 8 and
+    11, keep-ratio (1333, 800), flip 0.5 (configs/lsnet/lsnet_bbox_r50_fpn_1x_coco.py of the official code).
+    """
+    base = reppoints_r50_fpn()
+    return replace(base, name="lsnet_r50_fpn", model=LSNetConfig(backbone="resnet50"))
+
+
+def lsnet_shapes() -> ExperimentConfig:
+    """LSNet on the generated shapes at 128 px: ResNet-18 from scratch, 128-channel FPN, plain-conv towers.
+
+    ``reppoints_shapes``'s recipe (trained BatchNorm, nothing frozen, the shapes' crop recipe, Adam 1e-3 at batch 8,
+    12 epochs with drops after 9 and 11); the towers are plain convs (``model.tower=dcn`` is LSNet's, slower on a CPU).
+    """
+    base = reppoints_shapes()
+    model = LSNetConfig(backbone="resnet18", channels=128, frozen_stages=0, frozen_bn=False, tower="conv")
+    return replace(base, name="lsnet_shapes", model=model)
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     fn.__name__: fn
     for fn in (
@@ -376,6 +400,8 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
         reppoints_v2_shapes,
         reppoints_v2_r50_fpn,
         reppoints_v2_r50_fpn_2x_ms,
+        lsnet_shapes,
+        lsnet_r50_fpn,
     )
 }
 DEFAULT_PRESET = "reppoints_lite0_shapes"

@@ -259,12 +259,84 @@ class RepPointsV2Config(RepPointsConfig):
     joint_inference: bool = True
 
 
-ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig | RepPointsV2Config
+@dataclass(frozen=True, kw_only=True)
+class LSNetConfig:
+    """LSNet (METHODS.md CARD 4): an anchor point + landmark vectors (4 extreme points and the box centre) on FPN
+    P3-P7, learned with the cross-IoU loss and refined from pyramid-DCN landmark features.
+
+    Attributes:
+        method: ``lsnet``; selects this family.
+        task: ``detection`` (boxes from extreme points; contours and keypoints are not implemented yet).
+        tower: head towers of ``dcn`` (DCNv2 3x3 + GN + ReLU, LSNet) or ``conv`` (plain 3x3 convs, faster).
+        landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet) or ``single`` (level l only,
+            the paper's Table 3 ablation).
+        box_penalty: the code's CIoU-style penalty added to the cross-IoU loss (METHODS.md App. A #12); false is the
+            paper's loss.
+        init_weight, refine_weight: cross-IoU loss weights of the two stages (1 and 2).
+        gradient_mul: share of the landmark-DCN offset gradient that reaches the init vectors (0.1).
+        backbone, backbone_weights, frozen_stages, frozen_bn, backbone_dcn: the backbone, as ``RepPointsConfig``.
+        norm: ``gn`` (GroupNorm 32 in the FPN) or ``none``; the head always uses GroupNorm 32.
+        channels: FPN, tower and landmark-feature channels (256; a multiple of 32).
+        stacked_convs: layers per tower (3).
+        nms_iou, score_threshold, pre_nms: test-time post-processing (0.6, 0.05, 1000 per level; 100 per image).
+        init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
+    """
+
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms")
+    SECTION: ClassVar[str] = "model"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "nms_iou": fraction(low_open=True),
+        "score_threshold": fraction(high_open=True),
+        "pre_nms": at_least(1),
+        "gradient_mul": fraction(),
+        "init_weight": at_least(0),
+        "refine_weight": at_least(0),
+        "stacked_convs": at_least(1),
+        "frozen_stages": within(0, 4),
+        "channels": Rule(lambda n: n >= 32 and n % 32 == 0, "a multiple of 32 (GroupNorm 32 in the head)"),
+    }
+
+    method: Literal["lsnet"] = "lsnet"
+    task: Literal["detection"] = "detection"
+    tower: Literal["dcn", "conv"] = "dcn"
+    landmark_features: Literal["pyramid", "single"] = "pyramid"
+    box_penalty: bool = True
+    init_weight: float = 1.0
+    refine_weight: float = 2.0
+    gradient_mul: float = 0.1
+    channels: int = 256
+    stacked_convs: int = 3
+    backbone: Literal["resnet18", "resnet50", "resnet101"] | str = "resnet50"
+    norm: Literal["gn", "none"] = "gn"
+    backbone_dcn: bool = False
+    frozen_bn: bool = True
+    frozen_stages: int = 1
+    backbone_weights: str | None = None
+    init_from: str | None = None
+    nms_iou: float = 0.6
+    score_threshold: float = 0.05
+    pre_nms: int = 1000
+
+    @property
+    def needs_polygons(self) -> bool:
+        """The extreme-point targets are read off the polygons (objects without one use their box)."""
+        return True
+
+    @property
+    def needs_masks(self) -> bool:
+        return False
+
+    def __post_init__(self) -> None:
+        check_backbone_name(self)
+        check_ranges(self)
+
+
+ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig | RepPointsV2Config | LSNetConfig
 """The model section: one typed config per method family, selected by ``model.method``."""
 
 MODEL_FAMILIES: dict[str, type] = {
     method: family
-    for family in (CenterNetConfig, CornerConfig, RepPointsConfig, RepPointsV2Config)
+    for family in (CenterNetConfig, CornerConfig, RepPointsConfig, RepPointsV2Config, LSNetConfig)
     for method in typing.get_args(typing.get_type_hints(family)["method"])
 }
 """``model.method`` value -> the config class of its family."""

@@ -119,7 +119,11 @@ class Trainer:
         torch.manual_seed(config.seed)
         if config.data.val_json is None and config.data.train_json is not None:
             logger.warning("no data.val_json given: validating on the training set")
-        self.train_set, self.val_set = load_datasets(config.data, with_masks=config.model.needs_masks)
+        self.train_set, self.val_set = load_datasets(
+            config.data,
+            with_masks=config.model.needs_masks,
+            with_polygons=getattr(config.model, "needs_polygons", False),  # LSNet's extreme points
+        )
         _check_task_fits_data(config, self.train_set)
         # Refuse a validation set with categories the model will not know before training, not at its first eval.
         subset = describe_subset(self.class_names, match_categories(self.class_names, self.val_set))

@@ -12,9 +12,17 @@ from typing import Any
 from torch import nn
 
 from pointdet.configs.overrides import ConfigError
-from pointdet.configs.schema import CenterNetConfig, CornerConfig, ModelConfig, RepPointsConfig, RepPointsV2Config
+from pointdet.configs.schema import (
+    CenterNetConfig,
+    CornerConfig,
+    LSNetConfig,
+    ModelConfig,
+    RepPointsConfig,
+    RepPointsV2Config,
+)
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
+from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
 from pointdet.decoders.pose import PosePostprocess
 from pointdet.decoders.reppoints import RepPointsPostprocess
@@ -24,6 +32,7 @@ from pointdet.models.detector import Detector
 from pointdet.models.heads import (
     CenterNetHead,
     CornerHead,
+    LSNetHead,
     MaskHead,
     Mono3DHead,
     PoseHead,
@@ -62,6 +71,8 @@ def build_model(
         model = _build_corner_model(config, num_classes)
     elif isinstance(config, RepPointsConfig):
         model = _build_reppoints(config, num_classes, weights)
+    elif isinstance(config, LSNetConfig):
+        model = _build_lsnet(config, num_classes, weights)
     else:
         raise TypeError(f"no model builder for {type(config).__name__}")
     if with_backbone_weights and getattr(config, "init_from", None):
@@ -92,6 +103,8 @@ def build_postprocess(
         )
     if isinstance(config, RepPointsConfig):
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
+    if isinstance(config, LSNetConfig):
+        return LSNetPostprocess(config.score_threshold, config.nms_iou, config.pre_nms)
     raise TypeError(f"no post-processor for {type(config).__name__}")
 
 
@@ -173,10 +186,9 @@ def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
     return Detector(backbone, None, head, build_postprocess(config, backbone.feature_shapes), roi_heads=masks)
 
 
-def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | None) -> Detector:
-    """RepPoints v1 or v2: ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model + FPN
-    P3-P7 (on the stride 8/16/32 maps) + point head; v2's head wraps the point head with its verification branches.
-    """
+def _fpn_backbone(config: RepPointsConfig | LSNetConfig, weights: str | None) -> tuple[nn.Module, FPN]:
+    """ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model, and an FPN P3-P7 on its
+    stride 8/16/32 maps: the RepPoints and LSNet backbone."""
     norm = "frozen_bn" if config.frozen_bn else "bn"
     if config.backbone.startswith(TIMM_PREFIX):
         if config.backbone_dcn:
@@ -194,7 +206,13 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
             norm=norm,
             dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
         )
-    neck = FPN(backbone.feature_shapes, config.channels, levels=(3, 7), norm=config.norm)
+    return backbone, FPN(backbone.feature_shapes, config.channels, levels=(3, 7), norm=config.norm)
+
+
+def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | None) -> Detector:
+    """RepPoints v1 or v2: ``_fpn_backbone`` + point head; v2's head wraps the point head with its verification
+    branches."""
+    backbone, neck = _fpn_backbone(config, weights)
     v2 = isinstance(config, RepPointsV2Config)
     head = RepPointsHead(
         config.channels,
@@ -224,7 +242,22 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
     )
 
 
-def _normalisation(config: CenterNetConfig | RepPointsConfig, backbone: Any) -> dict[str, tuple[float, ...]]:
+def _build_lsnet(config: LSNetConfig, num_classes: int, weights: str | None) -> Detector:
+    """LSNet: ``_fpn_backbone`` + landmark head (detection with extreme points)."""
+    backbone, neck = _fpn_backbone(config, weights)
+    head = LSNetHead(
+        config.channels, num_classes, strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
+        channels=config.channels, pyramid=config.landmark_features == "pyramid", stacked_convs=config.stacked_convs,
+        box_penalty=config.box_penalty, gradient_mul=config.gradient_mul, init_weight=config.init_weight,
+        refine_weight=config.refine_weight,
+    )  # fmt: skip
+    postprocess = build_postprocess(config, neck.feature_shapes)
+    return Detector(backbone, neck, head, postprocess, **_normalisation(config, backbone))
+
+
+def _normalisation(
+    config: CenterNetConfig | RepPointsConfig | LSNetConfig, backbone: Any
+) -> dict[str, tuple[float, ...]]:
     """A timm backbone configured with ImageNet weights normalises with its own mean/std (timm's data config); the
     other backbones, and timm ones trained from scratch, with CenterNet's constants (the Detector's defaults).
 

@@ -28,8 +28,14 @@ def deform_conv2d_sampled(
     padding: int,
     dilation: int,
     mask: Tensor | None,
+    scale: tuple[float, float] = (1.0, 1.0),
 ) -> Tensor:
     """Deformable convolution with torchvision's semantics, built from ``grid_sample`` and ``einsum``.
+
+    With ``scale`` != 1 it is LSNet's pyramid DCN (METHODS.md §1.9): every sampling position of the output grid
+    (kernel grid plus offset, in the output's units) is multiplied by ``scale``, so ``x`` may be a map of another
+    pyramid level (``scale = (H_x / H_out, W_x / W_out)``) read at the same image locations; the output keeps the
+    offset's resolution.
 
     Args:
         x: (B, D_in, H, W).
@@ -38,6 +44,7 @@ def deform_conv2d_sampled(
         bias: (D_out,) or None.
         stride, padding, dilation: as ``nn.Conv2d`` (square).
         mask: (B, k*k, H', W') modulation, or None for DCNv1.
+        scale: ``(scale_y, scale_x)`` from the output grid's units to ``x``'s.
 
     Returns:
         (B, D_out, H', W').
@@ -53,8 +60,8 @@ def deform_conv2d_sampled(
     base_y = torch.arange(out_h, device=x.device, dtype=x.dtype).view(1, out_h, 1) * stride - padding
     base_x = torch.arange(out_w, device=x.device, dtype=x.dtype).view(1, 1, out_w) * stride - padding
     offset = offset.view(batch, points, 2, out_h, out_w)
-    sample_y = base_y + kernel_y + offset[:, :, 0]  # (B, k*k, H', W') pixel coordinates
-    sample_x = base_x + kernel_x + offset[:, :, 1]
+    sample_y = (base_y + kernel_y + offset[:, :, 0]) * scale[0]  # (B, k*k, H', W') pixel coordinates of x
+    sample_x = (base_x + kernel_x + offset[:, :, 1]) * scale[1]
     # Pixel index u maps to normalised (2u + 1) / size - 1 with align_corners=False; zero padding outside,
     # exactly torchvision's bilinear rule.
     grid = torch.stack([(2 * sample_x + 1) / width - 1, (2 * sample_y + 1) / height - 1], dim=-1)
@@ -126,9 +133,15 @@ def deform_conv(
     dilation: int = 1,
     mask: Tensor | None = None,
     implementation: Literal["auto", "torchvision", "sampled"] = "auto",
+    scale: tuple[float, float] = (1.0, 1.0),
 ) -> Tensor:
     """Deformable convolution (DCNv1 without ``mask``, DCNv2 with it) by ``torchvision.ops.deform_conv2d`` on
-    CUDA and ``deform_conv2d_sampled`` elsewhere (``implementation="auto"``); shapes as ``deform_conv2d_sampled``."""
+    CUDA and ``deform_conv2d_sampled`` elsewhere (``implementation="auto"``); shapes as ``deform_conv2d_sampled``.
+    A pyramid DCN (``scale`` != 1) always samples: torchvision's output has its input's resolution."""
+    if scale != (1.0, 1.0):
+        if implementation == "torchvision":
+            raise ValueError(f"torchvision's deform_conv2d cannot read another resolution (scale {scale})")
+        implementation = "sampled"
     use_torchvision = implementation == "torchvision" or (implementation == "auto" and x.is_cuda)
     if use_torchvision:
         # Under autocast torchvision runs deform_conv2d in float32 (its registered autocast rule).
@@ -143,4 +156,5 @@ def deform_conv(
         padding,
         dilation,
         None if mask is None else mask.to(dtype),
+        scale,
     )

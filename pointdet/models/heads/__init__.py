@@ -2,6 +2,7 @@
 
 from pointdet.models.heads.centernet import CenterNetHead, CenterNetOutputs
 from pointdet.models.heads.corner import CornerHead
+from pointdet.models.heads.lsnet import LSNetHead, LSNetOutputs
 from pointdet.models.heads.mask import MaskHead
 from pointdet.models.heads.mono3d import Mono3DHead, Mono3DOutputs
 from pointdet.models.heads.pose import PoseHead, PoseOutputs
@@ -12,6 +13,8 @@ __all__ = [
     "CenterNetHead",
     "CenterNetOutputs",
     "CornerHead",
+    "LSNetHead",
+    "LSNetOutputs",
     "MaskHead",
     "Mono3DHead",
     "Mono3DOutputs",

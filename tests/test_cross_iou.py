@@ -1,0 +1,95 @@
+"""Cross-IoU loss (LSNet §3.3, App. A; METHODS.md §1.7): encodings, hand-computed values, gradients."""
+
+import math
+
+import pytest
+import torch
+
+from pointdet.losses.cross_iou import (
+    box_penalty,
+    cross_components,
+    cross_iou,
+    cross_iou_loss,
+    decode_components,
+    softened_targets,
+)
+
+
+def test_softened_targets_of_one_landmark():
+    # (dx, dy) = (3, -2): up 2 and right 3 -> top 2, bottom 0.2 * 2, left 0.2 * 3, right 3.
+    target = softened_targets(torch.tensor([[[3.0, -2.0]]]))
+    assert target.flatten().tolist() == pytest.approx([2.0, 0.4, 0.6, 3.0])
+    assert cross_components(torch.tensor([[0.0, 5.0]])).tolist() == [[0.0, 5.0, 0.0, 0.0]]
+
+
+def test_decoding_recovers_the_sign_in_all_four_quadrants():
+    offsets = torch.tensor([[[3.0, -2.0], [-1.5, -4.0], [-2.0, 7.0], [5.0, 1.0], [0.0, 2.0]]])
+    assert torch.equal(decode_components(softened_targets(offsets)), offsets)
+
+
+def test_one_landmark_hand_computed():
+    target = softened_targets(torch.tensor([[[3.0, -2.0]]]))  # [2, 0.4, 0.6, 3]
+    pred = torch.ones(1, 1, 4)
+    # sum of minima 1 + 0.4 + 0.6 + 1 = 3, of maxima 2 + 1 + 1 + 3 = 7
+    assert cross_iou(pred, target).item() == pytest.approx(3 / 7)
+    assert cross_iou_loss(pred, target).item() == pytest.approx(4 / 7)
+
+
+def test_two_landmarks_hand_computed_per_aggregation():
+    target = softened_targets(torch.tensor([[[3.0, -2.0], [0.0, 5.0]]]))  # [2, .4, .6, 3], [1, 5, 0, 0]
+    pred = torch.tensor([[[1.0, 1.0, 1.0, 1.0], [0.0, 4.0, 1.0, 0.0]]])
+    # second landmark: minima 0 + 4 = 4, maxima 1 + 5 + 1 = 7
+    assert cross_iou(pred, target, "bbox").item() == pytest.approx((3 + 4) / (7 + 7))
+    assert cross_iou(pred, target, "vector").item() == pytest.approx((3 / 7 + 4 / 7) / 2)
+    # 2 interleaved groups of 1 vector each, averaged: the same as per vector here
+    assert cross_iou(pred, target, "polygon", groups=2).item() == pytest.approx((3 / 7 + 4 / 7) / 2)
+    # keypoint: one ratio per vector-axis: y (1.4/3, 4/6), x (1.6/4, 0/1); the first vector invisible -> 0
+    per_axis = [1.4 / 3, 1.6 / 4, 4 / 6, 0.0]
+    assert cross_iou(pred, target, "keypoint").item() == pytest.approx(sum(per_axis) / 4)
+    hidden = cross_iou(pred, target, "keypoint", visible=torch.zeros(1, 1)).item()
+    assert hidden == pytest.approx((4 / 6 + 0.0) / 4)
+
+
+def test_perfect_prediction_costs_zero_with_and_without_the_penalty():
+    offsets = torch.randn(3, 5, 2) * 4
+    target = softened_targets(offsets)
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 2.0]]).repeat(3, 1)
+    for aggregation in ("bbox", "polygon", "keypoint", "vector"):
+        assert cross_iou_loss(target, target, aggregation).abs().max().item() < 1e-6
+    assert cross_iou_loss(target, target, "bbox", boxes, boxes).abs().max().item() < 1e-6
+
+
+def test_box_penalty_hand_computed():
+    # same shape, centres 1 apart; enclosing box 3 x 2: rho² / c² = 1 / 13, no aspect term
+    pred, gt = torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 0.0, 3.0, 2.0]])
+    assert box_penalty(torch.tensor([0.5]), pred, gt).item() == pytest.approx(1 / 13, rel=1e-5)
+    # same centre, square vs 2:1: v = 4/pi² (atan 2 - atan 1)², term v² / (1 - cIoU + v); c² = 4 + 4
+    pred, gt = torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[-1.0, 0.5, 3.0, 1.5]])
+    v = 4 / math.pi**2 * (math.atan(4.0) - math.atan(1.0)) ** 2
+    expected = 0 / 20 + v**2 / (1 - 0.5 + v)
+    assert box_penalty(torch.tensor([0.5]), pred, gt).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_wrong_side_prediction_still_gets_a_gradient():
+    # The GT points right; a prediction all on the left side has zero overlap without softening, but the softened
+    # target gives the left component a share, so the loss has a gradient toward the right component.
+    target = softened_targets(torch.tensor([[[4.0, 0.0]]]))
+    pred = torch.tensor([[[0.0, 0.0, 3.0, 0.0]]], requires_grad=True)
+    cross_iou_loss(pred, target).sum().backward()
+    assert pred.grad[0, 0, 3] < 0  # raising the right component lowers the loss
+
+
+@pytest.mark.parametrize("aggregation", ["bbox", "polygon", "keypoint", "vector"])
+def test_cross_iou_loss_gradcheck(aggregation):
+    torch.manual_seed(0)
+    pred = (torch.rand(3, 10, 4, dtype=torch.float64) + 0.1).requires_grad_()
+    target = softened_targets(torch.randn(3, 10, 2, dtype=torch.float64) * 3)
+    visible = torch.tensor([[1.0] * 9, [0.0] * 9, [1.0, 0.0] * 4 + [2.0]], dtype=torch.float64)
+    pred_boxes = torch.tensor([[0.0, 0.0, 3.0, 2.0], [1.0, 1.0, 4.0, 5.0], [-2.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    pred_boxes.requires_grad_()
+    gt_boxes = torch.tensor([[0.5, 0.0, 3.0, 3.0], [1.0, 0.0, 3.0, 4.0], [-1.0, -1.0, 1.0, 2.0]], dtype=torch.float64)
+    if aggregation == "keypoint":
+        assert torch.autograd.gradcheck(lambda p: cross_iou_loss(p, target, aggregation, visible=visible), (pred,))
+    else:
+        function = lambda p, b: cross_iou_loss(p, target, aggregation, b, gt_boxes, groups=3)  # noqa: E731
+        assert torch.autograd.gradcheck(function, (pred, pred_boxes))
