@@ -6,6 +6,7 @@ and every socket connection is refused while these tests run.
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -22,6 +23,7 @@ from pointdet.models.backbones.efficientnet_lite import (
 from pointdet.models.backbones.weights import WeightsError
 from pointdet.models.build import build_model
 from pointdet.models.detector import PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from pointdet.ops.dcn import ModulatedDeformConv2d
 from pointdet.structures import FeatureShape, Instances
 from tests.conftest import shared_data
 
@@ -149,6 +151,29 @@ def test_centernet_on_efficientnet_lite0_trains_one_step():
     assert model.head.heatmap[0].out_channels == 64 and model.feature_shapes[0].stride == 4
     assert model(model.preprocess(torch.zeros(1, 3, 64, 96, dtype=torch.uint8))).heatmap.shape == (1, 2, 16, 24)
     _train_one_step(model)
+
+
+def test_plain_upsampler_has_the_dcn_layout_with_ordinary_convs_and_trains():
+    dcn = build_model(CenterNetConfig(backbone="timm:efficientnet_lite0"), num_classes=2)
+    plain = build_model(CenterNetConfig(backbone="timm:efficientnet_lite0", upsampler_conv="plain"), num_classes=2)
+    assert not any(isinstance(module, ModulatedDeformConv2d) for module in plain.neck.modules())
+    convs = [module for module in plain.neck.modules() if type(module) is torch.nn.Conv2d]
+    assert [(conv.in_channels, conv.out_channels, conv.kernel_size) for conv in convs] == [
+        (320, 256, (3, 3)),
+        (256, 128, (3, 3)),
+        (128, 64, (3, 3)),
+    ]
+    # Same stages and names, less the DCN's offset/mask branch and bias: checkpoints of either are easy to tell.
+    offset_or_bias = {
+        name for name in dcn.neck.state_dict() if ".offset_mask." in name or re.search(r"\d\.0\.bias$", name)
+    }
+    assert set(plain.neck.state_dict()) == set(dcn.neck.state_dict()) - offset_or_bias
+    _train_one_step(plain)
+
+
+def test_plain_upsampler_is_refused_where_there_is_no_resnet_upsampler():
+    with pytest.raises(ValueError, match="model.upsampler_conv=dcn"):
+        build_model(CenterNetConfig(backbone="dla34", upsampler_conv="plain"), num_classes=1)
 
 
 def test_reppoints_on_efficientnet_lite0_trains_one_step():

@@ -118,6 +118,11 @@ def _build_centernet(
     """CenterNet: ResNet or a timm model + DCN up-sampler, DLA-34 + deformable DLA-up, or an hourglass with a head
     per stack (no neck), and the head of ``config.task``."""
     neck = None
+    if config.upsampler_conv != "dcn" and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
+        raise ConfigError(
+            f"model.backbone={config.backbone}: upsampler_conv applies to the ResNet and timm up-sampler; "
+            "set model.upsampler_conv=dcn"
+        )
     if (config.frozen_stages or config.frozen_bn) and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
         raise ConfigError(
             f"model.backbone={config.backbone}: frozen_stages and frozen_bn apply to ResNet and timm backbones; "
@@ -142,7 +147,7 @@ def _build_centernet(
             backbone = TimmBackbone(config.backbone.removeprefix(TIMM_PREFIX), weights=weights, **frozen)
         else:
             backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights, **frozen)
-        neck = DeconvUpsampler(backbone.feature_shapes[-1].channels)
+        neck = DeconvUpsampler(backbone.feature_shapes[-1].channels, deformable=config.upsampler_conv == "dcn")
         default_head_conv = 64
     shapes = (neck or backbone).feature_shapes
     feature = shapes[-1]
