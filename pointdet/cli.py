@@ -102,14 +102,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]
     predictor.model.postprocess = build_postprocess(config.model, predictor.model.feature_shapes, flip_pairs)
     flip = config.eval.flip if args.flip is None else args.flip
+    scales = config.eval.scales if args.scales is None else tuple(args.scales)
     if args.confusion_threshold is not None:
         config = replace(config, eval=replace(config.eval, confusion_threshold=args.confusion_threshold))
     model = predictor.model
     evaluation = evaluate_model(
-        model, loader, dataset, config.eval, flip, args.scales, args.backend, args.results, predictor.class_names
+        model, loader, dataset, config.eval, flip, scales, args.backend, args.results, predictor.class_names
     )
     mode = "flip" if flip else "plain"
-    mode += f", scales {','.join(map(str, args.scales))}" if len(args.scales) > 1 else ""
+    mode += f", scales {','.join(map(str, scales))}" if len(scales) > 1 else ""
     print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{evaluation.describe()}")
     if args.plots is not None:
         written = write_plots(args.plots, evaluation)
@@ -163,7 +164,7 @@ def _not_a_regular_file(path: Path) -> str | None:
 
 
 def _refuse_3d_test_augmentation(task: str, args: argparse.Namespace) -> None:
-    if task == "mono3d" and (args.flip or tuple(args.scales) != (1.0,)):
+    if task == "mono3d" and (args.flip or tuple(args.scales or (1.0,)) != (1.0,)):
         raise SystemExit("--flip and --scales are not defined for monocular 3D (the paper uses no test augmentation)")
 
 
@@ -367,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--flip", action=argparse.BooleanOptionalAction, default=None, help="flip test (default: the run's eval.flip)"
     )
-    evaluate.add_argument("--scales", type=_floats, default=(1.0,), help="test scales, e.g. 0.5,0.75,1,1.25,1.5")
+    evaluate.add_argument(
+        "--scales",
+        type=_floats,
+        default=None,
+        help="test scales, e.g. 0.5,0.75,1,1.25,1.5 (default: the run's eval.scales)",
+    )
     evaluate.add_argument("--backend", choices=["pycocotools", "faster_coco_eval"], default="pycocotools")
     evaluate.add_argument(
         "--results", default=None, help="also write the COCO results JSON here (KITTI: a folder of result files)"

@@ -69,6 +69,8 @@ def test_cli_train_resume_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
         ]
     )
     assert "flip, scales 0.75,1.0,1.25" in capsys.readouterr().out
+    main(["eval", "--weights", str(run / "best.pt"), "eval.scales=[0.75,1.0]"])  # the run's setting, overridden
+    assert "plain, scales 0.75,1.0)" in capsys.readouterr().out
     assert isinstance(json.loads((tmp_path / "r.json").read_text()), list)
 
     predictions = tmp_path / "predictions"
