@@ -29,17 +29,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 IMAGENET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "dla34")
 
 
-@pytest.fixture(scope="session")
-def _torch_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("torch_home")
-
-
-@pytest.fixture(autouse=True)
-def _no_downloads(_torch_home, monkeypatch):
-    """Tests never download: torch's cache is a session folder, and the "download" of a backbone's ImageNet file
-    (``model.backbone_weights=imagenet``, the paper presets' default) writes a locally built file of that network
-    with random weights; any other download fails as offline."""
-    monkeypatch.setenv("TORCH_HOME", str(_torch_home))
+@pytest.fixture(scope="session", autouse=True)
+def _no_downloads(tmp_path_factory):
+    """Tests never download: for the whole session (fixtures of every scope included) torch's cache is a session
+    folder, and the "download" of a backbone's ImageNet file (``model.backbone_weights=imagenet``, the paper presets'
+    default) writes a locally built file of that network with random weights; any other download fails as offline."""
     files = {imagenet_url(name).rsplit("/", 1)[-1]: name for name in IMAGENET_BACKBONES}
 
     def local_file(url: str, destination: str, *args, **kwargs) -> None:
@@ -48,7 +42,10 @@ def _no_downloads(_torch_home, monkeypatch):
             raise OSError(f"tests do not download ({url})")
         torch.save(_random_imagenet_state(name), destination)
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", local_file)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+        patch.setattr(torch.hub, "download_url_to_file", local_file)
+        yield
 
 
 def _random_imagenet_state(name: str) -> dict[str, torch.Tensor]:
