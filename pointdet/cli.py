@@ -326,9 +326,15 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from pointdet.convert import convert_centernet
+    from pointdet.convert import CORNER_FRAMEWORKS, ConversionError, convert_centernet, convert_corners
 
-    written = convert_centernet(args.file, args.out, args.arch, args.task, args.classes, args.input_size)
+    if args.framework in CORNER_FRAMEWORKS:
+        if args.task not in (None, "det") or args.input_size is not None:
+            raise ConversionError(f"--from {args.framework}: box detectors tested at the image's own size; drop "
+                                  "--task and --input-size")  # fmt: skip
+        written = convert_corners(args.file, args.out, args.framework, args.arch, args.classes)
+    else:
+        written = convert_centernet(args.file, args.out, args.arch, args.task, args.classes, args.input_size)
     print(f"wrote {written}: use it with `pointdet eval/predict/export --weights {args.out}` or pointdet.load()")
 
 
@@ -428,9 +434,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser("convert", help="an official model-zoo checkpoint as a pointdet checkpoint")
     convert.add_argument("file", help="the official checkpoint (.pth), read with weights_only=True")
-    convert.add_argument("--from", dest="framework", choices=["centernet"], default="centernet")
     convert.add_argument(
-        "--arch", default=None, help="dla34, resdcn18, resdcn34, resdcn50, resdcn101 (default: read from the file)"
+        "--from",
+        dest="framework",
+        choices=["centernet", "centripetalnet", "mmdet"],
+        default="centernet",
+        help="xingyizhou/CenterNet, KiveeDong/CentripetalNet, or mmdetection v2/v3 CornerNet and CentripetalNet",
+    )
+    convert.add_argument(
+        "--arch",
+        default=None,
+        help="centernet: dla34, resdcn18/34/50/101, hg104; centripetalnet, mmdet: hourglass104, hourglass52 "
+        "(default: read from the file)",
     )
     convert.add_argument("--task", choices=["det", "pose", "3d"], default=None, help="default: read from the file")
     convert.add_argument(

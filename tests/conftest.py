@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 
 from pointdet.data.shapes import generate_shapes
+from pointdet.models.backbones.weights import imagenet_url
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -20,6 +24,38 @@ def tiny_shapes(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POINTDET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+IMAGENET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "dla34")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_downloads(tmp_path_factory):
+    """Tests never download: for the whole session (fixtures of every scope included) torch's cache is a session
+    folder, and the "download" of a backbone's ImageNet file (``model.backbone_weights=imagenet``, the paper presets'
+    default) writes a locally built file of that network with random weights; any other download fails as offline."""
+    files = {imagenet_url(name).rsplit("/", 1)[-1]: name for name in IMAGENET_BACKBONES}
+
+    def local_file(url: str, destination: str, *args, **kwargs) -> None:
+        name = files.get(url.rsplit("/", 1)[-1])
+        if name is None:
+            raise OSError(f"tests do not download ({url})")
+        torch.save(_random_imagenet_state(name), destination)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+        patch.setattr(torch.hub, "download_url_to_file", local_file)
+        yield
+
+
+def _random_imagenet_state(name: str) -> dict[str, torch.Tensor]:
+    """A state dict in the layout of the official ImageNet file of ``name``, with seeded random values."""
+    torch.manual_seed(0)
+    if name != "dla34":
+        return torchvision.models.get_model(name, weights=None).state_dict()
+    manifest = Path(__file__).parent / "data" / "official_centernet" / "dla34_det.json"
+    tensors = json.loads(manifest.read_text())["tensors"]
+    return {key.removeprefix("base."): torch.rand(shape) for key, shape in tensors.items() if key.startswith("base.")}
 
 
 def shared_data(name: str) -> Path:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from pointdet.configs import DataConfig, EvalConfig, ExperimentConfig, OptimConfig, get_preset
 
 
 def tiny_config(shapes, run_dir, **optim) -> ExperimentConfig:
-    """ResNet-18 CenterNet on the tiny 64 px shapes fixture, 2 images per step, no workers."""
+    """ResNet-18 CenterNet from scratch on the tiny 64 px shapes fixture, 2 images per step, no workers."""
     base = get_preset("centernet_r18")
     return replace(
         base,
+        model=replace(base.model, backbone_weights=None),
         data=DataConfig(
             train_json=str(shapes.train_json),
             train_images=str(shapes.train_images),
@@ -113,3 +116,22 @@ def overfit_four_shapes(
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
     return history, evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))
+
+
+def random_state(tensors: dict[str, list[int]], seed: int = 0, counters: bool = True) -> dict[str, torch.Tensor]:
+    """Random tensors of a manifest's names and shapes (tests/data/official_*), scaled so that activations stay of
+    order one; BN ``num_batches_tracked`` counters left out when ``counters`` is False (files of PyTorch < 0.4.1)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in tensors.items():
+        if key.endswith("num_batches_tracked"):
+            if counters:
+                state[key] = torch.tensor(1000)
+        elif key.endswith("running_var"):
+            state[key] = 0.5 + torch.rand(shape, generator=generator)
+        elif len(shape) == 4:
+            fan_in = shape[1] * shape[2] * shape[3]
+            state[key] = torch.randn(shape, generator=generator) / fan_in**0.5
+        else:
+            state[key] = 0.1 * torch.randn(shape, generator=generator)
+    return state

@@ -22,19 +22,27 @@ from torchvision.ops import deform_conv2d
 
 
 def dcnv2_reference(x: Tensor, offset_mask: Tensor, weight: Tensor, bias: Tensor, padding: int = 1) -> Tensor:
-    """DCNv2's forward by loops over output pixels and kernel points (stride 1, dilation 1, one deformable group).
+    """DCNv2's forward (stride 1, dilation 1, one deformable group): ``deform_reference`` on the offsets and mask
+    of ``offset_mask`` (B, 3*k*k, H, W), the output of ``conv_offset_mask``; weight (D_out, D_in, k, k), bias
+    (D_out,)."""
+    o1, o2, m = offset_mask.chunk(3, dim=1)
+    return deform_reference(x, torch.cat([o1, o2], 1), m.sigmoid(), weight, padding) + bias.view(1, -1, 1, 1)
+
+
+def deform_reference(x: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, padding: int = 1) -> Tensor:
+    """A deformable convolution without bias by loops over output pixels and kernel points; ``mask`` None is
+    DCNv1 (mmdetection's ``DeformConv``, mmcv's ``DeformConv2d``: the same im2col sampling, no modulation).
 
     Args:
         x: (B, D_in, H, W).
-        offset_mask: (B, 3*k*k, H, W) the output of ``conv_offset_mask``.
-        weight: (D_out, D_in, k, k); bias: (D_out,).
+        offset: (B, 2*k*k, H, W), channel 2k the row shift and 2k + 1 the column shift of kernel point k.
+        mask: (B, k*k, H, W) modulation or None.
+        weight: (D_out, D_in, k, k).
     """
     batch, channels, height, width = x.shape
     kernel = weight.shape[-1]
     points = kernel * kernel
-    o1, o2, m = offset_mask.chunk(3, dim=1)
-    offset, mask = torch.cat([o1, o2], 1), m.sigmoid()
-    out_h, out_w = offset_mask.shape[-2:]
+    out_h, out_w = offset.shape[-2:]
     columns = torch.zeros(batch, channels, points, out_h, out_w, dtype=x.dtype)
     for b in range(batch):
         for y in range(out_h):
@@ -45,9 +53,8 @@ def dcnv2_reference(x: Tensor, offset_mask: Tensor, weight: Tensor, bias: Tensor
                         h = y - padding + i + offset[b, 2 * k, y, x_col].item()
                         w = x_col - padding + j + offset[b, 2 * k + 1, y, x_col].item()
                         value = _bilinear(x[b], h, w) if -1 < h < height and -1 < w < width else 0.0
-                        columns[b, :, k, y, x_col] = value * mask[b, k, y, x_col]
-    out = torch.einsum("bckhw,ock->bohw", columns, weight.reshape(len(weight), channels, points))
-    return out + bias.view(1, -1, 1, 1)
+                        columns[b, :, k, y, x_col] = value * (1.0 if mask is None else mask[b, k, y, x_col])
+    return torch.einsum("bckhw,ock->bohw", columns, weight.reshape(len(weight), channels, points))
 
 
 def _bilinear(image: Tensor, h: float, w: float) -> Tensor:
@@ -157,8 +164,9 @@ def _residual(state: dict[str, Tensor], prefix: str, x: Tensor, stride: int = 1)
     body = _conv_bn(state, f"{prefix}.conv1", f"{prefix}.bn1", x, stride).relu()
     body = _conv_bn(state, f"{prefix}.conv2", f"{prefix}.bn2", body)
     skip = x
-    if f"{prefix}.skip.0.weight" in state:
-        skip = _conv_bn(state, f"{prefix}.skip.0", f"{prefix}.skip.1", x, stride)
+    for shortcut in ("skip", "downsample"):  # CornerNet's ``residual`` / mmdetection's ``BasicBlock``
+        if f"{prefix}.{shortcut}.0.weight" in state:
+            skip = _conv_bn(state, f"{prefix}.{shortcut}.0", f"{prefix}.{shortcut}.1", x, stride)
     return (body + skip).relu()
 
 
@@ -178,18 +186,35 @@ def _kp_module(state: dict[str, Tensor], prefix: str, x: Tensor) -> Tensor:
     return _residuals(state, f"{prefix}.up1", x) + torch.nn.functional.interpolate(low, scale_factor=2.0)
 
 
-def official_hourglass(state: dict[str, Tensor], image: Tensor, stacks: int = 2) -> list[Tensor]:
-    """The ``cnv`` map of every stack, the input of its heads."""
-    inter = _conv_bn(state, "pre.0.conv", "pre.0.bn", image, stride=2).relu()
-    inter = _residual(state, "pre.1", inter, stride=2)
+def official_hourglass(
+    state: dict[str, Tensor], image: Tensor, stacks: int = 2, prefix: str = "", modules: str = "kps"
+) -> list[Tensor]:
+    """The ``cnv`` map of every stack, the input of its heads; CentripetalNet's release names the same network
+    ``backbone.`` + ``hg_modules``."""
+    p = prefix
+    names = {
+        "stem": (f"{p}pre.0.conv", f"{p}pre.0.bn"), "stem_residual": f"{p}pre.1", "modules": f"{p}{modules}",
+        "out": (f"{p}cnvs.{{}}.conv", f"{p}cnvs.{{}}.bn"), "inter_skip": (f"{p}inters_.{{}}.0", f"{p}inters_.{{}}.1"),
+        "inter_out": (f"{p}cnvs_.{{}}.0", f"{p}cnvs_.{{}}.1"), "inter": f"{p}inters",
+    }  # fmt: skip
+    return _stacked_hourglass(state, image, stacks, names)
+
+
+def _stacked_hourglass(state: dict[str, Tensor], image: Tensor, stacks: int, names: dict) -> list[Tensor]:
+    """CornerNet's ``exkp`` (mmdetection's ``HourglassNet`` alike) under ``names``: the stem's conv-BN-ReLU and
+    stride-2 residual; per stack ``out = relu(bn(conv(hourglass(inter))))``, then ``inter = inters(relu(
+    inter_skip(inter) + inter_out(out)))``; ``{}`` in a name is the stack."""
+    inter = _conv_bn(state, *names["stem"], image, stride=2).relu()
+    inter = _residual(state, names["stem_residual"], inter, stride=2)
     features = []
     for s in range(stacks):
-        cnv = _conv_bn(state, f"cnvs.{s}.conv", f"cnvs.{s}.bn", _kp_module(state, f"kps.{s}", inter)).relu()
-        features.append(cnv)
+        hourglass = _kp_module(state, f"{names['modules']}.{s}", inter)
+        out = _conv_bn(state, *(n.format(s) for n in names["out"]), hourglass).relu()
+        features.append(out)
         if s < stacks - 1:
-            inter = _conv_bn(state, f"inters_.{s}.0", f"inters_.{s}.1", inter)
-            inter = (inter + _conv_bn(state, f"cnvs_.{s}.0", f"cnvs_.{s}.1", cnv)).relu()
-            inter = _residual(state, f"inters.{s}", inter)
+            inter = _conv_bn(state, *(n.format(s) for n in names["inter_skip"]), inter)
+            inter = (inter + _conv_bn(state, *(n.format(s) for n in names["inter_out"]), out)).relu()
+            inter = _residual(state, f"{names['inter']}.{s}", inter)
     return features
 
 
@@ -199,3 +224,107 @@ def official_stack_head(state: dict[str, Tensor], name: str, stack: int, x: Tens
         x, state[f"{prefix}.0.conv.weight"], state[f"{prefix}.0.conv.bias"], padding=1
     ).relu()
     return torch.nn.functional.conv2d(hidden, state[f"{prefix}.1.weight"], state[f"{prefix}.1.bias"])
+
+
+# --- Corner detectors. CentripetalNet's release (KiveeDong/CentripetalNet@300deff, ``centripetal_mask.py``, on
+# mmdetection v1 with its compiled corner pools ``_cpools``) and mmdetection v2/v3 (``corner_head.py``,
+# ``centripetal_head.py``, ``hourglass.py``, mmcv ``CornerPool`` and ``DeformConv2d``).
+# - Corner pools (``top_pool.cpp`` etc.): ``top`` scans the rows from the last one upwards, out[h] = max(x[h],
+#   out[h + 1]); ``bottom`` from the first row down; ``left`` the columns from the last one leftwards; ``right`` from
+#   the first one rightwards. Top-left corners pool top + left, bottom-right ones bottom + right.
+# - Pool module: two conv3x3-BN-ReLU branches (128 channels) each pooled in its direction, summed, conv3x3-BN; plus
+#   conv1x1-BN of the input; ReLU; conv3x3-BN-ReLU.
+# - Branches: conv3x3 (bias) + ReLU + conv1x1 (bias). CentripetalNet: the guiding-shift branch, a 1x1 conv without
+#   bias of the detached guiding shift (18 offsets), a 3x3 DCNv1 without bias on the pooled feature with them, the
+#   centripetal-shift branch on its output (no activation in between).
+# - mmdetection's HourglassNet: ``stem`` = ConvModule(7x7, s2) + BasicBlock(s2, ``downsample`` shortcut); the
+#   levels as CornerNet's; ``out_convs`` conv3x3-BN-ReLU, ``conv1x1s`` / ``remap_convs`` conv1x1-BN, ``inters`` blocks.
+
+POOL_DIRECTIONS = {"tl": ("top", "left"), "br": ("bottom", "right")}
+RELEASE_POOL = {
+    "branches": (("p1_conv1.conv", "p1_conv1.bn"), ("p2_conv1.conv", "p2_conv1.bn")),
+    "merge": ("p_conv1", "p_bn1"), "skip": ("conv1", "bn1"), "out": ("conv2.conv", "conv2.bn"),
+}  # fmt: skip
+MMDET_POOL = {
+    "branches": (("direction1_conv.conv", "direction1_conv.bn"), ("direction2_conv.conv", "direction2_conv.bn")),
+    "merge": ("aftpool_conv.conv", "aftpool_conv.bn"), "skip": ("conv1.conv", "conv1.bn"),
+    "out": ("conv2.conv", "conv2.bn"),
+}  # fmt: skip
+
+
+def scan_pool(x: Tensor, direction: str) -> Tensor:
+    """The compiled corner pool by a loop over rows or columns (B, C, H, W) -> same."""
+    dim = 2 if direction in ("top", "bottom") else 3
+    size = x.shape[dim]
+    order = range(size - 1, -1, -1) if direction in ("top", "left") else range(size)
+    out, running = x.clone(), None
+    for index in order:
+        current = x.select(dim, index)
+        running = current if running is None else torch.maximum(current, running)
+        out.select(dim, index).copy_(running)
+    return out
+
+
+def corner_pool_module(
+    state: dict[str, Tensor], prefix: str, x: Tensor, corner: str, names: dict[str, tuple]
+) -> Tensor:
+    pooled = 0
+    for (conv, bn), direction in zip(names["branches"], POOL_DIRECTIONS[corner], strict=True):
+        pooled = pooled + scan_pool(_conv_bn(state, f"{prefix}.{conv}", f"{prefix}.{bn}", x).relu(), direction)
+    merged = _conv_bn(state, *(f"{prefix}.{n}" for n in names["merge"]), pooled)
+    skip = _conv_bn(state, *(f"{prefix}.{n}" for n in names["skip"]), x)
+    return _conv_bn(state, *(f"{prefix}.{n}" for n in names["out"]), (merged + skip).relu()).relu()
+
+
+def _branch(state: dict[str, Tensor], hidden: str, out: str, x: Tensor) -> Tensor:
+    x = torch.nn.functional.conv2d(x, state[f"{hidden}.weight"], state[f"{hidden}.bias"], padding=1).relu()
+    return torch.nn.functional.conv2d(x, state[f"{out}.weight"], state[f"{out}.bias"])
+
+
+def _centripetal(state: dict[str, Tensor], offset: str, adaption: str, pooled: Tensor, guiding: Tensor) -> Tensor:
+    """The feature the centripetal branch reads: DCNv1 (torchvision's offset layout is DCNv1's: see
+    ``deform_reference``) with offsets from the guiding shift."""
+    offsets = torch.nn.functional.conv2d(guiding, state[offset])
+    return deform_conv2d(pooled, offsets, state[adaption], padding=1)
+
+
+def release_corner_head(state: dict[str, Tensor], x: Tensor, stack: int, corner: str) -> dict[str, Tensor]:
+    """CentripetalNet's release: the maps of one corner type of ``stack`` (0 = the ``mid_`` branches)."""
+    p = f"bbox_head.{'mid_' if stack == 0 else ''}{corner}_"
+    pooled = corner_pool_module(state, f"{p}pool", x, corner, RELEASE_POOL)
+    maps = {name: _branch(state, f"{p}{b}.0.conv", f"{p}{b}.1", pooled) for name, b in (("heat", "heat"),
+            ("offset", "off"), ("guiding", "off_c"))}  # fmt: skip
+    adapted = _centripetal(state, f"{p}offset.weight", f"{p}fadp.weight", pooled, maps["guiding"])
+    maps["centripetal"] = _branch(state, f"{p}off_c_2.0.conv", f"{p}off_c_2.1", adapted)
+    return maps
+
+
+def mmdet_corner_head(state: dict[str, Tensor], x: Tensor, stack: int, corner: str) -> dict[str, Tensor]:
+    """mmdetection's CornerHead (embeddings) or CentripetalHead: the maps of one corner type of ``stack``."""
+    p = f"bbox_head.{corner}_"
+    pooled = corner_pool_module(state, f"{p}pool.{stack}", x, corner, MMDET_POOL)
+    branches = {"heat": "heat", "offset": "off", "embedding": "emb", "guiding": "guiding_shift"}
+    maps = {
+        name: _branch(state, f"{p}{b}.{stack}.0.conv", f"{p}{b}.{stack}.1.conv", pooled)
+        for name, b in branches.items()
+        if f"{p}{b}.{stack}.0.conv.weight" in state
+    }
+    if "guiding" in maps:
+        adapted = _centripetal(
+            state, f"{p}dcn_offset.{stack}.conv.weight", f"{p}feat_adaption.{stack}.weight", pooled, maps["guiding"]
+        )
+        b = f"{p}centripetal_shift.{stack}"
+        maps["centripetal"] = _branch(state, f"{b}.0.conv", f"{b}.1.conv", adapted)
+    return maps
+
+
+def mmdet_hourglass(state: dict[str, Tensor], image: Tensor, stacks: int = 2) -> list[Tensor]:
+    """mmdetection's HourglassNet: the output of every stack's ``out_convs``."""
+    p = "backbone."
+    names = {
+        "stem": (f"{p}stem.0.conv", f"{p}stem.0.bn"), "stem_residual": f"{p}stem.1.0",
+        "modules": f"{p}hourglass_modules", "out": (f"{p}out_convs.{{}}.conv", f"{p}out_convs.{{}}.bn"),
+        "inter_skip": (f"{p}conv1x1s.{{}}.conv", f"{p}conv1x1s.{{}}.bn"),
+        "inter_out": (f"{p}remap_convs.{{}}.conv", f"{p}remap_convs.{{}}.bn"), "inter": f"{p}inters",
+    }  # fmt: skip
+    return _stacked_hourglass(state, image, stacks, names)

@@ -14,10 +14,12 @@ import torch
 import pointdet
 from pointdet.cli import main
 from pointdet.convert import ARCHITECTURES, ConversionError, convert_centernet
-from pointdet.convert.centernet import HEAD_BRANCHES, converted_config, default_classes, pointdet_state
+from pointdet.convert.centernet import HEAD_BRANCHES, converted_config, default_classes
 from pointdet.convert.classes import keypoint_layout
+from pointdet.convert.common import pointdet_state
 from pointdet.data.shapes import CLASS_NAMES
 from pointdet.models.build import build_model
+from tests.helpers import random_state
 from tests.official_reference import (
     official_dla_neck,
     official_head,
@@ -35,21 +37,7 @@ def manifest(name: str) -> dict:
 
 
 def official_state(name: str, seed: int = 0, counters: bool = True) -> dict[str, torch.Tensor]:
-    """Random tensors of the manifest's names and shapes, scaled so that activations stay of order one."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in manifest(name)["tensors"].items():
-        if key.endswith(COUNTER):
-            if counters:
-                state[key] = torch.tensor(1000)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=generator)
-        elif len(shape) == 4:
-            fan_in = shape[1] * shape[2] * shape[3]
-            state[key] = torch.randn(shape, generator=generator) / fan_in**0.5
-        else:
-            state[key] = 0.1 * torch.randn(shape, generator=generator)
-    return state
+    return random_state(manifest(name)["tensors"], seed, counters)
 
 
 def model_for(name: str) -> torch.nn.Module:

@@ -76,6 +76,7 @@ def test_torchrun_cli(tiny_shapes, tmp_path):
         "train",
         "centernet_r18",
         *tiny_data_overrides(tiny_shapes),
+        "model.backbone_weights=null",  # child processes: no ImageNet file (tests/conftest.py)
         "optim.batch_size=2",
         "max_steps=2",
         "device=cpu",

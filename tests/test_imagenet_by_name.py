@@ -11,8 +11,8 @@ import pytest
 import torch
 import torchvision
 
-from pointdet.configs import CenterNetConfig
-from pointdet.models.backbones.weights import WeightsError
+from pointdet.configs import PRESETS, CenterNetConfig, get_preset
+from pointdet.models.backbones.weights import WeightsError, imagenet_url
 from pointdet.models.build import build_model
 
 MANIFESTS = Path(__file__).parent / "data" / "official_centernet"
@@ -58,3 +58,34 @@ def test_offline_with_an_empty_cache_says_which_file_to_place_where(torch_cache,
     message = str(error.value)
     assert f"place {file} (from " in message and f"at {torch_cache / file}" in message
     assert "model.backbone_weights=null" in message
+
+
+PAPER_IMAGENET_PRESETS = [
+    "centernet_r18", "centernet_r50", "centernet_r101", "centernet_dla34", "centernet_dla34_2x",
+    "centernet_pose_dla34", "centernet_pose_r18", "centernet_3d_dla34", "reppoints_r50_fpn", "reppoints_v2_r50_fpn",
+    "reppoints_v2_r50_fpn_2x_ms", "lsnet_r50_fpn",
+]  # fmt: skip
+
+
+def test_paper_presets_start_from_imagenet_as_their_papers_and_the_others_from_scratch():
+    """CenterNet ResNet / DLA-34, RepPoints and LSNet ResNet-50 start from ImageNet; the hourglass presets (their
+    papers train from scratch) and those on generated or synthetic data do not (except the timm presets that are
+    about fine-tuning ImageNet features)."""
+    for name, preset in PRESETS.items():
+        model = preset().model
+        weights = getattr(model, "backbone_weights", None)  # the corner detectors' config has none: from scratch
+        if name in PAPER_IMAGENET_PRESETS:
+            assert weights == "imagenet", name
+        elif "hourglass" in model.backbone or (
+            name.endswith(("_shapes", "_synthetic")) and "timm" not in model.backbone
+        ):
+            assert weights is None, name
+
+
+@pytest.mark.parametrize("name", PAPER_IMAGENET_PRESETS)
+def test_offline_every_imagenet_preset_says_which_file_to_place_where(torch_cache, name):
+    model = get_preset(name).model
+    file = imagenet_url(model.backbone).rsplit("/", 1)[-1]
+    with pytest.raises(WeightsError) as error:
+        build_model(model, 3, num_joints=4 if model.task == "pose" else 0)
+    assert f"place {file} (from " in str(error.value) and f"at {torch_cache / file}" in str(error.value)

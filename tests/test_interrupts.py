@@ -29,6 +29,7 @@ CHILD = Path(__file__).with_name("interrupted_child.py")
 def _train_args(shapes, run_dir: Path, *extra: str) -> list[str]:
     settings = ["optim.batch_size=4", "optim.base_batch=4", "optim.epochs=2", "optim.lr_steps=[1]", "eval.every=1"]
     common = ["eval.batch_size=8", "device=cpu", "num_visualizations=0", f"run_dir={run_dir}"]
+    common.append("model.backbone_weights=null")  # a child process: no ImageNet file (tests/conftest.py)
     return ["train", "centernet_r18", *tiny_data_overrides(shapes), *settings, *common, *extra]
 
 

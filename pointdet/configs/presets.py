@@ -3,6 +3,11 @@
 The COCO presets follow the paper's recipe (METHODS.md §2a(f)): Adam, lr 5e-4 at batch 128 (scaled linearly
 for other batches), 140 epochs with drops at 90 and 120, 512x512 input, random scale 0.6-1.3, crop, flip and
 colour jitter.
+
+Backbone weights follow the papers: CenterNet's ResNet and DLA-34 models, RepPoints (v1, v2) and LSNet's ResNet-50
+start from ImageNet (``model.backbone_weights=imagenet``: the standard file, fetched once into torch's cache), the
+hourglass models (CenterNet-HG, CornerNet, CentripetalNet) train from scratch as theirs do; the presets on generated
+or synthetic data train from scratch.
 """
 
 from __future__ import annotations
@@ -26,22 +31,30 @@ from pointdet.configs.schema import (
 
 def centernet_r18() -> ExperimentConfig:
     """CenterNet ResNet-18 + DCN up-sampler, COCO recipe (paper: 28.1 AP on COCO val)."""
-    return ExperimentConfig(name="centernet_r18", model=CenterNetConfig(backbone="resnet18"))
+    return ExperimentConfig(
+        name="centernet_r18", model=CenterNetConfig(backbone="resnet18", backbone_weights="imagenet")
+    )
 
 
 def centernet_r50() -> ExperimentConfig:
     """CenterNet ResNet-50 + DCN up-sampler, COCO recipe."""
-    return ExperimentConfig(name="centernet_r50", model=CenterNetConfig(backbone="resnet50"))
+    return ExperimentConfig(
+        name="centernet_r50", model=CenterNetConfig(backbone="resnet50", backbone_weights="imagenet")
+    )
 
 
 def centernet_r101() -> ExperimentConfig:
     """CenterNet ResNet-101 + DCN up-sampler, COCO recipe (paper: 34.6 AP)."""
-    return ExperimentConfig(name="centernet_r101", model=CenterNetConfig(backbone="resnet101"))
+    return ExperimentConfig(
+        name="centernet_r101", model=CenterNetConfig(backbone="resnet101", backbone_weights="imagenet")
+    )
 
 
 def centernet_dla34() -> ExperimentConfig:
     """CenterNet DLA-34 + deformable DLA-up, COCO recipe, 140 epochs (paper: 36.3 AP, Table 3d; 230 epochs: _2x)."""
-    return ExperimentConfig(name="centernet_dla34", model=CenterNetConfig(backbone="dla34"))
+    return ExperimentConfig(
+        name="centernet_dla34", model=CenterNetConfig(backbone="dla34", backbone_weights="imagenet")
+    )
 
 
 def centernet_dla34_2x() -> ExperimentConfig:
@@ -74,6 +87,7 @@ def centernet_dla34_shapes() -> ExperimentConfig:
     return replace(
         base,
         name="centernet_dla34_shapes",
+        model=replace(base.model, backbone_weights=None),
         data=DataConfig(input_size=128, scales=(0.8, 0.9, 1.0, 1.1, 1.2), lighting=0.0, num_workers=2),
         optim=OptimConfig(lr=5e-4, base_batch=8, batch_size=8, epochs=4, lr_steps=(3,)),
         eval=EvalConfig(every=2, batch_size=32),
@@ -143,7 +157,7 @@ def centernet_3d_synthetic() -> ExperimentConfig:
     return replace(
         base,
         name="centernet_3d_synthetic",
-        model=replace(base.model, backbone="resnet18"),
+        model=replace(base.model, backbone="resnet18", backbone_weights=None),
         data=replace(base.data, classes=("Car",), input_size=384, input_height=128, num_workers=2),
         optim=OptimConfig(lr=1e-3, base_batch=8, batch_size=8, epochs=20, lr_steps=(16,)),
         eval=EvalConfig(every=5, batch_size=16, score_threshold=0.1),
@@ -213,7 +227,7 @@ def cornernet_shapes() -> ExperimentConfig:
 def reppoints_r50_fpn() -> ExperimentConfig:
     """RepPoints v1, ResNet-50 + FPN P3-P7 with GN, moment transform: mmdetection's 1x GN recipe (38.2 box AP).
 
-    The 38.2 is COCO minival with ImageNet weights (``model.backbone_weights=resnet50-0676ba61.pth``).
+    The 38.2 is COCO minival with ImageNet weights (``model.backbone_weights=imagenet``, the default).
 
     SGD lr 0.01 at batch 16 (2 per GPU on 8), momentum 0.9, weight decay 1e-4, 500 warm-up steps from 0.001 x lr,
     grad clip 35, 12 epochs with drops after 8 and 11; keep-ratio (1333, 800) training and test, flip 0.5, no
@@ -221,7 +235,7 @@ def reppoints_r50_fpn() -> ExperimentConfig:
     """
     return ExperimentConfig(
         name="reppoints_r50_fpn",
-        model=RepPointsConfig(backbone="resnet50"),
+        model=RepPointsConfig(backbone="resnet50", backbone_weights="imagenet"),
         data=DataConfig(
             resize="keep_ratio",
             test_resize="keep_ratio",
@@ -258,7 +272,9 @@ def reppoints_shapes() -> ExperimentConfig:
     return replace(
         base,
         name="reppoints_shapes",
-        model=replace(base.model, backbone="resnet18", channels=128, frozen_stages=0, frozen_bn=False),
+        model=replace(
+            base.model, backbone="resnet18", backbone_weights=None, channels=128, frozen_stages=0, frozen_bn=False
+        ),
         data=shapes.data,
         optim=OptimConfig(
             lr=1e-3, base_batch=8, batch_size=8, epochs=12, lr_steps=(9, 11), warmup_iters=100, grad_clip=35.0
@@ -349,12 +365,14 @@ def lsnet_effl0_raccoon() -> ExperimentConfig:
 def reppoints_v2_r50_fpn() -> ExperimentConfig:
     """RepPoints v2, ResNet-50 + FPN P3-P7 with GN, GIoU: Scalsol/RepPointsV2's R50 GIoU 1x recipe (41.1 box AP).
 
-    The 41.1 is COCO minival with ImageNet weights (``model.backbone_weights=resnet50-0676ba61.pth``). The head adds
+    The 41.1 is COCO minival with ImageNet weights (``model.backbone_weights=imagenet``, the default). The head adds
     corner and foreground verification; ``exact_minmax`` boxes, ATSS refine assigner, NMS 0.6, joint inference on.
     Training as ``reppoints_r50_fpn`` (SGD 0.01 at batch 16, 12 epochs, drops after 8 and 11, (1333, 800)).
     """
     base = reppoints_r50_fpn()
-    return replace(base, name="reppoints_v2_r50_fpn", model=RepPointsV2Config(backbone="resnet50"))
+    return replace(
+        base, name="reppoints_v2_r50_fpn", model=RepPointsV2Config(backbone="resnet50", backbone_weights="imagenet")
+    )
 
 
 def reppoints_v2_r50_fpn_2x_ms() -> ExperimentConfig:
@@ -387,12 +405,12 @@ def lsnet_r50_fpn() -> ExperimentConfig:
     """LSNet detection (extreme points), ResNet-50 + FPN P3-P7 with GN, DCN towers, pyramid DCN: the paper's 1x recipe.
 
     The paper's 1x ablations (Table 3, 36.2 box AP with the pyramid DCN on COCO val) use ImageNet weights
-    (``model.backbone_weights=resnet50-0676ba61.pth``). Training is ``reppoints_r50_fpn``'s: SGD lr 0.01 at batch 16,
+    (``model.backbone_weights=imagenet``, the default). Training is ``reppoints_r50_fpn``'s: SGD lr 0.01 at batch 16,
     momentum 0.9, weight decay 1e-4, 500 warm-up steps from 0.001 x lr, grad clip 35, 12 epochs with drops after 8 and
     11, keep-ratio (1333, 800), flip 0.5 (configs/lsnet/lsnet_bbox_r50_fpn_1x_coco.py of the official code).
     """
     base = reppoints_r50_fpn()
-    return replace(base, name="lsnet_r50_fpn", model=LSNetConfig(backbone="resnet50"))
+    return replace(base, name="lsnet_r50_fpn", model=LSNetConfig(backbone="resnet50", backbone_weights="imagenet"))
 
 
 def lsnet_shapes() -> ExperimentConfig:

@@ -17,19 +17,22 @@ checkpoint, applied by ``pointdet.load``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from pointdet.configs import CONFIG_VERSION, ExperimentConfig, config_to_dict, get_preset
-from pointdet.convert.classes import ClassList, KeypointLayout, class_list, keypoint_layout
-from pointdet.engine.checkpoint import save_checkpoint
-from pointdet.errors import PointdetError
+from pointdet.configs import ExperimentConfig, get_preset
+from pointdet.convert.classes import class_list, keypoint_layout
+from pointdet.convert.common import (
+    Architecture,
+    ConversionError,
+    Rule,
+    convert_into,
+    cornernet_hourglass_rules,
+    read_official,
+)
 from pointdet.models.backbones.dla import OFFICIAL_UNUSED_PREFIXES
-from pointdet.models.backbones.weights import read_state_dict
-from pointdet.models.build import build_model
 
 # Official head name (``opts.py``) -> pointdet head branch.
 HEAD_BRANCHES = {
@@ -43,38 +46,11 @@ HEAD_BRANCHES = {
     "rot": "rotation",
     "dim": "dimensions",
 }
-COUNTER = "num_batches_tracked"
-LISTED = 12  # names shown per kind of disagreement
 # The official loaders read images with OpenCV (BGR) and normalise with constants given in that order: CenterNet's
 # COCO ones (pointdet's default, ``models/detector.py``) for COCO, ImageNet's for Pascal VOC and KITTI. Here both
 # in RGB order, [0, 1] units.
 IMAGENET_NORMALISATION = {"pixel_mean": [0.406, 0.456, 0.485], "pixel_std": [0.225, 0.224, 0.229]}
 DATASET_NORMALISATION = {"voc": IMAGENET_NORMALISATION, "kitti": IMAGENET_NORMALISATION}
-
-
-class ConversionError(PointdetError, ValueError):
-    """An official checkpoint that does not convert: the message lists every tensor that disagrees."""
-
-
-Rule = tuple[str, Callable[[re.Match], str]]
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """How one official network's tensors are named in pointdet.
-
-    Attributes:
-        backbone: pointdet's ``model.backbone``.
-        first_conv: the official name of the convolution that reads the image; its input channels are reversed, so
-            that the converted model reads RGB images as the official one reads BGR.
-        rules: ``(pattern, replacement)`` applied in order with ``re.sub`` to every official name.
-        unused: prefixes of official tensors the official forward never reads (dropped).
-    """
-
-    backbone: str
-    first_conv: str
-    rules: tuple[Rule, ...]
-    unused: tuple[str, ...] = ()
 
 
 def _ida_rule(match: re.Match) -> str:
@@ -131,26 +107,10 @@ HOURGLASS104 = Architecture(
     backbone="hourglass104",
     first_conv="pre.0.conv.weight",
     rules=(
-        # ``large_hourglass.py``: ``convolution`` = conv, bn, relu; ``residual`` = conv1, bn1, relu, conv2, bn2 + skip.
-        (r"^pre\.0\.conv\.", lambda m: "backbone.stem.0."),
-        (r"^pre\.0\.bn\.", lambda m: "backbone.stem.1."),
-        (r"^pre\.1\.", lambda m: "backbone.stem.3."),
-        (r"^kps\.(\d+)\.", lambda m: f"backbone.hourglasses.{m[1]}."),
-        (
-            r"\.(up1|low1|low2|low3)(?=\.)",
-            lambda m: {"up1": ".skip", "low1": ".down", "low2": ".inner", "low3": ".up"}[m[1]],
-        ),
-        (r"^cnvs\.(\d+)\.(conv|bn)\.", lambda m: f"backbone.outputs.{m[1]}.{0 if m[2] == 'conv' else 1}."),
-        (r"^inters\.(\d+)\.", lambda m: f"backbone.inter.{m[1]}."),
-        (r"^inters_\.(\d+)\.", lambda m: f"backbone.inter_skip.{m[1]}."),
-        (r"^cnvs_\.(\d+)\.", lambda m: f"backbone.inter_out.{m[1]}."),
-        (
-            r"\.(conv1|bn1|conv2|bn2)\.",
-            lambda m: {"conv1": ".body.0.", "bn1": ".body.1.", "conv2": ".body.3.", "bn2": ".body.4."}[m[1]],
-        ),
         # One branch per stack: ``hm.s.0`` a convolution without BN (conv with bias, relu), ``hm.s.1`` the 1x1 conv.
         (rf"^({_STACK_HEADS})\.(\d+)\.0\.conv\.", lambda m: f"head.stacks.{m[2]}.{HEAD_BRANCHES[m[1]]}.0."),
         (rf"^({_STACK_HEADS})\.(\d+)\.1\.", lambda m: f"head.stacks.{m[2]}.{HEAD_BRANCHES[m[1]]}.2."),
+        *cornernet_hourglass_rules("", "kps"),  # ``large_hourglass.py``
     ),
 )
 ARCHITECTURES = {
@@ -160,11 +120,6 @@ ARCHITECTURES = {
 }
 # Blocks per ResNet stage 3 and whether blocks are bottlenecks -> depth.
 _RESNET_DEPTHS = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101}
-
-
-def read_official(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of an official checkpoint (read with ``weights_only=True``), without ``module.`` prefixes."""
-    return {name.removeprefix("module."): tensor for name, tensor in read_state_dict(path).items()}
 
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> str:
@@ -187,54 +142,6 @@ def infer_task(state: dict[str, torch.Tensor]) -> str:
     """``pose`` (joint branches), ``3d`` (depth branch) or ``det``."""
     heads = {name.split(".")[0] for name in state}
     return "pose" if "hps" in heads else "3d" if "dep" in heads else "det"
-
-
-def pointdet_state(
-    official: dict[str, torch.Tensor], architecture: Architecture, model: torch.nn.Module, source: str | Path
-) -> dict[str, torch.Tensor]:
-    """The official tensors under pointdet's names, for ``model``; raises unless they fit it one-to-one.
-
-    Raises:
-        ConversionError: official tensors with no place in ``model`` or with the place of another, tensors of
-            ``model`` the file lacks (BN counters aside), or tensors of another shape; all of them are listed.
-    """
-    own = model.state_dict()
-    renamed: dict[str, torch.Tensor] = {}
-    official_name: dict[str, str] = {}
-    unknown, twice = [], []
-    for name, tensor in official.items():
-        if name.startswith(architecture.unused):
-            continue
-        new = name
-        for pattern, replacement in architecture.rules:
-            new = re.sub(pattern, replacement, new)
-        if name == architecture.first_conv:
-            tensor = tensor.flip(1)  # BGR -> RGB input channels
-        if new in renamed:
-            twice.append(f"{official_name[new]} and {name} -> {new}")
-        elif new in own:
-            renamed[new], official_name[new] = tensor, name
-        else:
-            unknown.append(name)
-    missing = [name for name in own if name not in renamed and not name.endswith(COUNTER)]
-    reshaped = [
-        f"{official_name[name]} {tuple(tensor.shape)} -> {name} {tuple(own[name].shape)}"
-        for name, tensor in renamed.items()
-        if tensor.shape != own[name].shape
-    ]
-    if unknown or twice or missing or reshaped:
-        problems = [
-            f"{len(names)} {what}: {', '.join(names[:LISTED])}{', ...' if len(names) > LISTED else ''}"
-            for what, names in (
-                ("official tensors with no place in pointdet's network", unknown),
-                ("pairs of official tensors with the same place", twice),
-                ("tensors of pointdet's network missing from the file", missing),
-                ("tensors of another shape", reshaped),
-            )
-            if names
-        ]
-        raise ConversionError(f"{source}: does not convert — " + "; ".join(problems))
-    return {name: renamed.get(name, tensor).to(tensor.dtype) for name, tensor in own.items()}
 
 
 def default_classes(task: str, num_classes: int) -> str:
@@ -315,35 +222,7 @@ def convert_centernet(
         )
     config = converted_config(arch, task, head_conv, classes, input_size)
     keypoints = keypoint_layout(task)
-    model = build_model(
-        config.model, num_classes, len(keypoints.names), keypoints.flip_pairs, with_backbone_weights=False
+    converted_from = {"file": str(path), "framework": "centernet", "arch": arch, "task": task}
+    return convert_into(
+        official, ARCHITECTURES[arch], config, names, keypoints, out, converted_from, DATASET_NORMALISATION.get(classes)
     )
-    state = pointdet_state(official, ARCHITECTURES[arch], model, path)
-    target = Path(out) / "last.pt"
-    save_checkpoint(_checkpoint(state, config, names, keypoints, classes, Path(path), arch, task), target)
-    return target
-
-
-def _checkpoint(
-    state: dict[str, torch.Tensor],
-    config: ExperimentConfig,
-    classes: ClassList,
-    keypoints: KeypointLayout,
-    classes_spec: str,
-    source: Path,
-    arch: str,
-    task: str,
-) -> dict:
-    """A weights-only pointdet checkpoint (what a training run's ``best.pt`` holds), noting where it came from."""
-    return {
-        "model": state,
-        "config": config_to_dict(config),
-        "config_version": CONFIG_VERSION,
-        "class_names": classes.names,
-        "category_ids": classes.category_ids,
-        "keypoint_names": keypoints.names,
-        "flip_pairs": [list(pair) for pair in keypoints.flip_pairs],
-        "skeleton": [list(pair) for pair in keypoints.skeleton],
-        "converted_from": {"file": str(source), "framework": "centernet", "arch": arch, "task": task},
-        **DATASET_NORMALISATION.get(classes_spec, {}),
-    }
