@@ -3,6 +3,8 @@ load, and the ONNX export refusal."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -22,14 +24,15 @@ from pointdet.models.two_stage import TwoStageDetector
 from .helpers import fit
 
 
-@pytest.mark.slow  # 150 steps: minutes on a shared 2-core CPU
+@pytest.mark.slow  # 120 steps of a narrowed cpm_rcnn_shapes: tens of minutes on a contended 2-core CPU
 def test_cpm_rcnn_overfits_four_shapes_images(tmp_path):
     torch.manual_seed(0)
     shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
     coco = CocoDataset(shapes.train_json, shapes.train_images)
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
-    model = build_model(get_preset("cpm_rcnn_shapes").model, num_classes=3)
-    history = fit(model, batch, steps=150, lr=1e-3, drop_after=120)
+    narrow = {"point_channels": 8, "max_grid_rois": 16, "roi_batch": 64, "rpn_train_rois": 100, "rpn_test_rois": 100}
+    model = build_model(replace(get_preset("cpm_rcnn_shapes").model, **narrow), num_classes=3)
+    history = fit(model, batch, steps=120, lr=1e-3, drop_after=100)
     assert history[-1] < 0.2 * history[0], history[::10]
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
