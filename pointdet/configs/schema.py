@@ -151,7 +151,36 @@ class CornerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RepPointsConfig:
+class FPNBackboneConfig:
+    """The backbone + FPN keys of the FPN detector families (a base of their model configs).
+
+    Attributes:
+        backbone, backbone_weights, frozen_stages, frozen_bn, backbone_dcn: the backbone, as ``RepPointsConfig``.
+        norm: ``gn`` (GroupNorm 32 in the FPN, and in RepPoints' towers) or ``none``.
+        channels: FPN channels (256).
+        init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
+    """
+
+    backbone: Literal["resnet18", "resnet50", "resnet101"] | str = "resnet50"
+    backbone_weights: str | None = None
+    frozen_stages: int = 1
+    frozen_bn: bool = True
+    backbone_dcn: bool = False
+    norm: Literal["gn", "none"] = "gn"
+    channels: int = 256
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        check_backbone_name(self)
+        check_ranges(self)
+        if self.norm == "gn" and self.channels % 32:
+            raise ConfigError(
+                f"model.channels={self.channels}: must be a multiple of 32 with model.norm=gn (GroupNorm 32)"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepPointsConfig(FPNBackboneConfig):
     """RepPoints v1 (METHODS.md CARD 5 §5.0): objects as 9 learned points on FPN P3-P7, refined once.
 
     Attributes:
@@ -195,13 +224,6 @@ class RepPointsConfig:
 
     method: Literal["reppoints"] = "reppoints"
     task: Literal["detection"] = "detection"
-    backbone: Literal["resnet18", "resnet50", "resnet101"] | str = "resnet50"
-    backbone_weights: str | None = None
-    frozen_stages: int = 1
-    frozen_bn: bool = True
-    backbone_dcn: bool = False
-    norm: Literal["gn", "none"] = "gn"
-    channels: int = 256
     stacked_convs: int = 3
     num_points: int = 9
     transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax"] = "moment"
@@ -211,15 +233,6 @@ class RepPointsConfig:
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
-    init_from: str | None = None
-
-    def __post_init__(self) -> None:
-        check_backbone_name(self)
-        check_ranges(self)
-        if self.norm == "gn" and self.channels % 32:
-            raise ConfigError(
-                f"model.channels={self.channels}: must be a multiple of 32 with model.norm=gn (GroupNorm 32)"
-            )
 
     @property
     def needs_masks(self) -> bool:
@@ -264,7 +277,7 @@ class RepPointsV2Config(RepPointsConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LSNetConfig:
+class LSNetConfig(FPNBackboneConfig):
     """LSNet (METHODS.md CARD 4): an anchor point + landmark vectors (4 extreme points and the box centre) on FPN
     P3-P7, learned with the cross-IoU loss and refined from pyramid-DCN landmark features.
 
@@ -308,15 +321,7 @@ class LSNetConfig:
     init_weight: float = 1.0
     refine_weight: float = 2.0
     gradient_mul: float = 0.1
-    channels: int = 256
     stacked_convs: int = 3
-    backbone: Literal["resnet18", "resnet50", "resnet101"] | str = "resnet50"
-    norm: Literal["gn", "none"] = "gn"
-    backbone_dcn: bool = False
-    frozen_bn: bool = True
-    frozen_stages: int = 1
-    backbone_weights: str | None = None
-    init_from: str | None = None
     nms_iou: float = 0.6
     score_threshold: float = 0.05
     pre_nms: int = 1000
@@ -335,12 +340,93 @@ class LSNetConfig:
         check_ranges(self)
 
 
-ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig | RepPointsV2Config | LSNetConfig
+@dataclass(frozen=True, kw_only=True)
+class CPMRCNNConfig(FPNBackboneConfig):
+    """CPM R-CNN (METHODS.md CARD 6): an RPN on FPN P2-P6, a classification branch without box regression, a cascade
+    of Grid R-CNN Plus grid branches (CMM), IoU scoring (ISM) and re-scoring (RSM). With ``cascade_mapping``,
+    ``iou_scoring`` and ``rescoring`` false it is Grid R-CNN Plus.
+
+    Every ``FPNBackboneConfig`` key applies, the FPN without norm by default (Faster R-CNN's). The other attributes:
+
+    Attributes:
+        method: ``cpm_rcnn``; selects this family.
+        anchor_sizes: RPN anchor side per level P2-P6 (32-512), 3 aspect ratios each.
+        rpn_train_rois, rpn_test_rois: RPN boxes kept per image after NMS in training (2000) and at test (1000).
+        roi_batch, positive_fraction: RoIs sampled per image for the classification branch and the RSM (512, 0.25).
+        hidden: width of the FC layers of the classifier, the ISM and the RSM (1024).
+        point_channels: channels per grid point in the grid branch (64: 576 = 9 x 64); a multiple of 4.
+        cascade_mapping: CMM, three grid stages with ``mapping_ratios``; false: one stage with mapping ratio 2.
+        mapping_ratios, stage_ious, stage_weights: per cascade stage, the heatmap frame (2, 1.5, 1.25 x the RoI),
+            the IoU its training RoIs need (0.5, 0.6, 0.7) and its loss weight β (1, 0.5, 0.25).
+        iou_scoring: ISM on (the fused score uses s_ISM). rescoring: RSM on (s_RSM).
+        max_grid_rois: grid-stage RoIs per image, in training and after the test-time NMS (96).
+        score_threshold, nms_iou, gamma: test time: class probabilities kept (0.03), class-wise NMS IoU (0.3), γ of
+            the fused score (0.8); decode options, switchable at evaluation.
+    """
+
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "max_grid_rois", "gamma")
+    SECTION: ClassVar[str] = "model"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "frozen_stages": within(0, 4),
+        "channels": at_least(1),
+        "anchor_sizes": each(above(0)),
+        "rpn_train_rois": at_least(1),
+        "rpn_test_rois": at_least(1),
+        "roi_batch": at_least(1),
+        "positive_fraction": fraction(low_open=True),
+        "hidden": at_least(1),
+        "point_channels": Rule(lambda n: n >= 4 and n % 4 == 0, "a multiple of 4 (GroupNorm 36 over 9 x it)"),
+        "mapping_ratios": each(at_least(1)),
+        "stage_ious": each(fraction()),
+        "stage_weights": each(at_least(0)),
+        "max_grid_rois": at_least(1),
+        "score_threshold": fraction(high_open=True),
+        "nms_iou": fraction(low_open=True),
+        "gamma": fraction(),
+    }
+
+    method: Literal["cpm_rcnn"] = "cpm_rcnn"
+    task: Literal["detection"] = "detection"
+    norm: Literal["gn", "none"] = "none"
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    rpn_train_rois: int = 2000
+    rpn_test_rois: int = 1000
+    roi_batch: int = 512
+    positive_fraction: float = 0.25
+    hidden: int = 1024
+    point_channels: int = 64
+    cascade_mapping: bool = True
+    mapping_ratios: tuple[float, ...] = (2.0, 1.5, 1.25)
+    stage_ious: tuple[float, ...] = (0.5, 0.6, 0.7)
+    stage_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
+    iou_scoring: bool = True
+    rescoring: bool = True
+    max_grid_rois: int = 96
+    score_threshold: float = 0.03
+    nms_iou: float = 0.3
+    gamma: float = 0.8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.anchor_sizes) != 5:
+            raise ConfigError(f"model.anchor_sizes={self.anchor_sizes}: needs one size per level P2-P6 (5)")
+        if not len(self.mapping_ratios) == len(self.stage_ious) == len(self.stage_weights):
+            raise ConfigError(
+                f"model.mapping_ratios={self.mapping_ratios}, model.stage_ious={self.stage_ious} and "
+                f"model.stage_weights={self.stage_weights}: need one entry per cascade stage"
+            )
+
+    @property
+    def needs_masks(self) -> bool:
+        return False
+
+
+ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig | RepPointsV2Config | LSNetConfig | CPMRCNNConfig
 """The model section: one typed config per method family, selected by ``model.method``."""
 
 MODEL_FAMILIES: dict[str, type] = {
     method: family
-    for family in (CenterNetConfig, CornerConfig, RepPointsConfig, RepPointsV2Config, LSNetConfig)
+    for family in (CenterNetConfig, CornerConfig, RepPointsConfig, RepPointsV2Config, LSNetConfig, CPMRCNNConfig)
     for method in typing.get_args(typing.get_type_hints(family)["method"])
 }
 """``model.method`` value -> the config class of its family."""

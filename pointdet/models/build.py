@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import (
     CenterNetConfig,
     CornerConfig,
+    CPMRCNNConfig,
     LSNetConfig,
     ModelConfig,
     RepPointsConfig,
@@ -22,6 +25,7 @@ from pointdet.configs.schema import (
 )
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
+from pointdet.decoders.grid import CPMPostprocess
 from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
 from pointdet.decoders.pose import PosePostprocess
@@ -42,6 +46,8 @@ from pointdet.models.heads import (
 from pointdet.models.heads.reppoints_v2 import VERIFICATION_CHANNELS, RepPointsV2Head
 from pointdet.models.init_from import initialise_from
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
+from pointdet.models.roi_heads.cpm import PLAIN_GRID_MAPPING, CPMRoIHeads
+from pointdet.models.two_stage import TwoStageDetector
 from pointdet.structures import FeatureShape
 
 HOURGLASSES = {"hourglass104": hourglass104, "hourglass52": hourglass52, "hourglass_small": hourglass_small}
@@ -73,6 +79,8 @@ def build_model(
         model = _build_reppoints(config, num_classes, weights)
     elif isinstance(config, LSNetConfig):
         model = _build_lsnet(config, num_classes, weights)
+    elif isinstance(config, CPMRCNNConfig):
+        model = _build_cpm_rcnn(config, num_classes, weights)
     else:
         raise TypeError(f"no model builder for {type(config).__name__}")
     if with_backbone_weights and getattr(config, "init_from", None):
@@ -105,6 +113,8 @@ def build_postprocess(
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, LSNetConfig):
         return LSNetPostprocess(config.score_threshold, config.nms_iou, config.pre_nms)
+    if isinstance(config, CPMRCNNConfig):
+        return CPMPostprocess(config.score_threshold, config.nms_iou, config.max_grid_rois, config.gamma)
     raise TypeError(f"no post-processor for {type(config).__name__}")
 
 
@@ -191,9 +201,11 @@ def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
     return Detector(backbone, None, head, build_postprocess(config, backbone.feature_shapes), roi_heads=masks)
 
 
-def _fpn_backbone(config: RepPointsConfig | LSNetConfig, weights: str | None) -> tuple[nn.Module, FPN]:
-    """ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model, and an FPN P3-P7 on its
-    stride 8/16/32 maps: the RepPoints and LSNet backbone."""
+def _fpn_backbone(
+    config: RepPointsConfig | LSNetConfig | CPMRCNNConfig, weights: str | None, levels: tuple[int, int] = (3, 7)
+) -> tuple[nn.Module, FPN]:
+    """ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model, and an FPN on its maps:
+    P3-P7 on strides 8/16/32 (the RepPoints and LSNet backbone) or P2-P6 on strides 4-32 (two-stage detectors)."""
     norm = "frozen_bn" if config.frozen_bn else "bn"
     if config.backbone.startswith(TIMM_PREFIX):
         if config.backbone_dcn:
@@ -211,7 +223,10 @@ def _fpn_backbone(config: RepPointsConfig | LSNetConfig, weights: str | None) ->
             norm=norm,
             dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
         )
-    return backbone, FPN(backbone.feature_shapes, config.channels, levels=(3, 7), norm=config.norm)
+    extra_from = "c5" if levels == (3, 7) else "p5"
+    return backbone, FPN(
+        backbone.feature_shapes, config.channels, levels=levels, norm=config.norm, extra_from=extra_from
+    )
 
 
 def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | None) -> Detector:
@@ -260,8 +275,31 @@ def _build_lsnet(config: LSNetConfig, num_classes: int, weights: str | None) -> 
     return Detector(backbone, neck, head, postprocess, **_normalisation(config, backbone))
 
 
+def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None) -> TwoStageDetector:
+    """CPM R-CNN (or Grid R-CNN Plus with its three modules off): ``_fpn_backbone`` with P2-P6, torchvision's RPN,
+    the CPM RoI heads."""
+    backbone, neck = _fpn_backbone(config, weights, levels=(2, 6))
+    anchors = AnchorGenerator(tuple((size,) for size in config.anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
+    rpn = RegionProposalNetwork(
+        anchors, RPNHead(config.channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
+        pre_nms_top_n={"training": config.rpn_train_rois, "testing": config.rpn_test_rois},
+        post_nms_top_n={"training": config.rpn_train_rois, "testing": config.rpn_test_rois}, nms_thresh=0.7,
+    )  # fmt: skip
+    mapping = config.mapping_ratios if config.cascade_mapping else (PLAIN_GRID_MAPPING,)
+    roi_heads = CPMRoIHeads(
+        [shape.name for shape in neck.feature_shapes], config.channels, num_classes, hidden=config.hidden,
+        point_channels=config.point_channels, mapping_ratios=mapping, stage_ious=config.stage_ious[: len(mapping)],
+        stage_weights=config.stage_weights[: len(mapping)], iou_scoring=config.iou_scoring,
+        rescoring=config.rescoring, roi_batch=config.roi_batch, positive_fraction=config.positive_fraction,
+        max_grid_rois=config.max_grid_rois,
+    )  # fmt: skip
+    postprocess = build_postprocess(config, neck.feature_shapes)
+    return TwoStageDetector(backbone, neck, rpn, roi_heads, postprocess, **_normalisation(config, backbone))
+
+
 def _normalisation(
-    config: CenterNetConfig | RepPointsConfig | LSNetConfig, backbone: Any
+    config: CenterNetConfig | RepPointsConfig | LSNetConfig | CPMRCNNConfig, backbone: Any
 ) -> dict[str, tuple[float, ...]]:
     """A timm backbone configured with ImageNet weights normalises with its own mean/std (timm's data config); the
     other backbones, and timm ones trained from scratch, with CenterNet's constants (the Detector's defaults).

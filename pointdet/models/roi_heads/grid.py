@@ -1,0 +1,121 @@
+"""The grid branch of Grid R-CNN Plus, one per CPM R-CNN cascade stage (METHODS.md CARD 6 (a); Grid R-CNN §3.2).
+
+RoIAlign 14x14 -> 8 x [3x3 conv to 9 x P channels, GN(36), ReLU] (the first with stride 2, giving 7x7) -> first- and
+second-order fusion between neighbouring grid points (``F1_i = F_i + Σ_n T_in(F_n)``, ``F2_i = F_i + Σ_n
+T'_in(F1_n)``, each T a depthwise 5x5 conv then a 1x1 conv) -> two grouped 4x4 stride-2 transposed convs to 9
+heatmaps of 28x28, one per point (its sub-region of the virtual 56x56 map). The same upsampling head also reads
+the unfused features, whose heatmaps are supervised in training. Facts derived from the CPM R-CNN code
+(``grid_heads.py``, ``outputs.py``) and mmdetection's ``GridHead`` as summarised in the card.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from pointdet.targets.grid import GRID_POINTS, grid_indices
+
+NUM_CONVS = 8
+GN_GROUPS = 36
+FUSION_KERNEL = 5
+HEATMAP_PRIOR = 0.01  # initial foreground probability of every heatmap pixel
+
+
+class GridOutputs(NamedTuple):
+    """Attributes:
+    fused: (N, 9, 28, 28) heatmap logits from the fused features.
+    unfused: (N, 9, 28, 28) logits from the unfused features (None at test).
+    features: (N, 9P, 7, 7) the features after the convs ("minimum scale", the ISM's input).
+    """
+
+    fused: Tensor
+    unfused: Tensor | None
+    features: Tensor
+
+
+def grid_neighbours() -> list[list[int]]:
+    """The 4-neighbours of each grid point on the 3x3 grid."""
+    columns, rows = grid_indices()
+    return [
+        [n for n in range(GRID_POINTS) if abs(columns[i] - columns[n]) + abs(rows[i] - rows[n]) == 1]
+        for i in range(GRID_POINTS)
+    ]
+
+
+def _transfer(channels: int) -> nn.Sequential:
+    """T: depthwise 5x5 conv -> 1x1 conv, on one point's channels."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, FUSION_KERNEL, padding=FUSION_KERNEL // 2, groups=channels),
+        nn.Conv2d(channels, channels, 1),
+    )
+
+
+class PointFusion(nn.Module):
+    """One order of feature fusion: ``out_i = base_i + Σ_{n ∈ N(i)} T_in(source_n)``, channels split per point.
+
+    Args:
+        point_channels: P.
+    """
+
+    def __init__(self, point_channels: int) -> None:
+        super().__init__()
+        self.point_channels = point_channels
+        self.neighbours = grid_neighbours()
+        self.transfers = nn.ModuleList(
+            nn.ModuleList(_transfer(point_channels) for _ in neighbours) for neighbours in self.neighbours
+        )
+
+    def forward(self, base: list[Tensor], source: list[Tensor]) -> list[Tensor]:
+        """9 maps (N, P, 7, 7) each -> 9 fused maps."""
+        return [
+            base[i] + sum(t(source[n]) for t, n in zip(self.transfers[i], self.neighbours[i], strict=True))
+            for i in range(GRID_POINTS)
+        ]
+
+
+class GridBranch(nn.Module):
+    """Grid-point heatmaps for pooled RoI features.
+
+    Args:
+        in_channels: D of the pooled features.
+        point_channels: P channels per point (64: 576 = 9 x 64 conv channels); a multiple of 4 (GN 36).
+    """
+
+    def __init__(self, in_channels: int, point_channels: int = 64) -> None:
+        super().__init__()
+        channels = GRID_POINTS * point_channels
+        if channels % GN_GROUPS:
+            raise ValueError(f"grid point_channels={point_channels}: 9 x it must be divisible by {GN_GROUPS} (GN)")
+        layers: list[nn.Module] = []
+        for index in range(NUM_CONVS):
+            stride = 2 if index == 0 else 1
+            conv = nn.Conv2d(in_channels if index == 0 else channels, channels, 3, stride, padding=1, bias=False)
+            layers += [conv, nn.GroupNorm(GN_GROUPS, channels), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.point_channels = point_channels
+        self.first_order, self.second_order = PointFusion(point_channels), PointFusion(point_channels)
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose2d(channels, channels, 4, 2, padding=1, groups=GRID_POINTS),
+            nn.GroupNorm(GRID_POINTS, channels),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(channels, GRID_POINTS, 4, 2, padding=1, groups=GRID_POINTS),
+        )
+        for module in self.convs.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        last = self.upsample[-1]
+        nn.init.normal_(last.weight, std=0.001)
+        nn.init.constant_(last.bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+
+    def forward(self, pooled: Tensor) -> GridOutputs:
+        """(N, D, 14, 14) RoI features -> ``GridOutputs`` (``unfused`` only in training)."""
+        features = self.convs(pooled)
+        points = list(features.split(self.point_channels, dim=1))
+        first = self.first_order(points, points)
+        second = self.second_order(points, first)
+        fused = self.upsample(torch.cat(second, dim=1))
+        unfused = self.upsample(features) if self.training else None
+        return GridOutputs(fused, unfused, features)

@@ -1,0 +1,56 @@
+"""RoI feature pooling over FPN levels and the two-FC heads of the R-CNN branches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+
+SAMPLING_RATIO = 2
+ROI_LEVELS = ("p2", "p3", "p4", "p5")  # RoIs are pooled from P2-P5 (Detectron's level mapping; P6 is RPN-only)
+
+
+class RoIPooler(nn.Module):
+    """torchvision ``MultiScaleRoIAlign`` on the named pyramid maps, run in float32 outside autocast (torchvision
+    has no CPU bfloat16 RoIAlign, and bfloat16 boxes would be rounded by pixels).
+
+    Args:
+        level_names: names of the maps the detector passes (its ``feature_shapes`` names), finest first.
+        output_size: side of the pooled features.
+    """
+
+    def __init__(self, level_names: Sequence[str], output_size: int) -> None:
+        super().__init__()
+        self.level_names = tuple(level_names)
+        self.pool = MultiScaleRoIAlign([n for n in ROI_LEVELS if n in level_names], output_size, SAMPLING_RATIO)
+
+    def forward(self, features: Sequence[Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+        """Maps in ``level_names`` order and B lists of (N_b, 4) xyxy boxes -> (ΣN_b, D, S, S)."""
+        named = {name: f.float() for name, f in zip(self.level_names, features, strict=True)}
+        with torch.autocast(features[0].device.type, enabled=False):
+            return self.pool(named, [b.float() for b in boxes], image_sizes)
+
+
+class MLPClassifier(nn.Module):
+    """Flatten -> FC -> ReLU -> FC -> ReLU (torchvision ``TwoMLPHead``) -> Linear to ``outputs`` logits.
+
+    Args:
+        in_features: flattened input size.
+        hidden: width of both FC layers (1024).
+        outputs: logits per RoI.
+        init_std: normal init of the last layer (0.01, bias 0).
+    """
+
+    def __init__(self, in_features: int, hidden: int, outputs: int, init_std: float = 0.01) -> None:
+        super().__init__()
+        self.mlp = TwoMLPHead(in_features, hidden)
+        self.predictor = nn.Linear(hidden, outputs)
+        nn.init.normal_(self.predictor.weight, std=init_std)
+        nn.init.zeros_(self.predictor.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, ...) features -> (N, outputs) logits."""
+        return self.predictor(self.mlp(x))
