@@ -127,3 +127,42 @@ def test_predict_draws_and_writes_extreme_points_and_contours():
     halved = detections.rescale(2.0, 2.0)
     torch.testing.assert_close(halved.contours, contour / 2)
     torch.testing.assert_close(halved.landmarks, extremes / 2)
+
+
+def test_multi_scale_merge_votes_boxes_and_landmarks():
+    """Hand-computed box voting (IoU 0.66): the best detection's group averages boxes and landmarks by score, keeps
+    the best score; the member re-scored by s (1 - IoU) stays; another class votes alone."""
+    landmarks = torch.tensor(
+        [[[5.0, 0.0], [0.0, 5.0], [5.0, 10.0], [10.0, 5.0]], [[6.0, 0.0], [1.0, 5.0], [6.0, 10.0], [11.0, 5.0]]]
+    )
+    first = Detections(
+        torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([0.9]), torch.tensor([0]), landmarks=landmarks[:1]
+    )
+    second = Detections(
+        torch.tensor([[1.0, 0.0, 11.0, 10.0], [0.0, 0.0, 10.0, 10.0]]),
+        torch.tensor([0.6, 0.3]),
+        torch.tensor([0, 1]),
+        landmarks=torch.cat([landmarks[1:], landmarks[:1]]),
+    )
+    merged = LSNetPostprocess(ExtremePoints()).merge_scales([first, second])
+    iou = 90 / 110
+    torch.testing.assert_close(merged.scores, torch.tensor([0.9, 0.3, 0.6 * (1 - iou)]))
+    assert merged.labels.tolist() == [0, 1, 0] and merged.contours is None
+    torch.testing.assert_close(merged.boxes[0], torch.tensor([0.4, 0.0, 10.4, 10.0]))
+    torch.testing.assert_close(merged.landmarks[0], (0.9 * landmarks[0] + 0.6 * landmarks[1]) / 1.5)
+    torch.testing.assert_close(merged.landmarks[1:], torch.stack([landmarks[0], landmarks[1]]))
+
+
+def test_predict_at_two_scales_merges_with_the_models_own_voting():
+    from pointdet.configs import LSNetConfig
+    from pointdet.engine.inference import predict_images
+    from pointdet.models.build import build_model
+
+    torch.manual_seed(0)
+    config = LSNetConfig(task="segmentation", backbone="resnet18", channels=64, stacked_convs=1, tower="conv")
+    model = build_model(config, 2, with_backbone_weights=False).eval()
+    model.postprocess.score_threshold = 0.0
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    (detections,) = predict_images(model, images, scales=(1.0, 0.5), k=20)
+    assert 0 < len(detections) <= 20 and detections.contours.shape == (len(detections), 36, 2)
+    assert bool((detections.scores[:-1] >= detections.scores[1:]).all())

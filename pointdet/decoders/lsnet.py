@@ -8,6 +8,12 @@ path that ``pointdet export`` traces) is RepPoints' post-processing, reused as i
 every prior, the clipped box followed by the flattened landmarks, and unpacks them after the NMS into ``Detections``
 (``landmarks`` for the extreme points, ``contours`` for the contour, per ``LandmarkTask.detection_fields``). The
 landmarks themselves are not clipped. ``batched`` (the ONNX export) gathers the first 4 columns, the boxes.
+
+Multi-scale test (``merge_scales``, which ``engine.inference.predict_images`` calls when a post-processor has one):
+the detections of every scale, in the same pixels, merged by class-wise **box voting** (IoU 0.66, METHODS.md §1.11,
+``ops.nms.box_voting``) with the landmarks voted alongside the boxes, as the code's ATSS-style test (CARD 4 (d) 8).
+The code's per-scale valid box-size ranges belong to its 12 fixed shorter sides and are not applied: pointdet's
+test scales are factors of the input size.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import Tensor
 
 from pointdet.decoders.reppoints import RepPointsPostprocess, clip_boxes
 from pointdet.decoders.tta import mirror_boxes
+from pointdet.ops.nms import box_voting
 from pointdet.structures import Detections
 from pointdet.targets.lsnet_tasks import ExtremePoints, LandmarkTask
 
@@ -34,6 +41,7 @@ class LSNetPostprocess(RepPointsPostprocess):
         score_threshold: least class probability kept (0.05).
         nms_iou: class-wise NMS IoU (0.6).
         pre_nms: priors kept per level and image before NMS (1000).
+        vote_iou: box-voting IoU of the multi-scale merge (0.66).
     """
 
     def __init__(
@@ -42,9 +50,11 @@ class LSNetPostprocess(RepPointsPostprocess):
         score_threshold: float = 0.05,
         nms_iou: float = 0.6,
         pre_nms: int = 1000,
+        vote_iou: float = 0.66,
     ) -> None:
         super().__init__("exact_minmax", score_threshold, nms_iou, pre_nms)
         self.task = ExtremePoints() if task is None else task
+        self.vote_iou = vote_iou
 
     def boxes(self, outputs: LSNetOutputs, frame: Tensor) -> Tensor:
         """(B, P, 4 + 2V): every prior's box, clipped to ``frame`` (B, 2) ``(height, width)``, then its V refine
@@ -74,3 +84,15 @@ class LSNetPostprocess(RepPointsPostprocess):
         """The kept (N, 4 + 2V) candidates: boxes, and the landmarks in the task's ``Detections`` fields."""
         landmarks = boxes[:, 4:].unflatten(-1, (-1, 2))
         return Detections(boxes[:, :4], scores, labels, **self.task.detection_fields(landmarks))
+
+    def merge_scales(self, parts: list[Detections], k: int = 100) -> Detections:
+        """Detections of one image at several test scales (already in the same pixels) merged by class-wise box
+        voting (``vote_iou``; re-scored members kept above ``score_threshold``), the task's landmarks voted with
+        the boxes; the top ``k``."""
+        combined = Detections.cat(parts)
+        field = self.task.detection_field
+        voted = box_voting(
+            combined.boxes, combined.scores, combined.labels, self.vote_iou, self.score_threshold, k,
+            extra=getattr(combined, field),
+        )  # fmt: skip
+        return Detections(voted.boxes, voted.scores, voted.labels, **{field: voted.extra})

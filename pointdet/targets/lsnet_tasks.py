@@ -10,7 +10,7 @@ A task says:
 - ``mirror_order``: the vectors' order after a horizontal flip (the flip test maps the mirrored pass back);
 - ``ground_truth``: the GT landmarks and the GT box (for assignment and the loss) of every object;
 - ``boxes``: the box of predicted landmarks;
-- ``detection_fields``: where decoded landmarks go in ``Detections``.
+- ``detection_field`` and ``detection_fields``: where decoded landmarks go in ``Detections``.
 
 Tasks: ``ExtremePoints`` (detection: 4 extreme points + the box centre, 4 free points) and ``Contours``
 (instance segmentation: 36 contour points + the polygon-box centre, contour vectors 0, 5, ..., 35 and the centre in
@@ -40,6 +40,7 @@ class LandmarkTask(Protocol):
     dcn_vectors: tuple[int, ...]
     aggregation: Aggregation
     mirror_order: tuple[int, ...]
+    detection_field: str
 
     def ground_truth_landmarks(self, instances: Instances) -> tuple[Instances, Tensor]:
         """``instances`` with the boxes the task assigns and scores against, and their (M, V, 2) xy landmarks."""
@@ -48,7 +49,7 @@ class LandmarkTask(Protocol):
         """(..., V, 2) landmarks -> (..., 4) xyxy boxes."""
 
     def detection_fields(self, landmarks: Tensor) -> dict[str, Tensor]:
-        """(N, V, 2) decoded landmarks -> the ``Detections`` fields that carry them."""
+        """(N, V, 2) decoded landmarks -> ``{detection_field: the ones Detections carries}``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ExtremePoints:
     dcn_vectors: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 4)
     aggregation: ClassVar[Aggregation] = "bbox"
     mirror_order: ClassVar[tuple[int, ...]] = (0, 3, 2, 1, 4)  # a flip swaps left and right
+    detection_field: ClassVar[str] = "landmarks"
 
     def ground_truth_landmarks(self, instances: Instances) -> tuple[Instances, Tensor]:
         """The GT boxes as they are; ``targets.lsnet.extreme_landmarks``."""
@@ -69,7 +71,7 @@ class ExtremePoints:
         return boxes_from_extremes(landmarks)
 
     def detection_fields(self, landmarks: Tensor) -> dict[str, Tensor]:
-        return {"landmarks": landmarks[:, :4]}
+        return {self.detection_field: landmarks[:, :4]}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Contours:
     count: int = 36
     free_points: ClassVar[int] = 0
     aggregation: ClassVar[Aggregation] = "polygon"
+    detection_field: ClassVar[str] = "contours"
 
     def __post_init__(self) -> None:
         if self.count < DCN_POINTS - 1:
@@ -125,7 +128,7 @@ class Contours:
         return torch.cat([contour.amin(dim=-2), contour.amax(dim=-2)], dim=-1)
 
     def detection_fields(self, landmarks: Tensor) -> dict[str, Tensor]:
-        return {"contours": landmarks[:, : self.count]}
+        return {self.detection_field: landmarks[:, : self.count]}
 
 
 LANDMARK_TASKS: dict[str, type] = {"detection": ExtremePoints, "segmentation": Contours}
