@@ -22,7 +22,7 @@ def test_lsnet_overfits_four_shapes_images(tmp_path):
     assert metrics["AP"] >= 0.9, metrics
 
 
-@pytest.mark.slow  # measured in the README (LSNet section)
+@pytest.mark.slow  # not yet run to completion: the shared CPU starved it (README, LSNet section); unmeasured bounds
 def test_lsnet_contours_overfit_four_shapes_images(tmp_path):
     """Instance segmentation by 36 contour points: boxes and polygon masks of 4 images learnt."""
     config = replace(SMALL, task="segmentation")
