@@ -108,6 +108,10 @@ class Detections:
             turns it into a KITTI location and rotation with the camera matrix.
         masks: (N, M, M) float mask probabilities inside each box (``ops.masks.paste_masks`` puts them into the
             image), or None for models without a mask head.
+        landmarks: (N, L, 2) float xy pixels of landmark points (LSNet's extreme points: top, left, bottom, right),
+            or None.
+        contours: (N, V, 2) float xy pixels of a closed polygon per object, clockwise (LSNet's contour points); the
+            object's mask is that polygon rasterised on the image (``ops.masks.instance_masks``); or None.
     """
 
     boxes: Tensor
@@ -116,9 +120,16 @@ class Detections:
     keypoints: Tensor | None = None
     mono3d: Tensor | None = None
     masks: Tensor | None = None
+    landmarks: Tensor | None = None
+    contours: Tensor | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the objects have instance masks: box-relative ``masks`` or ``contours`` to rasterise."""
+        return self.masks is not None or self.contours is not None
 
     def to(self, device: torch.device | str) -> Detections:
         return _move(self, device)
@@ -135,7 +146,10 @@ class Detections:
             keypoints = torch.cat([self.keypoints[..., :2] / divisor, self.keypoints[..., 2:]], dim=-1)
         if self.mono3d is not None:
             mono3d = torch.cat([self.mono3d[:, :2] / divisor, self.mono3d[:, 2:]], dim=-1)
-        return replace(self, boxes=self.boxes / divisor.repeat(2), keypoints=keypoints, mono3d=mono3d)
+        points = {
+            name: getattr(self, name) / divisor for name in ("landmarks", "contours") if getattr(self, name) is not None
+        }
+        return replace(self, boxes=self.boxes / divisor.repeat(2), keypoints=keypoints, mono3d=mono3d, **points)
 
     @staticmethod
     def cat(parts: list[Detections]) -> Detections:

@@ -96,7 +96,7 @@ def overfit_four_shapes(
 ) -> tuple[list[float], dict]:
     """Train a 3-class model of ``model_config`` with ``fit`` on 4 generated shapes images at 128 px (``steps``
     steps, lr 1e-3 then 1e-4 for the last quarter); returns its loss history and the COCO box metrics of its
-    predictions on them."""
+    predictions on them, with the mask metrics (``segm_AP``, ...) when the model predicts masks."""
     import torch
 
     from pointdet.data.coco import CocoDataset
@@ -105,6 +105,7 @@ def overfit_four_shapes(
     from pointdet.data.transforms import eval_transforms
     from pointdet.engine.inference import predict_images, to_original_pixels
     from pointdet.evaluation import detections_to_coco, evaluate_coco
+    from pointdet.evaluation.coco import masks_to_coco, run_coco_evaluation
     from pointdet.models.build import build_model
 
     torch.manual_seed(0)
@@ -115,7 +116,12 @@ def overfit_four_shapes(
     history = fit(model, batch, steps=steps, lr=1e-3, drop_after=steps * 3 // 4)
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
-    return history, evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))
+    metrics = evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))
+    if detections[0].has_masks:
+        masks = masks_to_coco(detections, batch.image_ids, coco.category_ids, batch.orig_sizes)
+        segm = run_coco_evaluation(shapes.train_json, masks, iou_type="segm").metrics
+        metrics.update({f"segm_{name}": value for name, value in segm.items()})
+    return history, metrics
 
 
 def random_state(tensors: dict[str, list[int]], seed: int = 0, counters: bool = True) -> dict[str, torch.Tensor]:

@@ -283,7 +283,8 @@ class LSNetConfig(FPNBackboneConfig):
 
     Attributes:
         method: ``lsnet``; selects this family.
-        task: ``detection`` (boxes from extreme points; contours and keypoints are not implemented yet).
+        task: ``detection`` (boxes from 4 extreme points) or ``segmentation`` (boxes and instance masks from 36
+            contour points, the ``polygon`` cross-IoU aggregation); keypoints are not implemented yet.
         tower: head towers of ``dcn`` (DCNv2 3x3 + GN + ReLU, LSNet) or ``conv`` (plain 3x3 convs, faster).
         landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet) or ``single`` (level l only,
             the paper's Table 3 ablation).
@@ -314,7 +315,7 @@ class LSNetConfig(FPNBackboneConfig):
     }
 
     method: Literal["lsnet"] = "lsnet"
-    task: Literal["detection"] = "detection"
+    task: Literal["detection", "segmentation"] = "detection"
     tower: Literal["dcn", "conv"] = "dcn"
     landmark_features: Literal["pyramid", "single"] = "pyramid"
     box_penalty: bool = True
@@ -328,7 +329,7 @@ class LSNetConfig(FPNBackboneConfig):
 
     @property
     def needs_polygons(self) -> bool:
-        """The extreme-point targets are read off the polygons (objects without one use their box)."""
+        """The extreme-point and contour targets are read off the polygons (objects without one use their box)."""
         return True
 
     @property

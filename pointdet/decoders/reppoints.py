@@ -216,7 +216,8 @@ class RepPointsPostprocess:
             frame: (B, 2) ``(height, width)`` the boxes are clipped to.
 
         Returns:
-            (B, Q, 4) clipped boxes and (B, Q, C) class probabilities, ``Q = levels * pre_nms``: level after level,
+            (B, Q, 4) clipped boxes (and the further columns a subclass's ``boxes`` appends to them) and (B, Q, C)
+            class probabilities, ``Q = levels * pre_nms``: level after level,
             each by decreasing max probability; a level with fewer than ``pre_nms`` priors leaves its last slots
             empty (zero box, zero probabilities). With ``pre_nms`` <= 0, every prior (Q = P).
         """
@@ -235,7 +236,8 @@ class RepPointsPostprocess:
             slots.append(level_best >= 0)
             index.append(level_index)
         filled, index = torch.cat(slots, dim=1)[..., None], torch.cat(index, dim=1)  # (B, Q, 1), (B, Q)
-        boxes = torch.gather(F.pad(boxes, (0, 0, 0, self.pre_nms)), 1, index[..., None].expand(-1, -1, 4))
+        boxes = F.pad(boxes, (0, 0, 0, self.pre_nms))
+        boxes = torch.gather(boxes, 1, index[..., None].expand(-1, -1, boxes.shape[-1]))
         scores = F.pad(scores, (0, 0, 0, self.pre_nms))
         scores = torch.gather(scores, 1, index[..., None].expand(-1, -1, scores.shape[-1]))
         return boxes * filled, scores * filled
@@ -251,11 +253,15 @@ class RepPointsPostprocess:
         """Every (candidate, class) pair above the threshold, class-wise NMS, the top ``k``.
 
         Args:
-            boxes: (Q, 4) xyxy candidates.
+            boxes: (Q, 4 + E) xyxy candidates, with the E further columns of a subclass (``decoders.lsnet``).
             scores: (Q, C) class probabilities.
             k: detections kept.
         """
         index, labels = (scores > self.score_threshold).nonzero(as_tuple=True)
         boxes, scores = boxes[index], scores[index, labels]
-        keep = batched_nms(boxes, scores, labels, self.nms_iou)[:k]
-        return Detections(boxes[keep], scores[keep], labels[keep])
+        keep = batched_nms(boxes[:, :4], scores, labels, self.nms_iou)[:k]
+        return self.detections(boxes[keep], scores[keep], labels[keep])
+
+    def detections(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Detections:
+        """The kept (N, 4 + E) candidates, (N,) scores and labels as ``Detections`` (E = 0 here)."""
+        return Detections(boxes, scores, labels)

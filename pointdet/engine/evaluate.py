@@ -179,7 +179,7 @@ def evaluate_detector(
     if labels is not None:
         detections = to_dataset_labels(detections, labels)
     with_keypoints = bool(detections) and detections[0].keypoints is not None
-    with_masks = bool(detections) and detections[0].masks is not None
+    with_masks = bool(detections) and detections[0].has_masks
     size_of = {r.image_id: (r.height, r.width) for r in coco.records}
     sizes = [size_of[i] for i in image_ids]
     shards = gather_objects(

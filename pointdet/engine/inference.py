@@ -1,5 +1,6 @@
 """Batched inference with test-time augmentation: the model's own flip test at each scale, and the scales
-merged by ``decoders.tta.merge_scales`` (CenterNet's Gaussian soft-NMS, sigma 0.5)."""
+merged by the post-processor's own ``merge_scales`` when it has one (LSNet's box voting), else by
+``decoders.tta.merge_scales`` (CenterNet's Gaussian soft-NMS, sigma 0.5)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def predict_images(
     Args:
         model: has ``predict(images, flip, k)``.
         flip: flip test at every scale.
-        scales: test scales; more than one triggers the soft-NMS merge.
+        scales: test scales; more than one triggers the merge (the post-processor's ``merge_scales``, else
+            soft-NMS).
         k: detections kept per image.
     """
     images = images.to(next(model.parameters()).device)
@@ -49,6 +51,9 @@ def predict_images(
         resized, factor_x, factor_y = _resize_batch(images, scale) if scale != 1.0 else (images, 1.0, 1.0)
         detections = model.predict(resized, flip=flip, k=k)
         per_scale.append([d.rescale(factor_x, factor_y) for d in detections])
+    own_merge = getattr(getattr(model, "postprocess", None), "merge_scales", None)
+    if own_merge is not None:
+        return [own_merge(list(parts), k) for parts in zip(*per_scale, strict=True)]
     return [merge_scales(list(parts), k, soft_nms_sigma) for parts in zip(*per_scale, strict=True)]
 
 

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from pointdet.ops.camera import cuboid_corners, lift_to_camera, project_points
-from pointdet.ops.masks import paste_masks
+from pointdet.ops.masks import instance_masks
 from pointdet.structures import Detections
 
 
@@ -29,18 +29,26 @@ def draw_detections(
     skeleton: Sequence[tuple[int, int]] = (),
 ) -> Image.Image:
     """(3, H, W) uint8 image with boxes, class names and scores of detections above ``score_threshold``, their
-    instance masks (tinted in the class colour) and keypoints (joined by ``skeleton``) when the detections have
-    any. Joints snapped to a joint-heatmap peak are filled dots; joints kept at their regressed place are hollow."""
+    instance masks (tinted in the class colour), contours (outlined), landmarks (dots) and keypoints (joined by
+    ``skeleton``) when the detections have any. Joints snapped to a joint-heatmap peak are filled dots; joints kept
+    at their regressed place are hollow."""
     keep = detections.scores >= score_threshold
     pixels = image.permute(1, 2, 0).cpu().numpy()
-    if detections.masks is not None:
+    if detections.has_masks:
         pixels = _tint_masks(pixels, detections[keep])
     canvas = Image.fromarray(np.ascontiguousarray(pixels))
     draw = ImageDraw.Draw(canvas)
     line = max(1, round(max(canvas.size) / 300))
+    labels = detections.labels[keep].tolist()
     if detections.keypoints is not None:
-        for joints, label in zip(detections.keypoints[keep].tolist(), detections.labels[keep].tolist(), strict=True):
+        for joints, label in zip(detections.keypoints[keep].tolist(), labels, strict=True):
             _draw_skeleton(draw, joints, skeleton, class_color(label), line)
+    if detections.contours is not None:
+        for contour, label in zip(detections.contours[keep].tolist(), labels, strict=True):
+            draw.polygon([tuple(point) for point in contour], outline=class_color(label), width=line)
+    if detections.landmarks is not None:
+        for points, label in zip(detections.landmarks[keep].tolist(), labels, strict=True):
+            _draw_points(draw, points, class_color(label), line + 1)
     for box, score, label in zip(
         detections.boxes[keep].tolist(), detections.scores[keep].tolist(), detections.labels[keep].tolist(), strict=True
     ):
@@ -57,9 +65,10 @@ def draw_detections(
 
 
 def _tint_masks(pixels: np.ndarray, detections: Detections, opacity: float = 0.5) -> np.ndarray:
-    """(H, W, 3) uint8 with each detection's pasted mask blended in its class colour, lowest score first."""
+    """(H, W, 3) uint8 with each detection's mask (``ops.masks.instance_masks``) blended in its class colour, lowest
+    score first."""
     height, width = pixels.shape[:2]
-    masks = paste_masks(detections.masks, detections.boxes, height, width).cpu().numpy()
+    masks = instance_masks(detections, height, width).cpu().numpy()
     out = pixels.astype(np.float32)
     for mask, label in zip(masks[::-1], detections.labels.tolist()[::-1], strict=True):
         out[mask] = (1 - opacity) * out[mask] + opacity * np.asarray(class_color(label), dtype=np.float32)
@@ -80,6 +89,14 @@ def _draw_skeleton(
     for x, y, score in joints:
         box = (x - radius, y - radius, x + radius, y + radius)
         draw.ellipse(box, fill=color if score > 0 else None, outline=(255, 255, 255), width=1)
+
+
+def _draw_points(
+    draw: ImageDraw.ImageDraw, points: list[list[float]], color: tuple[int, int, int], radius: int
+) -> None:
+    """Landmarks as filled dots in ``color`` ringed in white."""
+    for x, y in points:
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color, outline=(255, 255, 255), width=1)
 
 
 # Edges of ``ops.camera.cuboid_corners``: bottom face, top face, verticals; the front face gets a cross.

@@ -12,8 +12,9 @@ from typing import Literal
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from torch import Tensor
 
-from pointdet.ops.masks import paste_masks
+from pointdet.ops.masks import instance_masks
 from pointdet.structures import Detections
 
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -86,10 +87,10 @@ def masks_to_coco(
     threshold: float = 0.5,
 ) -> list[dict]:
     """COCO segmentation result records: each detection's box-relative mask pasted into its ``(height, width)``
-    image (original pixels), thresholded and run-length encoded."""
+    image (original pixels) and thresholded, or its contour rasterised there; run-length encoded."""
     results = []
     for dets, image_id, (height, width) in zip(detections, image_ids, image_sizes, strict=True):
-        pasted = paste_masks(dets.masks, dets.boxes, height, width, threshold).cpu().numpy()
+        pasted = instance_masks(dets, height, width, threshold).cpu().numpy()
         encoded = mask_utils.encode(np.asfortranarray(pasted.transpose(1, 2, 0).astype(np.uint8)))
         for rle, score, label in zip(encoded, dets.scores.tolist(), dets.labels.tolist(), strict=True):
             results.append(
@@ -111,16 +112,27 @@ def prediction_records(
     image_size: tuple[int, int],
 ) -> list[dict]:
     """What ``pointdet predict`` writes for one image: its COCO result records with ``category_name`` and, when
-    the model predicts them, ``keypoints`` and ``segmentation`` (``image_size`` = ``(height, width)``)."""
+    the model predicts them, ``keypoints``, ``segmentation`` (RLE), ``landmarks`` (``[[x, y], ...]``, LSNet's
+    extreme points) and ``contour`` (``[x1, y1, x2, y2, ...]``, a COCO polygon); ``image_size`` is
+    ``(height, width)``."""
     boxes = detections_to_coco([dets], [image_id], category_ids)
     joints = keypoints_to_coco([dets], [image_id], category_ids) if dets.keypoints is not None else None
-    masks = masks_to_coco([dets], [image_id], category_ids, [image_size]) if dets.masks is not None else None
+    masks = masks_to_coco([dets], [image_id], category_ids, [image_size]) if dets.has_masks else None
+    landmarks = _rounded(dets.landmarks) if dets.landmarks is not None else None
+    contours = _rounded(dets.contours.flatten(1)) if dets.contours is not None else None
     records = []
     for i, (record, label) in enumerate(zip(boxes, dets.labels.tolist(), strict=True)):
         extra = {"keypoints": joints[i]["keypoints"]} if joints else {}
         extra.update({"segmentation": masks[i]["segmentation"]} if masks else {})
+        extra.update({"landmarks": landmarks[i]} if landmarks else {})
+        extra.update({"contour": contours[i]} if contours else {})
         records.append({**record, **extra, "category_name": class_names[label]})
     return records
+
+
+def _rounded(values: Tensor) -> list:
+    """A tensor as nested lists of floats rounded to 3 decimals (pixels)."""
+    return np.round(values.detach().cpu().double().numpy(), 3).tolist()
 
 
 def _api(backend: str):

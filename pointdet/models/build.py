@@ -49,6 +49,7 @@ from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.models.roi_heads.cpm import PLAIN_GRID_MAPPING, CPMRoIHeads
 from pointdet.models.two_stage import TwoStageDetector
 from pointdet.structures import FeatureShape
+from pointdet.targets.lsnet_tasks import LANDMARK_TASKS, LandmarkTask
 
 HOURGLASSES = {"hourglass104": hourglass104, "hourglass52": hourglass52, "hourglass_small": hourglass_small}
 TIMM_PREFIX = "timm:"
@@ -112,7 +113,7 @@ def build_postprocess(
     if isinstance(config, RepPointsConfig):
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, LSNetConfig):
-        return LSNetPostprocess(config.score_threshold, config.nms_iou, config.pre_nms)
+        return LSNetPostprocess(landmark_task(config), config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, CPMRCNNConfig):
         return CPMPostprocess(config.score_threshold, config.nms_iou, config.max_grid_rois, config.gamma)
     raise TypeError(f"no post-processor for {type(config).__name__}")
@@ -263,10 +264,11 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
 
 
 def _build_lsnet(config: LSNetConfig, num_classes: int, weights: str | None) -> Detector:
-    """LSNet: ``_fpn_backbone`` + landmark head (detection with extreme points)."""
+    """LSNet: ``_fpn_backbone`` + landmark head of the config's task (extreme points or contours)."""
     backbone, neck = _fpn_backbone(config, weights)
     head = LSNetHead(
-        config.channels, num_classes, strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
+        config.channels, num_classes, task=landmark_task(config),
+        strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
         channels=config.channels, pyramid=config.landmark_features == "pyramid", stacked_convs=config.stacked_convs,
         box_penalty=config.box_penalty, gradient_mul=config.gradient_mul, init_weight=config.init_weight,
         refine_weight=config.refine_weight,
@@ -296,6 +298,11 @@ def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None
     )  # fmt: skip
     postprocess = build_postprocess(config, neck.feature_shapes)
     return TwoStageDetector(backbone, neck, rpn, roi_heads, postprocess, **_normalisation(config, backbone))
+
+
+def landmark_task(config: LSNetConfig) -> LandmarkTask:
+    """The landmark task of ``model.task`` (``targets.lsnet_tasks``)."""
+    return LANDMARK_TASKS[config.task]()
 
 
 def _normalisation(

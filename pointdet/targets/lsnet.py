@@ -1,8 +1,9 @@
 """LSNet targets (METHODS.md CARD 4 (b) and §1.10): landmarks of each GT, then the two stages' assignments.
 
-- Landmarks of the segmentation task (``contour_points``, no head uses them yet): 36 contour points of the largest
-  polygon part, resampled uniformly by edge length (Duankaiwen/LSNet code/mmdet/datasets/pipelines/loading.py
-  ``unify_polygons`` / ``uniformsample``, after DeepSnake), clockwise, starting nearest the top centre.
+- Landmarks of the segmentation task (``contour_points``, read by ``targets.lsnet_tasks.Contours``): 36 contour
+  points of the largest polygon part, resampled uniformly by edge length (Duankaiwen/LSNet
+  code/mmdet/datasets/pipelines/loading.py ``unify_polygons`` / ``uniformsample``, after DeepSnake), clockwise,
+  starting nearest the top centre.
 
 - Landmarks of the detection task: the 4 extreme points (top, left, bottom, right) by the ExtremeNet rule the
   LSNet code applies offline (Duankaiwen/LSNet code/tools/gen_coco_lsvr.py ``_get_extreme_points``), then the box
@@ -86,6 +87,8 @@ def resample_by_edge_length(polygon: Tensor, count: int) -> Tensor:
         (count, 2) xy in polygon order.
     """
     lengths = (polygon.roll(-1, dims=0) - polygon).norm(dim=1)  # (V,) edge i runs from vertex i to i + 1
+    if not bool(lengths.sum() > 0):  # a point-like polygon (a degenerate box): its first vertex everywhere
+        return polygon[:1].expand(count, 2).clone()
     by_length = lengths.argsort(stable=True)
     if len(polygon) > count:
         return polygon[by_length[len(polygon) - count :].sort().values]

@@ -1,18 +1,22 @@
-"""LSNet head for detection with extreme points ("Location-Sensitive Visual Recognition with Cross-IOU Loss",
-Duan et al. 2021, §3.2-3.4, eq. 2; METHODS.md CARD 4).
+"""LSNet head ("Location-Sensitive Visual Recognition with Cross-IOU Loss", Duan et al. 2021, §3.2-3.4, eq. 2;
+METHODS.md CARD 4) for every landmark task (``targets.lsnet_tasks``: extreme points for detection, 36 contour points
+for instance segmentation); the task is data the head reads, not a branch.
 
 Per FPN level (shared weights): a classification tower and a landmark (regression) tower, 3 x [DCNv2 3x3 or
 conv 3x3, GN(32), ReLU]. From the landmark tower the **init** stage regresses, from the anchor point (the prior
-location), 5 vectors (top, left, bottom, right extreme points + box centre) as 4 softplus "cross" components each
-(``losses.cross_iou``), plus 4 free (dy, dx) points. Their 9 signed vectors are the sampling points of a
-point-guided DCN (gradient_mul 0.1). The **refine** stage and the classifier read landmark features through a
+location), the task's V vectors (detection: top, left, bottom, right extreme points + box centre; segmentation: 36
+contour points + the polygon-box centre) as 4 softplus "cross" components each (``losses.cross_iou``), plus the
+task's free (dy, dx) points (4 for detection). The task's 9 DCN vectors (detection: the 5 vectors and the 4 free
+points; segmentation: contour points 0, 5, ..., 35 and the centre) are the sampling points of a point-guided DCN
+(gradient_mul 0.1). The **refine** stage and the classifier read landmark features through a
 **pyramid DCN**: the same DCN weights on levels l-1, l, l+1 with the sampling positions rescaled to each level
 (``ops.dcn.deform_conv(scale=...)``), concatenated -> 1x1 conv + ReLU, plus a 3x3 conv of the level's tower
 feature -> GN -> ReLU -> 1x1 conv. Refine components = softplus(raw + init.detach()).
 
 Loss: sigmoid focal (alpha 0.25, gamma 2, / #refine positives) + 1 x cross-IoU(init, / #init positives) +
-2 x cross-IoU(refine, / #refine positives); init positives by the point assigner, refine positives and labels by
-ATSS (k = 9) on the boxes of the detached init landmarks (``targets.lsnet``).
+2 x cross-IoU(refine, / #refine positives), with the task's aggregation (``bbox`` / ``polygon``); init positives by
+the point assigner, refine positives and labels by ATSS (k = 9) on the boxes of the detached init landmarks
+(``targets.lsnet``), against the task's GT boxes (segmentation: the contour's extent).
 
 Facts derived from Duankaiwen/LSNet code/mmdet/models/dense_heads/lsnet_head.py (``_init_layers``,
 ``init_weights``, ``forward_single1/2``, ``get_pred_reg``, ``extreme_points2bbox``, ``loss_single``) and
@@ -39,11 +43,11 @@ from pointdet.models.heads.reppoints import CLASS_PRIOR, FOCAL_ALPHA, FOCAL_GAMM
 from pointdet.ops.dcn import ModulatedDeformConv2d, deform_conv
 from pointdet.ops.priors import level_points
 from pointdet.structures import Instances
-from pointdet.targets.lsnet import boxes_from_extremes, build_lsnet_targets, extreme_landmarks
+from pointdet.targets.lsnet import build_lsnet_targets
+from pointdet.targets.lsnet_tasks import DCN_POINTS, ExtremePoints, LandmarkTask
 
 Tower = Literal["dcn", "conv"]
-NUM_VECTORS = 5  # 4 extreme points + the box centre
-KERNEL = 3  # the landmark DCN is 3 x 3: the 5 vectors and 4 free points
+KERNEL = 3  # the landmark DCN is 3 x 3
 
 
 class LSNetOutputs(NamedTuple):
@@ -52,7 +56,8 @@ class LSNetOutputs(NamedTuple):
     Attributes:
         scores: (B, P, C) class logits.
         components_init: (B, P, V, 4) init cross components ``[top, bottom, left, right]`` in image pixels
-            (softplus output x stride) of the V = 5 vectors (top, left, bottom, right extreme points, centre).
+            (softplus output x stride) of the task's V vectors (detection: top, left, bottom, right extreme points,
+            centre; segmentation: 36 contour points, centre).
         components_refine: (B, P, V, 4) refine components, same convention.
         priors: (B, P, 2) anchor points, xy image pixels (an expanded view).
         strides: (B, P) float stride of each prior.
@@ -128,11 +133,12 @@ class LandmarkFeatureConv(nn.Module):
 
 
 class LSNetHead(nn.Module):
-    """LSNet detection head (extreme points) with its loss.
+    """LSNet head with its loss, for one landmark task.
 
     Args:
         in_channels: channels of every FPN level.
         num_classes: C.
+        task: the landmarks regressed (``targets.lsnet_tasks``; extreme points by default).
         strides: strides of the FPN levels, finest first (3 or more levels for the pyramid DCN).
         tower: ``dcn`` (DCNv2 towers, LSNet) or ``conv`` (plain 3x3 convs, the faster option).
         channels: width of the towers and of the landmark-feature convs (a multiple of 32, GroupNorm 32).
@@ -149,6 +155,7 @@ class LSNetHead(nn.Module):
         in_channels: int,
         num_classes: int,
         *,
+        task: LandmarkTask | None = None,
         strides: Sequence[int] = (8, 16, 32, 64, 128),
         tower: Tower = "dcn",
         channels: int = 256,
@@ -165,6 +172,9 @@ class LSNetHead(nn.Module):
             raise ValueError(f"tower must be 'dcn' or 'conv', got {tower!r}")
         if pyramid and len(strides) < 3:
             raise ValueError(f"the pyramid DCN needs 3 or more levels, got strides {tuple(strides)}")
+        self.task = ExtremePoints() if task is None else task
+        if len(self.task.dcn_vectors) + self.task.free_points != DCN_POINTS:
+            raise ValueError(f"the landmark DCN samples {DCN_POINTS} points, the task gives another number")
         self.num_classes, self.strides = num_classes, tuple(strides)
         self.gradient_mul, self.point_base_scale = gradient_mul, point_base_scale
         self.init_weight, self.refine_weight, self.box_penalty = init_weight, refine_weight, box_penalty
@@ -176,27 +186,31 @@ class LSNetHead(nn.Module):
                 nn.init.normal_(layer.weight, std=0.01)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
-        free_points = KERNEL * KERNEL - NUM_VECTORS
+        num_vectors = self.task.num_vectors
         self.init_conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.init_out = nn.Conv2d(channels, 4 * NUM_VECTORS + 2 * free_points, 1)
+        self.init_out = nn.Conv2d(channels, 4 * num_vectors + 2 * self.task.free_points, 1)
         for conv in (self.init_conv, self.init_out):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
         prior_bias = -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR)
         self.cls_refine = LandmarkFeatureConv(channels, num_classes, pyramid, out_bias=prior_bias)
-        self.reg_refine = LandmarkFeatureConv(channels, 4 * NUM_VECTORS, pyramid)
+        self.reg_refine = LandmarkFeatureConv(channels, 4 * num_vectors, pyramid)
         self.register_buffer("dcn_base_offset", dcn_base_offset(KERNEL).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("dcn_vectors", torch.tensor(self.task.dcn_vectors), persistent=False)
 
     def init_level(self, reg_features: Tensor) -> tuple[Tensor, Tensor]:
         """(B, D, H, W) landmark-tower map -> init components (B, 4V, H, W) (softplus, stride units, vector after
-        vector, ``[top, bottom, left, right]``) and the (B, 18, H, W) (dy, dx) offsets of the landmark DCN."""
+        vector, ``[top, bottom, left, right]``) and the (B, 18, H, W) (dy, dx) offsets of the landmark DCN (the
+        task's DCN vectors, then its free points)."""
+        num_vectors = self.task.num_vectors
         raw = self.init_out(F.relu(self.init_conv(reg_features)))
-        components = F.softplus(raw[:, : 4 * NUM_VECTORS])
+        components = F.softplus(raw[:, : 4 * num_vectors])
         batch, _, height, width = components.shape
-        per_vector = components.view(batch, NUM_VECTORS, 4, height, width).permute(0, 1, 3, 4, 2)  # (B, V, H, W, 4)
-        # (B, V, 2, H, W) signed (dy, dx); explicit permutes: ONNX's Transpose takes no negative axis
+        per_vector = components.view(batch, num_vectors, 4, height, width)[:, self.dcn_vectors]
+        per_vector = per_vector.permute(0, 1, 3, 4, 2)  # (B, 9 - free, H, W, 4)
+        # (B, 9 - free, 2, H, W) signed (dy, dx); explicit permutes: ONNX's Transpose takes no negative axis
         vectors_yx = decode_components(per_vector).flip(-1).permute(0, 1, 4, 2, 3)
-        points_yx = torch.cat([vectors_yx.reshape(batch, -1, height, width), raw[:, 4 * NUM_VECTORS :]], dim=1)
+        points_yx = torch.cat([vectors_yx.reshape(batch, -1, height, width), raw[:, 4 * num_vectors :]], dim=1)
         # The DCN sees the landmarks, but passes only gradient_mul of its gradient back to them.
         guided = (1 - self.gradient_mul) * points_yx.detach() + self.gradient_mul * points_yx
         return components, guided - self.dcn_base_offset.to(guided.dtype)
@@ -238,11 +252,11 @@ class LSNetHead(nn.Module):
         """
         scores, priors = outputs.scores.float(), outputs.priors.float()
         components_init, components_refine = outputs.components_init.float(), outputs.components_refine.float()
-        boxes_init = boxes_from_extremes(landmarks_of(components_init, priors))  # (B, P, 4)
-        landmarks = [extreme_landmarks(gt) for gt in instances]
+        boxes_init = self.task.boxes(landmarks_of(components_init, priors))  # (B, P, 4)
+        instances, landmarks = zip(*(self.task.ground_truth_landmarks(gt) for gt in instances), strict=True)
         targets = build_lsnet_targets(
-            priors[0], outputs.strides[0].float(), boxes_init.detach(), instances, landmarks, self.num_classes,
-            self.point_base_scale,
+            priors[0], outputs.strides[0].float(), boxes_init.detach(), list(instances), list(landmarks),
+            self.num_classes, self.point_base_scale,
         )  # fmt: skip
         num_init = mean_over_processes(targets.init_positive.sum(dim=1).clamp(min=1).sum().float()).clamp(min=1)
         num_refine = mean_over_processes(targets.refine_positive.sum(dim=1).clamp(min=1).sum().float()).clamp(min=1)
@@ -269,7 +283,8 @@ class LSNetHead(nn.Module):
         pred = components[positive]  # (Q, V, 4)
         anchors = priors[positive][:, None]  # (Q, 1, 2)
         target = softened_targets(gt_landmarks[positive] - anchors)
+        aggregation = self.task.aggregation
         if not self.box_penalty:
-            return cross_iou_loss(pred, target, "bbox").sum()
-        pred_boxes = boxes_from_extremes(decode_components(pred) + anchors)
-        return cross_iou_loss(pred, target, "bbox", pred_boxes, gt_boxes[positive]).sum()
+            return cross_iou_loss(pred, target, aggregation).sum()
+        pred_boxes = self.task.boxes(decode_components(pred) + anchors)
+        return cross_iou_loss(pred, target, aggregation, pred_boxes, gt_boxes[positive]).sum()
