@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pointdet.data.images import pil_to_tensor_rgb, read_image
 from pointdet.data.transforms import Letterbox, Sample, Transform
 from pointdet.distributed import device_for_process
 from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, model_state
+from pointdet.engine.compiled import CompiledPredict, compiles
 from pointdet.engine.data import select_eval_transforms
 from pointdet.engine.inference import predict_images, to_original_pixels
 from pointdet.models.build import build_model
@@ -23,6 +25,7 @@ from pointdet.models.detector import Detector
 from pointdet.structures import Detections, Instances
 
 ImageInput = str | Path | Image.Image | np.ndarray | Tensor
+logger = logging.getLogger(__name__)
 
 
 def as_image_tensor(image: ImageInput) -> Tensor:
@@ -63,6 +66,9 @@ class Predictor:
             outputs are lifted to 3D with ``ops.camera.lift_to_camera`` and the image's own camera.
         transform: the test geometry (``data.test_resize`` of the run); None = letterbox to
             ``input_height x input_size``.
+        compile: ``torch.compile`` the network + decode of single-scale predictions (``engine.compiled``:
+            CUDA graphs on CUDA): None = on CUDA only, True = also on the CPU, False = never. CenterNet-family
+            models only; others run eagerly.
     """
 
     def __init__(
@@ -76,12 +82,15 @@ class Predictor:
         input_height: int | None = None,
         calibration: Sequence[Sequence[float]] | None = None,
         transform: Transform | None = None,
+        compile: bool | None = None,
     ) -> None:
         self.model = model.eval()
         self.class_names, self.category_ids, self.input_size = list(class_names), list(category_ids), input_size
         self.keypoint_names, self.skeleton = list(keypoint_names), list(skeleton)
         self.input_height, self.calibration = input_height, calibration
         self.transform = transform or Letterbox(input_size, input_height)
+        self.compile = compile
+        self._compiled: CompiledPredict | None = None
 
     @property
     def device(self) -> torch.device:
@@ -90,6 +99,20 @@ class Predictor:
     def to(self, device: torch.device | str) -> Predictor:
         self.model.to(device)
         return self
+
+    def compiled_predict(self) -> CompiledPredict | None:
+        """The compiled network + decode when ``compile`` asks for it on this device and the model qualifies."""
+        on_cuda = self.device.type == "cuda"
+        if not (self.compile if self.compile is not None else on_cuda):
+            return None
+        if not compiles(self.model):
+            if self.compile:
+                logger.warning("%s models run eagerly: compile applies to the CenterNet family", type(self.model))
+            return None
+        mode = "reduce-overhead" if on_cuda else None
+        if self._compiled is None or self._compiled.mode != mode:
+            self._compiled = CompiledPredict(self.model, mode)
+        return self._compiled
 
     @torch.no_grad()
     def predict(
@@ -124,15 +147,22 @@ class Predictor:
                 sample = Sample(tensor, Instances.empty(), orig_size=tuple(tensor.shape[-2:]))
                 samples.append(self.transform(sample))
             batch = collate(samples)
-            detections = predict_images(self.model, batch.images, flip=flip, scales=scales, k=k)
+            compiled = self.compiled_predict() if tuple(scales) == (1.0,) else None
+            if compiled is not None:
+                detections = compiled(batch.images, flip=flip, k=k)
+            else:
+                detections = predict_images(self.model, batch.images, flip=flip, scales=scales, k=k)
             factors = batch.scales.to(self.device)
             for dets in to_original_pixels(detections, factors, batch.orig_sizes):
                 results.append(dets[dets.scores >= score_threshold].to("cpu"))
         return results
 
 
-def load(path: str | Path, device: str | torch.device | None = None) -> Predictor:
+def load(path: str | Path, device: str | torch.device | None = None, compile: bool | None = None) -> Predictor:
     """Load a trained model from a checkpoint (``best.pt``/``last.pt``) or a run folder.
+
+    ``compile``: ``torch.compile`` the network + decode of ``predict`` (``Predictor``): None = on CUDA only
+    (``mode="reduce-overhead"``, CUDA graphs), False = off, True = also on the CPU.
 
     Raises:
         CheckpointError: the file is not a pointdet checkpoint or its weights do not fit the recorded model.
@@ -158,6 +188,7 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
         input_height=config.data.input_height,
         calibration=state.get("calibration"),
         transform=select_eval_transforms(config.data),
+        compile=compile,
     )
     return predictor.to(device if device is not None else device_for_process())
 

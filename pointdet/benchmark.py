@@ -173,18 +173,24 @@ def bench_backbone(settings: Settings) -> Iterator[dict]:
 
 
 def bench_data(
-    preset: str, size: int, workers: int, batches: int, train_json: str | None = None, train_images: str | None = None
+    preset: str,
+    size: int,
+    workers: int,
+    batches: int,
+    train_json: str | None = None,
+    train_images: str | None = None,
+    device: torch.device | None = None,
 ) -> dict:
-    """Decoded + augmented training images/s of the preset's pipeline (CPU side) on a COCO dataset, by default
-    the generated shapes."""
+    """Decoded + augmented training images/s of the preset's pipeline on a COCO dataset, by default the generated
+    shapes: on the CPU side, or with ``device`` JPEGs decoded and augmented on it (``data.decode_on_device``)."""
     from pointdet.engine.data import load_datasets, train_loader
 
     config = get_preset(preset)
     data = replace(config.data, input_size=size, num_workers=workers, train_json=train_json, train_images=train_images)
-    config = replace(config, data=data)
+    config = replace(config, data=replace(data, decode_on_device=device is not None))
     polygons = getattr(config.model, "needs_polygons", False)  # LSNet's extreme points
     dataset, _ = load_datasets(config.data, with_masks=config.model.needs_masks, with_polygons=polygons)
-    loader, _ = train_loader(dataset, config)
+    loader, _ = train_loader(dataset, config, device or "cpu")
     if len(loader) < 2:
         raise ValueError(f"{dataset.annotation_file}: too few images for two training batches of {loader.batch_size}")
     iterator = iter(loader)
@@ -193,11 +199,13 @@ def bench_data(
     count = 0
     for _ in range(min(batches, len(loader) - 1)):
         count += len(next(iterator).images)
+    synchronize(device or torch.device("cpu"))
     seconds = time.perf_counter() - start
     return {
         "kind": "data",
         "model": preset,
         "workers": workers,
+        "decode_on": "cpu" if device is None else str(device),
         "size": size,
         "date": date.today().isoformat(),
         "images_per_s": round(count / seconds, 2),
@@ -275,8 +283,11 @@ def run(args: argparse.Namespace) -> list[dict]:
             emit(record)
     for record in bench_backbone(settings):
         emit(record)
+    data_files = (args.data_json, args.data_images)
     for workers in args.workers:
-        emit(bench_data(args.data_preset, args.size, workers, args.data_batches, args.data_json, args.data_images))
+        emit(bench_data(args.data_preset, args.size, workers, args.data_batches, *data_files))
+        if args.data_decode_on_device:
+            emit(bench_data(args.data_preset, args.size, workers, args.data_batches, *data_files, device=device))
     if args.coco_eval_images:
         for record in bench_coco_eval(args.coco_eval_images):
             emit(record)
@@ -295,6 +306,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed per worker count")
     parser.add_argument("--data-json", default=None, help="COCO file of the pipeline measured (default: shapes)")
     parser.add_argument("--data-images", default=None, help="image folder of --data-json")
+    parser.add_argument(
+        "--data-decode-on-device",
+        action="store_true",
+        help="also measure the pipeline with data.decode_on_device (JPEG decode + augmentation on --device)",
+    )
     parser.add_argument(
         "--coco-eval-images", type=int, default=50, help="COCO evaluation of 100 detections x N images (0: off)"
     )

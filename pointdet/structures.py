@@ -152,10 +152,12 @@ class Detections:
         return replace(self, boxes=self.boxes / divisor.repeat(2), keypoints=keypoints, mono3d=mono3d, **points)
 
     @staticmethod
-    def cat(parts: list[Detections]) -> Detections:
+    def cat(parts: list[Detections], dim: int = 0) -> Detections:
+        """``parts`` joined along ``dim`` (1 joins batched ones image by image)."""
+
         def joined(name: str) -> Tensor | None:
             values = [getattr(p, name) for p in parts]
-            return None if values[0] is None else torch.cat(values)
+            return None if values[0] is None else torch.cat(values, dim=dim)
 
         return Detections(*(joined(f.name) for f in fields(Detections)))
 

@@ -28,6 +28,7 @@ def test_benchmark_prints_every_record_kind(tiny_shapes, capsys):
             str(tiny_shapes.train_json),
             "--data-images",
             str(tiny_shapes.train_images),
+            "--data-decode-on-device",
             "--coco-eval-images",
             "4",
             "--warmup",
@@ -44,7 +45,8 @@ def test_benchmark_prints_every_record_kind(tiny_shapes, capsys):
     assert ("train", "centernet_r18") in kinds
     assert kinds.count(("inference", "torchvision_fcos_resnet50_fpn")) == 2
     assert kinds.count(("backbone", "resnet18_features")) == 2
-    assert ("data", "centernet_dla34_shapes") in kinds
+    data = [r for r in records if r["kind"] == "data"]
+    assert [r["decode_on"] for r in data] == ["cpu", "cpu"]  # the default pipeline, then data.decode_on_device
     evaluations = {r["model"]: r for r in records if r["kind"] == "coco_eval"}
     assert set(evaluations) == {"pycocotools", "pointdet_pycocotools", "pointdet_faster_coco_eval"}
     assert all(r["detections"] == 400 and r["seconds"] > 0 for r in evaluations.values())

@@ -465,6 +465,10 @@ class DataConfig:
         color_jitter: brightness/contrast/saturation strength.
         lighting: standard deviation of the PCA lighting noise (0.1 in the reference; 0 = off).
         num_workers: data loader processes per training process.
+        decode_on_device: the loader workers only read the files; JPEGs are decoded on the training device
+            (``torchvision.io.decode_jpeg``, nvJPEG on CUDA) and the training augmentation runs there, in the
+            training process (``data.device_decode``). Other formats are decoded by the workers as usual. On the CPU
+            the batches equal the default path's. Training only; evaluation keeps the default loader.
         skip_bad_images: COCO images whose file is missing, unreadable or of another size than its record says
             are left out (with their annotations) and reported; by default they stop the run before it starts,
             listed one per line. Images that fail to decode mid-run are skipped and counted either way.
@@ -517,6 +521,7 @@ class DataConfig:
     color_jitter: float = 0.4
     lighting: float = 0.1
     num_workers: int = 2
+    decode_on_device: bool = False
     skip_bad_images: bool = False
 
     def __post_init__(self) -> None:

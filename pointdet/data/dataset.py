@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,19 +50,16 @@ class TransformedDataset(Dataset):
         record = self.coco.records[index]
         height, width = image.shape[-2:]
         sample = Sample(image, self.coco.instances(index, height, width), record.image_id, (height, width))
-        if seed is None:
-            return self.transform(sample)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(sample)
+        return transform_seeded(self.transform, sample, seed)
 
-    def _decode(self, index: int, replace: bool) -> tuple[Tensor, int]:
-        """The image of record ``index`` and the index it belongs to (another one when ``replace`` skips it)."""
+    def _decode(self, index: int, replace: bool, read: Callable[[Path], Any] = read_image) -> tuple[Any, int]:
+        """``read`` (by default: decode) the image of record ``index``; returns it and the index it belongs to
+        (another one when ``replace`` skips it)."""
         records = self.coco.records
         for attempt in range(len(records)):
             candidate = (index + attempt) % len(records)
             try:
-                return read_image(records[candidate].path), candidate
+                return read(records[candidate].path), candidate
             except ImageReadError as error:
                 with self.decode_failures.get_lock():
                     self.decode_failures.value += 1
@@ -69,6 +68,15 @@ class TransformedDataset(Dataset):
                 if not replace:
                     return torch.zeros(3, *_recorded_size(records[candidate]), dtype=torch.uint8), candidate
         raise DatasetError(f"{self.coco.annotation_file}: not one image of the data set can be decoded")
+
+
+def transform_seeded(transform: Transform, sample: Sample, seed: int | None) -> Sample:
+    """``transform(sample)``, with every random choice drawn from a generator seeded by ``seed`` (if not None)."""
+    if seed is None:
+        return transform(sample)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(sample)
 
 
 def _recorded_size(record) -> tuple[int, int]:
@@ -86,7 +94,7 @@ class Batch:
     """A collated batch.
 
     Attributes:
-        images: (B, 3, H, W) uint8, all padded to the same size.
+        images: (B, 3, H, W) uint8, all padded to the same size (on the device of the samples' images).
         instances: B ground truths in the pixel frame of ``images``.
         image_ids: B dataset image ids.
         scales: (B,) factors from original to ``images`` pixels.
@@ -103,7 +111,7 @@ class Batch:
 def collate(samples: Sequence[Sample]) -> Batch:
     height = max(s.image.shape[-2] for s in samples)
     width = max(s.image.shape[-1] for s in samples)
-    images = torch.zeros(len(samples), 3, height, width, dtype=torch.uint8)
+    images = torch.zeros(len(samples), 3, height, width, dtype=torch.uint8, device=samples[0].image.device)
     for i, sample in enumerate(samples):
         images[i, :, : sample.image.shape[-2], : sample.image.shape[-1]] = sample.image
     return Batch(

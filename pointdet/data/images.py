@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,10 +67,24 @@ def read_image(path: str | Path) -> Tensor:
         raise ImageReadError(f"{path}: cannot decode image ({_reason(error)})") from error
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file as ``read_image`` returns it (EXIF orientation applied), read from the
-    header without decoding the pixels. PNG files are also verified (chunk checksums up to the end: a cut-off
-    file fails here); a JPEG cut off after its header is only found when it is decoded.
+class ImageHeader(NamedTuple):
+    """What ``image_header`` reads: the stored size, the EXIF orientation (1 = upright) and the PIL format name."""
+
+    height: int
+    width: int
+    orientation: int
+    format: str
+
+    def oriented_size(self) -> tuple[int, int]:
+        """``(height, width)`` once the EXIF orientation is applied (as ``read_image`` returns the image)."""
+        transposed = self.orientation in _TRANSPOSING_ORIENTATIONS
+        return (self.width, self.height) if transposed else (self.height, self.width)
+
+
+def image_header(path: str | Path) -> ImageHeader:
+    """The header of an image file, read without decoding the pixels. PNG files are also verified (chunk
+    checksums up to the end: a cut-off file fails here); a JPEG cut off after its header is only found when it is
+    decoded.
 
     Raises:
         ImageReadError: the file is missing, empty, not an image, a decompression bomb or (PNG) cut off.
@@ -77,13 +92,34 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            orientation = _orientation(image)
+            header = ImageHeader(height, width, _orientation(image), image.format or "")
             image.verify()
     except FileNotFoundError as error:
         raise ImageReadError(f"{path}: image file not found") from error
     except _UNREADABLE as error:
         raise ImageReadError(f"{path}: cannot read image header ({_reason(error)})") from error
-    return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)
+    return header
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file as ``read_image`` returns it (EXIF orientation applied), from its
+    header (``image_header``)."""
+    return image_header(path).oriented_size()
+
+
+def apply_orientation(image: Tensor, orientation: int) -> Tensor:
+    """A (C, H, W) image decoded as stored, turned upright by its EXIF ``orientation`` (1-8) as PIL's
+    ``ImageOps.exif_transpose`` does; on any device."""
+    if orientation in (2, 4):  # mirrored left-right / top-bottom
+        return image.flip(-1 if orientation == 2 else -2)
+    if orientation == 3:  # rotated 180
+        return image.flip(-2, -1)
+    if orientation in (5, 7):  # transposed about the main / the anti diagonal
+        transposed = image.transpose(-2, -1)
+        return transposed if orientation == 5 else transposed.flip(-2, -1)
+    if orientation in (6, 8):  # rotated 90 degrees clockwise / counter-clockwise
+        return torch.rot90(image, -1 if orientation == 6 else 1, dims=(-2, -1))
+    return image
 
 
 def _orientation(image: Image.Image) -> int:

@@ -221,7 +221,8 @@ class PCALighting:
     def __call__(self, sample: Sample) -> Sample:
         alpha = torch.randn(3) * self.std
         shift_rgb = (self.eigenvectors_bgr @ (self.eigenvalues * alpha)).flip(0) * 255
-        image = (sample.image.float() + shift_rgb.view(3, 1, 1)).round().clamp(0, 255).to(torch.uint8)
+        shift = shift_rgb.to(sample.image.device).view(3, 1, 1)
+        image = (sample.image.float() + shift).round().clamp(0, 255).to(torch.uint8)
         return replace(sample, image=image)
 
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from pointdet.decoders.tta import mirror
 from pointdet.ops.gather import gather_at
-from pointdet.ops.nms import soft_nms
+from pointdet.ops.nms import batched_soft_nms
 from pointdet.ops.peaks import peak_topk
 from pointdet.structures import Detections
 
@@ -105,23 +105,43 @@ def pair_scores(
     return torch.where(valid, scores, torch.full_like(scores, -1))
 
 
-def pair_candidates(tl: Corners, br: Corners, scores: Tensor, stride: int, num_pairs: int = 1000) -> list[Detections]:
-    """The best ``num_pairs`` pairs with a positive score per image, as boxes in input pixels, sorted."""
+def batched_pair_candidates(tl: Corners, br: Corners, scores: Tensor, stride: int, num_pairs: int = 1000) -> Detections:
+    """The best ``num_pairs`` pairs of every image as one batched ``Detections`` (fields (B, P, ...)), boxes in
+    input pixels, sorted; rejected pairs are kept with their score ``<= 0`` (padding)."""
     batch, num_tl, num_br = scores.shape
     top_scores, flat = scores.reshape(batch, -1).topk(min(num_pairs, num_tl * num_br))
     tl_index, br_index = flat // num_br, flat % num_br
     tl_xy = tl.xy.gather(1, tl_index[..., None].expand(-1, -1, 2))
     br_xy = br.xy.gather(1, br_index[..., None].expand(-1, -1, 2))
     boxes = torch.cat([tl_xy, br_xy], dim=-1).float() * stride
-    labels = tl.labels.gather(1, tl_index)
-    return [Detections(boxes[b], top_scores[b].float(), labels[b])[top_scores[b] > 0] for b in range(batch)]
+    return Detections(boxes, top_scores.float(), tl.labels.gather(1, tl_index))
 
 
-def suppress(candidates: Detections, k: int = 100, sigma: float = 0.5, iou_threshold: float = 0.5) -> Detections:
-    """Per-class Gaussian soft-NMS, then the top ``k`` with a positive score (METHODS.md CARD 3 (d) step 9)."""
-    keep, scores = soft_nms(candidates.boxes, candidates.scores, candidates.labels, sigma, iou_threshold=iou_threshold)
-    positive = scores > 0
-    return replace(candidates[keep[positive][:k]], scores=scores[positive][:k])
+def pair_candidates(tl: Corners, br: Corners, scores: Tensor, stride: int, num_pairs: int = 1000) -> list[Detections]:
+    """The best ``num_pairs`` pairs with a positive score per image, as boxes in input pixels, sorted."""
+    batched = batched_pair_candidates(tl, br, scores, stride, num_pairs)
+    return [batched[b][batched.scores[b] > 0] for b in range(len(batched))]
+
+
+def suppress(candidates: Detections, k: int = 100, sigma: float = 0.5, iou_threshold: float = 0.5) -> list[Detections]:
+    """Per-class Gaussian soft-NMS of batched candidates (fields (B, P, ...), score ``<= 0`` = padding), then the
+    top ``k`` of each image with a positive score (METHODS.md CARD 3 (d) step 9). The soft-NMS runs ``k`` fixed
+    steps on the whole batch (``ops.nms.batched_soft_nms``): no host sync until the per-image split."""
+    kept = batched_soft_nms(
+        candidates.boxes,
+        candidates.scores,
+        candidates.labels,
+        candidates.scores > 0,
+        sigma,
+        iou_threshold=iou_threshold,
+        max_kept=k,
+    )
+    positive = kept.valid & (kept.scores > 0)
+    out = []
+    for b in range(len(candidates)):
+        image = replace(candidates[b][kept.index[b]], scores=kept.scores[b])
+        out.append(image[positive[b]])
+    return out
 
 
 class CornerPostprocess:
@@ -155,8 +175,9 @@ class CornerPostprocess:
         self.corners_per_map, self.num_proposals = corners_per_map, num_proposals
 
     @torch.no_grad()
-    def candidates(self, outputs: NamedTuple, num_pairs: int | None = None) -> list[Detections]:
-        """Matched corner pairs of the last stack before soft-NMS, boxes in input pixels, best first."""
+    def batched_candidates(self, outputs: NamedTuple, num_pairs: int | None = None) -> Detections:
+        """Matched corner pairs of the last stack before soft-NMS, boxes in input pixels, best first, as one
+        batched ``Detections`` (``batched_pair_candidates``: rejected pairs padded with a score ``<= 0``)."""
         maps = {name: value[:, -1].detach() for name, value in outputs._asdict().items()}
         tl_heat, br_heat = maps["tl_heat"].sigmoid(), maps["br_heat"].sigmoid()
         k = self.corners_per_map
@@ -167,20 +188,19 @@ class CornerPostprocess:
             tl = embedding_corners(tl_heat, maps["tl_offset"], maps["tl_embedding"], k)
             br = embedding_corners(br_heat, maps["br_offset"], maps["br_embedding"], k)
         scores = pair_scores(tl, br, self.stride, self.matching, self.pair_score, self.central_region)
-        return pair_candidates(tl, br, scores, self.stride, num_pairs or self.num_pairs)
+        return batched_pair_candidates(tl, br, scores, self.stride, num_pairs or self.num_pairs)
 
     def proposals(self, outputs: NamedTuple) -> list[Tensor]:
         """Training proposals for an RoI head: the boxes (N, 4) of the best ``num_proposals`` pairs per image."""
-        return [d.boxes for d in self.candidates(outputs, num_pairs=self.num_proposals)]
+        batched = self.batched_candidates(outputs, num_pairs=self.num_proposals)
+        return [batched.boxes[b][batched.scores[b] > 0] for b in range(len(batched))]
 
     def __call__(self, outputs: NamedTuple, flipped: NamedTuple | None = None, k: int = 100) -> list[Detections]:
         """Detections in input pixels; with ``flipped`` (outputs of the mirrored batch) the pairs of both passes
         are concatenated before soft-NMS, as both codes do."""
-        candidates = self.candidates(outputs)
+        candidates = self.batched_candidates(outputs)
         if flipped is not None:
             width = outputs.tl_heat.shape[-1] * self.stride
-            candidates = [
-                Detections.cat([plain, mirror(other, width)])
-                for plain, other in zip(candidates, self.candidates(flipped), strict=True)
-            ]
-        return [suppress(c, k, self.soft_nms_sigma) for c in candidates]
+            mirrored = mirror(self.batched_candidates(flipped), width)
+            candidates = Detections.cat([candidates, mirrored], dim=1)
+        return suppress(candidates, k, self.soft_nms_sigma)

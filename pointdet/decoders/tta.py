@@ -31,5 +31,5 @@ def merge_scales(parts: list[Detections], k: int = 100, soft_nms_sigma: float = 
     """Detections of one image at several test scales (already in the same pixels) merged as CenterNet does
     (METHODS.md §2a(d) step 5): concatenated, per-class Gaussian soft-NMS, the top ``k`` over all classes."""
     combined = Detections.cat(parts)
-    keep, scores = soft_nms(combined.boxes, combined.scores, combined.labels, sigma=soft_nms_sigma)
-    return replace(combined[keep[:k]], scores=scores[:k])
+    keep, scores = soft_nms(combined.boxes, combined.scores, combined.labels, sigma=soft_nms_sigma, max_kept=k)
+    return replace(combined[keep], scores=scores)

@@ -11,12 +11,14 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
 from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import DataConfig, ExperimentConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import SeededShuffleSampler, ShardSampler, TransformedDataset, collate
+from pointdet.data.device_decode import DeviceDecode, DeviceDecodedLoader, EncodedDataset, as_list
 from pointdet.data.kitti import KittiDataset
 from pointdet.data.raccoon import raccoon_files
 from pointdet.data.shapes import generate_shapes
@@ -139,23 +141,29 @@ def _ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def train_loader(dataset: Dataset, config: ExperimentConfig) -> tuple[DataLoader, SeededShuffleSampler]:
-    """Shuffled, augmented batches, transformed as ``select_train_transforms`` picks."""
+def train_loader(
+    dataset: Dataset, config: ExperimentConfig, device: torch.device | str = "cpu"
+) -> tuple[DataLoader | DeviceDecodedLoader, SeededShuffleSampler]:
+    """Shuffled, augmented batches, transformed as ``select_train_transforms`` picks. With
+    ``data.decode_on_device`` the workers only read the files, and JPEG decoding and the transform run on
+    ``device`` in this process (``data.device_decode``); the batches' images are then on ``device``."""
     data = config.data
     transform = select_train_transforms(data, dataset.flip_pairs, config.model.task)
-    dataset = TransformedDataset(dataset, transform)
-    sampler = SeededShuffleSampler(len(dataset), seed=config.seed)
+    wrapped = (EncodedDataset if data.decode_on_device else TransformedDataset)(dataset, transform)
+    sampler = SeededShuffleSampler(len(wrapped), seed=config.seed)
     loader = DataLoader(
-        dataset,
+        wrapped,
         batch_size=config.optim.batch_size,
         sampler=sampler,
         drop_last=True,
         num_workers=data.num_workers,
-        collate_fn=collate,
+        collate_fn=as_list if data.decode_on_device else collate,
         worker_init_fn=_ignore_interrupts,
         persistent_workers=False,
         pin_memory=False,
     )
+    if data.decode_on_device:
+        return DeviceDecodedLoader(loader, DeviceDecode(transform, device)), sampler
     return loader, sampler
 
 

@@ -129,7 +129,7 @@ class Trainer:
         subset = describe_subset(self.class_names, match_categories(self.class_names, self.val_set))
         if subset:
             logger.warning("%s: %s", self.val_set.annotation_file, subset)
-        self.loader, self.sampler = train_loader(self.train_set, config)
+        self.loader, self.sampler = train_loader(self.train_set, config, self.device)
         self.val_loader = eval_loader(self.val_set, config.data, config.eval.batch_size, config.data.num_workers)
         self.steps_per_epoch = len(self.sampler) // config.optim.batch_size
         if self.steps_per_epoch == 0:

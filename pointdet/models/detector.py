@@ -107,10 +107,9 @@ class Detector(nn.Module):
             losses.update(self.roi_heads.loss(features, self.postprocess.proposals(outputs), instances))
         return losses
 
-    @torch.no_grad()
-    def predict(self, images: Tensor, flip: bool = False, k: int = 100) -> list[Detections]:
-        """Detections in the pixels of ``images`` (B, 3, H, W uint8), optionally with flip test (the RoI stage
-        reads the plain pass's features)."""
+    def head_outputs(self, images: Tensor, flip: bool = False) -> tuple[NamedTuple, NamedTuple | None, list[Tensor]]:
+        """(B, 3, H, W) uint8 images -> the head's float32 outputs, those of the mirrored batch (None without
+        ``flip``) and the plain pass's features: what the post-processor and the RoI stage read."""
         x = self.preprocess(images)
         features = self.features(torch.cat([x, x.flip(-1)]) if flip else x)
         outputs = as_float32(self.head(features))
@@ -118,6 +117,13 @@ class Detector(nn.Module):
         if flip:
             outputs, flipped = split_batch(outputs, len(x))
             features = [f[: len(x)] for f in features]
+        return outputs, flipped, features
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, flip: bool = False, k: int = 100) -> list[Detections]:
+        """Detections in the pixels of ``images`` (B, 3, H, W uint8), optionally with flip test (the RoI stage
+        reads the plain pass's features)."""
+        outputs, flipped, features = self.head_outputs(images, flip)
         detections = self.postprocess(outputs, flipped, k=k)
         if self.roi_heads is not None:
             detections = self.roi_heads.predict(features, detections)

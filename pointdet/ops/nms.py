@@ -1,7 +1,8 @@
 """Soft-NMS (Bodla et al. 2017; METHODS.md §1.11), linear and Gaussian, per class.
 
 Used to merge multi-scale CenterNet detections (Gaussian, sigma 0.5) and by the corner detectors to clean the
-matched corner pairs (Gaussian, IoU 0.5).
+matched corner pairs (Gaussian, IoU 0.5). ``batched_soft_nms`` runs a fixed number of steps over a padded batch
+without host syncs; ``sequential_soft_nms`` is the former loop (the "before" of ``benchmarks/soft_nms.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,90 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
+Method = Literal["gaussian", "linear"]  # how soft-NMS decays the scores of overlapping boxes
+
+
+class SoftNmsResult(NamedTuple):
+    """Output of ``batched_soft_nms``: the kept boxes of each image in the order soft-NMS keeps them (decreasing
+    decayed score); every field is (B, T) for T iterations. Slots after an image's last kept box have
+    ``valid`` False (index 0, score 0)."""
+
+    index: Tensor
+    scores: Tensor
+    valid: Tensor
+
+
+def _decay_by(
+    boxes: Tensor, labels: Tensor, best: Tensor, method: Method, sigma: float, iou_threshold: float
+) -> Tensor:
+    """(B, N) factor by which keeping box ``best[b]`` of every image multiplies the scores of its boxes (1 across
+    classes). One IoU row per step: O(B N) work and memory, not an (N, N) matrix for the ``max_kept`` rows used."""
+    rows = torch.arange(len(best), device=best.device)
+    iou = torch.vmap(box_iou)(boxes[rows, best][:, None], boxes)[:, 0]
+    iou = iou * (labels == labels[rows, best][:, None])
+    if method == "gaussian":
+        return torch.exp(-(iou**2) / sigma)
+    return torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
+
+
+def batched_soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    valid: Tensor | None = None,
+    sigma: float = 0.5,
+    score_threshold: float = 1e-3,
+    method: Method = "gaussian",
+    iou_threshold: float = 0.3,
+    max_kept: int | None = None,
+) -> SoftNmsResult:
+    """Per-class soft-NMS of a padded batch in a fixed number of steps, with no host sync.
+
+    Step t keeps, in every image at once, the alive box of highest current score (the first on ties, as
+    ``argmax``) and decays the others: Gaussian ``s <- s * exp(-IoU² / sigma)``; linear ``s <- s * (1 - IoU)``
+    where ``IoU > iou_threshold``. A box is alive while its score is ``>= score_threshold`` and it is not kept;
+    boxes of different classes never suppress each other. Kept scores never increase from one step to the next,
+    so ``max_kept = k`` steps give exactly the first ``k`` boxes of a full run. The loop has ``max_kept`` (default
+    N) steps whatever the data, so it runs inside CUDA graphs and ``torch.compile``.
+
+    Args:
+        boxes: (B, N, 4) xyxy.
+        scores: (B, N) scores.
+        labels: (B, N) class ids.
+        valid: (B, N) False for padding (never kept, never suppresses); None = all valid.
+        sigma: Gaussian decay parameter.
+        score_threshold: boxes whose (decayed) score falls below it are dropped.
+        method: ``gaussian`` or ``linear``.
+        iou_threshold: overlap above which the linear method decays (unused by the Gaussian one).
+        max_kept: steps (kept boxes per image at most); None = N.
+
+    Returns:
+        ``SoftNmsResult`` with (B, T) fields, ``T = min(max_kept, N)``.
+    """
+    if method not in ("gaussian", "linear"):
+        raise ValueError(f"soft-NMS method must be 'gaussian' or 'linear', got {method!r}")
+    batch, count = scores.shape
+    steps = count if max_kept is None else min(max_kept, count)
+    if steps == 0:
+        empty = scores.new_zeros(batch, 0)
+        return SoftNmsResult(empty.long(), empty, empty.bool())
+    current = scores.clone()
+    alive = current >= score_threshold
+    if valid is not None:
+        alive &= valid
+    rows = torch.arange(batch, device=scores.device)
+    kept_index, kept_scores, kept_valid = [], [], []
+    for _ in range(steps):
+        best = torch.where(alive, current, torch.full_like(current, -1.0)).argmax(dim=1)  # (B,)
+        found = alive[rows, best]
+        kept_index.append(torch.where(found, best, torch.zeros_like(best)))
+        kept_scores.append(torch.where(found, current[rows, best], torch.zeros_like(current[:, 0])))
+        kept_valid.append(found)
+        alive = alive & (torch.arange(count, device=scores.device) != best[:, None])
+        current = current * _decay_by(boxes, labels, best, method, sigma, iou_threshold)
+        alive = alive & (current >= score_threshold)
+    return SoftNmsResult(torch.stack(kept_index, 1), torch.stack(kept_scores, 1), torch.stack(kept_valid, 1))
+
 
 def soft_nms(
     boxes: Tensor,
@@ -19,27 +104,39 @@ def soft_nms(
     labels: Tensor,
     sigma: float = 0.5,
     score_threshold: float = 1e-3,
-    method: Literal["gaussian", "linear"] = "gaussian",
+    method: Method = "gaussian",
     iou_threshold: float = 0.3,
+    max_kept: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Per-class soft-NMS: repeatedly keep the best box and decay the scores of the rest.
-
-    Gaussian: ``s <- s * exp(-IoU² / sigma)``; linear: ``s <- s * (1 - IoU)`` where ``IoU > iou_threshold``.
-    Classes are separated by offsetting boxes (as ``torchvision.ops.batched_nms`` does), so one pass handles
-    all classes. The loop runs once per kept box; each step is vectorised over the remaining boxes.
+    """Per-class soft-NMS of one image (``batched_soft_nms`` with B = 1; one host sync at the end).
 
     Args:
         boxes: (N, 4) xyxy.
         scores: (N,) scores.
         labels: (N,) class ids; boxes of different classes never suppress each other.
-        sigma: Gaussian decay parameter.
-        score_threshold: boxes whose (decayed) score falls below it are dropped.
-        method: ``gaussian`` or ``linear``.
-        iou_threshold: overlap above which the linear method decays (unused by the Gaussian one).
+        sigma, score_threshold, method, iou_threshold, max_kept: as ``batched_soft_nms``.
 
     Returns:
         ``(keep, new_scores)``: indices into the input, in decreasing order of decayed score, and those scores.
     """
+    result = batched_soft_nms(
+        boxes[None], scores[None], labels[None], None, sigma, score_threshold, method, iou_threshold, max_kept
+    )
+    valid = result.valid[0]
+    return result.index[0][valid], result.scores[0][valid]
+
+
+def sequential_soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    sigma: float = 0.5,
+    method: Method = "gaussian",
+    iou_threshold: float = 0.3,
+) -> tuple[Tensor, Tensor]:
+    """The former one-image soft-NMS, kept as the "before" of ``benchmarks/soft_nms.py``: a loop that stops
+    when no box is alive, so it asks the device once per kept box (``alive.any()``). Classes are separated by
+    offsetting the boxes. Same result as ``soft_nms`` (up to float rounding of the offsets; score threshold 1e-3)."""
     if method not in ("gaussian", "linear"):
         raise ValueError(f"soft-NMS method must be 'gaussian' or 'linear', got {method!r}")
     if boxes.numel() == 0:
@@ -51,7 +148,7 @@ def soft_nms(
     else:
         decay = torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
     current = scores.clone()
-    alive = current >= score_threshold
+    alive = current >= 1e-3
     keep, kept_scores = [], []
     for _ in range(len(scores)):
         if not alive.any():
@@ -61,7 +158,9 @@ def soft_nms(
         kept_scores.append(current[best])
         alive[best] = False
         current = current * decay[best]
-        alive &= current >= score_threshold
+        alive &= current >= 1e-3
+    if not keep:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device), scores.new_zeros(0)
     return torch.stack(keep), torch.stack(kept_scores)
 
 
