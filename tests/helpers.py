@@ -53,6 +53,22 @@ def cli_train_tiny(preset: str, shapes, run_dir) -> None:
     assert len(list((run_dir / "visualizations").glob("*.jpg"))) == 2
 
 
+def cli_train_eval_predict(preset: str, shapes, tmp_path, capsys, *eval_overrides: str):
+    """``cli_train_tiny`` into ``tmp_path/run``, then ``pointdet eval`` with ``eval_overrides`` and ``pointdet predict``
+    on one validation image, each checked for its output; returns the run folder and that image."""
+    from pointdet.cli import main
+
+    run = tmp_path / "run"
+    cli_train_tiny(preset, shapes, run)
+    assert "AP50" in capsys.readouterr().out
+    main(["eval", "--weights", str(run), *eval_overrides])
+    assert "AP" in capsys.readouterr().out
+    image = shapes.val_images / "000001.png"
+    main(["predict", str(image), "--weights", str(run), "--out", str(tmp_path / "p")])
+    assert (tmp_path / "p" / "detections.json").is_file()
+    return run, image
+
+
 def fit(model, batch, steps: int, lr: float = 1e-3, drop_after: int | None = None) -> list[float]:
     """Adam on one fixed batch for ``steps`` steps (lr / 10 after ``drop_after`` steps); returns the total loss of
     every step."""

@@ -78,18 +78,10 @@ def test_decode_options_switch_at_eval_and_architecture_keys_do_not():
 
 def test_cli_cpm_rcnn_train_eval_predict_and_load(tiny_shapes, tmp_path, capsys):
     import pointdet
-    from pointdet.cli import main
 
-    from .helpers import cli_train_tiny
+    from .helpers import cli_train_eval_predict
 
-    run = tmp_path / "run"
-    cli_train_tiny("cpm_rcnn_shapes", tiny_shapes, run)
-    assert "AP50" in capsys.readouterr().out
-    main(["eval", "--weights", str(run), "model.gamma=1.0"])
-    assert "AP" in capsys.readouterr().out
-    image = tiny_shapes.val_images / "000001.png"
-    main(["predict", str(image), "--weights", str(run), "--out", str(tmp_path / "p")])
-    assert (tmp_path / "p" / "detections.json").is_file()
+    run, image = cli_train_eval_predict("cpm_rcnn_shapes", tiny_shapes, tmp_path, capsys, "model.gamma=1.0")
     predictor = pointdet.load(run, device="cpu")
     assert isinstance(predictor.model, TwoStageDetector)
     predictor.model.postprocess = CPMPostprocess(score_threshold=0.0)

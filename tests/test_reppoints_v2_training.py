@@ -81,18 +81,12 @@ def test_joint_inference_switches_at_eval_and_architecture_keys_do_not():
 
 def test_cli_reppoints_v2_train_eval_without_joint_inference_predict_and_load(tiny_shapes, tmp_path, capsys):
     import pointdet
-    from pointdet.cli import main
 
-    from .helpers import cli_train_tiny
+    from .helpers import cli_train_eval_predict
 
-    run = tmp_path / "run"
-    cli_train_tiny("reppoints_v2_shapes", tiny_shapes, run)
-    assert "AP50" in capsys.readouterr().out
-    main(["eval", "--weights", str(run), "model.joint_inference=false"])
-    assert "AP" in capsys.readouterr().out
-    image = tiny_shapes.val_images / "000001.png"
-    main(["predict", str(image), "--weights", str(run), "--out", str(tmp_path / "p")])
-    assert (tmp_path / "p" / "detections.json").is_file()
+    run, image = cli_train_eval_predict(
+        "reppoints_v2_shapes", tiny_shapes, tmp_path, capsys, "model.joint_inference=false"
+    )
     predictor = pointdet.load(run, device="cpu")
     assert isinstance(predictor.model.head, RepPointsV2Head) and predictor.model.postprocess.joint_inference
     predictor.model.postprocess.score_threshold = 0.0
