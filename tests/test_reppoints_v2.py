@@ -152,6 +152,34 @@ def test_head_refuses_a_points_part_without_the_verification_channels():
         RepPointsV2Head(RepPointsHead(32, 3, channels=32), channels=32)
 
 
+@pytest.mark.parametrize("corners, foreground", [(False, True), (True, False), (False, False)])
+def test_each_verification_branch_switches_off_with_its_loss_and_fusion(corners, foreground):
+    torch.manual_seed(0)
+    points = RepPointsHead(32, 3, STRIDES, channels=32, transform="exact_minmax", guide_channels=6 * corners)
+    head = RepPointsV2Head(points, channels=32, corner_verification=corners, foreground_verification=foreground)
+    assert (head.corners is not None, head.foreground is not None) == (corners, foreground)
+    assert (head.shared is not None) == (corners or foreground)
+    outputs = head([torch.randn(2, 32, h, w) for h, w in SIZES])
+    assert outputs.corner_scores.shape == (2, 85, 2 * corners) and outputs.corner_offsets.shape == (2, 85, 4 * corners)
+    assert outputs.foreground.shape == (2, 85, 3 * foreground)
+    losses = head.loss(outputs, [_instances([[5, 6, 40, 50]], [1]), _instances([], [])])
+    expected = {"loss_cls", "loss_box_init", "loss_box_refine"}
+    expected |= {"loss_corner_heatmap", "loss_corner_offset"} if corners else set()
+    expected |= {"loss_foreground"} if foreground else set()
+    assert set(losses) == expected
+    sum(losses.values()).backward()
+    unused = [name for name, p in head.named_parameters() if p.grad is None]
+    assert not unused, unused  # every built parameter is trained (DDP needs no find_unused_parameters)
+
+
+def test_joint_inference_needs_the_corner_branch():
+    from pointdet.configs import ConfigError, RepPointsV2Config
+
+    with pytest.raises(ConfigError, match="model.corner_verification=false: set model.joint_inference=false"):
+        RepPointsV2Config(corner_verification=False)
+    assert not RepPointsV2Config(corner_verification=False, joint_inference=False).corner_verification
+
+
 def _outputs_with_boxes(boxes: dict[int, list[float]]) -> RepPointsV2Outputs:
     """Outputs over SIZES / STRIDES whose prior ``p`` has refine points giving ``boxes[p]`` (``exact_minmax``),
     every corner logit at -5 and zero corner offsets."""

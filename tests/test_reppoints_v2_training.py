@@ -56,7 +56,9 @@ def test_presets_build_the_v2_family_with_the_recipes_settings():
         assert model.joint_inference
     assert one_x.optim.epochs == 12 and one_x.optim.lr_steps == (8, 11) and one_x.model.backbone == "resnet50"
     assert two_x.optim.epochs == 24 and two_x.optim.lr_steps == (16, 22) and two_x.data.min_size == (480, 960)
-    assert cpu.model.backbone == "resnet18" and cpu.data == get_preset("reppoints_shapes").data
+    shapes_job = get_preset("reppoints_lite0_shapes")
+    assert cpu.model.backbone == shapes_job.model.backbone and cpu.model.channels == shapes_job.model.channels
+    assert cpu.data == shapes_job.data and cpu.optim == shapes_job.optim
     model = build_model(cpu.model, num_classes=3, with_backbone_weights=False)
     assert isinstance(model.head, RepPointsV2Head) and isinstance(model.postprocess, RepPointsV2Postprocess)
     assert model.postprocess.nms_iou == 0.6 and model.postprocess.transform == "exact_minmax"

@@ -254,7 +254,11 @@ class RepPointsV2Config(RepPointsConfig):
         foreground_weight: λ2 of the foreground loss: 0.1 as the code (the default, METHODS.md CARD 5 (c)), 1.0 as
             the paper.
         joint_inference: refine the P4-P7 boxes with the P3 / P4 corner maps at test time (on in the code); a
-            decoding option, switchable at evaluation without retraining.
+            decoding option, switchable at evaluation without retraining. Needs ``corner_verification``.
+        corner_verification: build and train the corner branch and fuse its 6 maps into the classifier and the
+            refine regressor (on: v2). Off for the ablation: no corner loss, no fusion, no joint inference.
+        foreground_verification: build and train the within-box foreground branch and add its embedding to the
+            towers (on: v2). Off for the ablation: no foreground loss, the corner branch reads the shared conv alone.
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (*RepPointsConfig.DECODE_OPTIONS, "joint_inference")
@@ -274,6 +278,16 @@ class RepPointsV2Config(RepPointsConfig):
     corner_offset_weight: float = 1.0
     foreground_weight: float = 0.1
     joint_inference: bool = True
+    corner_verification: bool = True
+    foreground_verification: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.joint_inference and not self.corner_verification:
+            raise ConfigError(
+                "model.joint_inference=true needs the corner maps, but model.corner_verification=false: "
+                "set model.joint_inference=false too"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

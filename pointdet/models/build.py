@@ -247,7 +247,7 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
         box_loss=config.box_loss,
         refine_assigner=config.refine_assigner,
         gradient_mul=config.gradient_mul,
-        guide_channels=VERIFICATION_CHANNELS if v2 else 0,
+        guide_channels=VERIFICATION_CHANNELS if v2 and config.corner_verification else 0,
     )
     if v2:
         head = RepPointsV2Head(
@@ -257,6 +257,8 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
             heatmap_weight=config.heatmap_weight,
             corner_offset_weight=config.corner_offset_weight,
             foreground_weight=config.foreground_weight,
+            corner_verification=config.corner_verification,
+            foreground_verification=config.foreground_verification,
         )
     return Detector(
         backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)

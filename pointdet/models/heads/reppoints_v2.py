@@ -133,6 +133,10 @@ class RepPointsV2Head(nn.Module):
         heatmap_weight: λ1 of the corner heatmap loss (0.25).
         corner_offset_weight: weight of the corner offset loss (1.0).
         foreground_weight: λ2 of the foreground loss (0.1 code, 1.0 paper).
+        corner_verification: build the corner branch and fuse its maps (``points`` then needs
+            ``guide_channels=6``, else 0); off only for the ablation.
+        foreground_verification: build the foreground branch and add its embedding to the towers; off only for the
+            ablation.
     """
 
     def __init__(
@@ -143,29 +147,40 @@ class RepPointsV2Head(nn.Module):
         heatmap_weight: float = 0.25,
         corner_offset_weight: float = 1.0,
         foreground_weight: float = 0.1,
+        corner_verification: bool = True,
+        foreground_verification: bool = True,
     ) -> None:
         super().__init__()
-        if points.cls_dcn_weight.shape[1] != channels + VERIFICATION_CHANNELS:
+        guide_channels = VERIFICATION_CHANNELS if corner_verification else 0
+        if points.cls_dcn_weight.shape[1] != channels + guide_channels:
             raise ValueError(
-                f"the RepPoints part must read {channels} + {VERIFICATION_CHANNELS} channels in its DCNs "
-                f"(guide_channels={VERIFICATION_CHANNELS}), got {points.cls_dcn_weight.shape[1]}"
+                f"the RepPoints part must read {channels} + {guide_channels} channels in its DCNs "
+                f"(guide_channels={guide_channels}), got {points.cls_dcn_weight.shape[1]}"
             )
         self.points, self.num_classes = points, points.num_classes
         self.heatmap_weight, self.corner_offset_weight = heatmap_weight, corner_offset_weight
         self.foreground_weight = foreground_weight
-        self.shared = conv_tower(channels, channels, 1, norm)
-        nn.init.normal_(self.shared[0].weight, std=0.01)
-        self.foreground = ForegroundVerification(channels, points.num_classes, norm)
-        self.corners = CornerVerification(channels, norm)
+        self.shared = (
+            conv_tower(channels, channels, 1, norm) if corner_verification or foreground_verification else None
+        )
+        if self.shared is not None:
+            nn.init.normal_(self.shared[0].weight, std=0.01)
+        self.foreground = (
+            ForegroundVerification(channels, points.num_classes, norm) if foreground_verification else None
+        )
+        self.corners = CornerVerification(channels, norm) if corner_verification else None
 
     def forward_level(self, x: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
         """One level (B, D, H, W) -> ``RepPointsHead.forward_level``'s maps and (``hm_score`` (B, 2, H, W),
-        ``hm_offset`` (B, 4, H, W), ``sem_score`` (B, C, H, W))."""
+        ``hm_offset`` (B, 4, H, W), ``sem_score`` (B, C, H, W)); a branch switched off gives 0-channel maps."""
         cls_features, reg_features = self.points.cls_tower(x), self.points.reg_tower(x)
-        shared = self.shared(reg_features)
-        foreground, embedding = self.foreground(shared)
-        corner_scores, corner_offsets = self.corners(shared + embedding)
-        guide = torch.cat([corner_scores, corner_offsets], dim=1)
+        shared = self.shared(reg_features) if self.shared is not None else None
+        empty = x.new_zeros(x.shape[0], 0, *x.shape[2:])
+        foreground, embedding = self.foreground(shared) if self.foreground is not None else (empty, 0.0)
+        corner_scores, corner_offsets, guide = empty, empty, None
+        if self.corners is not None:
+            corner_scores, corner_offsets = self.corners(shared + embedding)
+            guide = torch.cat([corner_scores, corner_offsets], dim=1)
         points = self.points.point_stage(cls_features + embedding, reg_features + embedding, guide)
         return points, (corner_scores, corner_offsets, foreground)
 
@@ -182,10 +197,12 @@ class RepPointsV2Head(nn.Module):
 
     def loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> dict[str, Tensor]:
         """RepPoints' ``loss_cls``, ``loss_box_init``, ``loss_box_refine`` plus ``loss_corner_heatmap``,
-        ``loss_corner_offset`` and ``loss_foreground``, weighted, in float32."""
+        ``loss_corner_offset`` and ``loss_foreground`` (those of the branches built), weighted, in float32."""
         losses = self.points.loss(points_outputs(outputs), instances)
-        losses.update(self.corner_loss(outputs, instances))
-        losses["loss_foreground"] = self.foreground_weight * self.foreground_loss(outputs, instances)
+        if self.corners is not None:
+            losses.update(self.corner_loss(outputs, instances))
+        if self.foreground is not None:
+            losses["loss_foreground"] = self.foreground_weight * self.foreground_loss(outputs, instances)
         return losses
 
     def corner_loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> dict[str, Tensor]:
