@@ -66,7 +66,10 @@ def test_point_set_transforms_on_hand_made_points():
     points = torch.tensor([[1.0, 2.0], [5.0, -1.0], [3.0, 7.0], [0.0, 0.0], [10.0, 10.0]])
     assert points_to_boxes(points, "minmax").tolist() == [0, -1, 10, 10]
     assert points_to_boxes(points, "partial_minmax").tolist() == [0, -1, 5, 7]
-    assert points_to_boxes(points, "exact_minmax").tolist() == [1, 2, 5, -1]
+    assert points_to_boxes(points, "exact_minmax").tolist() == [1, 2, 5, -1]  # the pair crosses over in y
+    assert points_to_boxes(points, "corner_minmax").tolist() == [1, -1, 5, 2]
+    uncrossed = torch.tensor([[1.0, -1.0], [5.0, 2.0], [3.0, 7.0]])
+    assert points_to_boxes(uncrossed, "corner_minmax").tolist() == points_to_boxes(uncrossed, "exact_minmax").tolist()
 
     # moment, transfer 0: mean ± unbiased std. x = (0, 2, 4): 2 ± 2; y = (1, 1, 4): 2 ± sqrt(3).
     points = torch.tensor([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]], dtype=torch.float64)
@@ -83,7 +86,7 @@ def test_point_set_transforms_on_hand_made_points():
     # Every transform commutes with points * stride + prior (boxes in stride units -> boxes in pixels).
     points = torch.randn(4, 9, 2, dtype=torch.float64)
     prior, stride = torch.tensor([24.0, 40.0], dtype=torch.float64), 8.0
-    for transform in ("minmax", "partial_minmax", "moment", "exact_minmax"):
+    for transform in ("minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax"):
         in_pixels = points_to_boxes(points * stride + prior, transform, transfer)
         assert torch.allclose(in_pixels, points_to_boxes(points, transform, transfer) * stride + prior.repeat(2))
     with pytest.raises(ValueError, match="transform"):
@@ -164,6 +167,21 @@ def test_box_losses_on_hand_values():
     assert (per_box >= 0).all() and (per_box <= 2).all()
 
 
+def test_a_crossed_corner_pair_is_a_dead_end_for_exact_minmax_and_learns_with_corner_minmax():
+    from pointdet.losses.box import giou_box_loss
+
+    target = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    crossed = torch.tensor([[[6.0, 7.0], [4.0, 3.0]]], requires_grad=True)  # point 0 below-right of point 1
+    grads = {}
+    for transform in ("exact_minmax", "corner_minmax"):
+        crossed.grad = None
+        box = points_to_boxes(crossed, transform)
+        giou_box_loss(box, target, torch.tensor([True]), 1.0).backward()
+        grads[transform] = crossed.grad.abs().sum().item()
+    assert grads["exact_minmax"] == 0  # an inverted box inside the GT: no overlap, no area, a constant loss of 1
+    assert grads["corner_minmax"] > 0
+
+
 @pytest.mark.parametrize(
     ("transform", "box_loss", "refine_assigner"),
     [
@@ -171,6 +189,7 @@ def test_box_losses_on_hand_values():
         ("minmax", "giou", "atss"),
         ("partial_minmax", "smooth_l1", "atss"),
         ("exact_minmax", "giou", "max_iou"),
+        ("corner_minmax", "giou", "atss"),
     ],
 )
 def test_loss_is_finite_and_reaches_every_parameter(transform, box_loss, refine_assigner):

@@ -284,6 +284,17 @@ def reppoints_shapes() -> ExperimentConfig:
     )
 
 
+# The shapes job's backbone: the offline ImageNet Lite0 with its stem and stride-4 blocks frozen and trained
+# BatchNorm, under a 64-channel FPN P3-P7 and head.
+_LITE0_SHAPES = {
+    "backbone": "timm:efficientnet_lite0",
+    "backbone_weights": "imagenet",
+    "frozen_stages": 1,
+    "frozen_bn": False,
+    "channels": 64,
+}
+
+
 def reppoints_lite0_shapes() -> ExperimentConfig:
     """The shapes job: RepPoints on the generated shapes, ImageNet EfficientNet-Lite0 (offline), under 8 CPU minutes.
 
@@ -295,12 +306,16 @@ def reppoints_lite0_shapes() -> ExperimentConfig:
     return replace(
         base,
         name="reppoints_lite0_shapes",
-        model=replace(
-            base.model, backbone="timm:efficientnet_lite0", backbone_weights="imagenet", frozen_stages=1, channels=64
-        ),
+        model=replace(base.model, **_LITE0_SHAPES),
         optim=replace(base.optim, epochs=11, schedule="cosine", lr_steps=()),
         eval=EvalConfig(every=11, batch_size=32, flip=True),
     )
+
+
+def _on_shapes(name: str, model: RepPointsV2Config | LSNetConfig) -> ExperimentConfig:
+    """The shapes job's data, schedule (Adam 1e-3 at batch 8, a cosine over 11 epochs) and flip-tested evaluation
+    for another family's model, so that the families compare on equal terms."""
+    return replace(reppoints_lite0_shapes(), name=name, model=model)
 
 
 def centernet_effl0_raccoon() -> ExperimentConfig:
@@ -372,7 +387,7 @@ def reppoints_v2_r50_fpn() -> ExperimentConfig:
     """RepPoints v2, ResNet-50 + FPN P3-P7 with GN, GIoU: Scalsol/RepPointsV2's R50 GIoU 1x recipe (41.1 box AP).
 
     The 41.1 is COCO minival with ImageNet weights (``model.backbone_weights=imagenet``, the default). The head adds
-    corner and foreground verification; ``exact_minmax`` boxes, ATSS refine assigner, NMS 0.6, joint inference on.
+    corner and foreground verification; ``corner_minmax`` boxes, ATSS refine assigner, NMS 0.6, joint inference on.
     Training as ``reppoints_r50_fpn`` (SGD 0.01 at batch 16, 12 epochs, drops after 8 and 11, (1333, 800)).
     """
     base = reppoints_r50_fpn()
@@ -397,21 +412,9 @@ def reppoints_v2_r50_fpn_2x_ms() -> ExperimentConfig:
 
 
 def reppoints_v2_shapes() -> ExperimentConfig:
-    """RepPoints v2 on the generated shapes at 128 px: the shapes job (``reppoints_lite0_shapes``) with v2's head.
-
-    The same ImageNet Lite0 (offline; stem and stride-4 blocks frozen, trained BatchNorm), 64-channel FPN and towers,
-    data and schedule (Adam 1e-3 at batch 8, a cosine over 11 epochs, flip-tested evaluation at the end), so that
-    v1 and v2 compare on equal terms; v2's defaults (``exact_minmax``, GIoU, ATSS, NMS 0.6, joint inference).
-    """
-    base = reppoints_lite0_shapes()
-    model = RepPointsV2Config(
-        backbone=base.model.backbone,
-        backbone_weights=base.model.backbone_weights,
-        frozen_stages=base.model.frozen_stages,
-        frozen_bn=base.model.frozen_bn,
-        channels=base.model.channels,
-    )
-    return replace(base, name="reppoints_v2_shapes", model=model)
+    """RepPoints v2 on the generated shapes at 128 px: the shapes job (``reppoints_lite0_shapes``) with v2's head
+    and defaults (``corner_minmax``, GIoU, ATSS, NMS 0.6, joint inference)."""
+    return _on_shapes("reppoints_v2_shapes", RepPointsV2Config(**_LITE0_SHAPES))
 
 
 def lsnet_r50_fpn() -> ExperimentConfig:
@@ -427,14 +430,9 @@ def lsnet_r50_fpn() -> ExperimentConfig:
 
 
 def lsnet_shapes() -> ExperimentConfig:
-    """LSNet on the generated shapes at 128 px: ResNet-18 from scratch, 128-channel FPN, plain-conv towers.
-
-    ``reppoints_shapes``'s recipe (trained BatchNorm, nothing frozen, the shapes' crop recipe, Adam 1e-3 at batch 8,
-    12 epochs with drops after 9 and 11); the towers are plain convs (``model.tower=dcn`` is LSNet's, slower on a CPU).
-    """
-    base = reppoints_shapes()
-    model = LSNetConfig(backbone="resnet18", channels=128, frozen_stages=0, frozen_bn=False, tower="conv")
-    return replace(base, name="lsnet_shapes", model=model)
+    """LSNet on the generated shapes at 128 px: the shapes job (``reppoints_lite0_shapes``) with LSNet's head, its
+    towers plain convs (``model.tower=dcn`` is LSNet's, slower on a CPU)."""
+    return _on_shapes("lsnet_shapes", LSNetConfig(**_LITE0_SHAPES, tower="conv"))
 
 
 def cpm_rcnn_r50_fpn() -> ExperimentConfig:

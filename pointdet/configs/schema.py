@@ -198,8 +198,9 @@ class RepPointsConfig(FPNBackboneConfig):
         channels: FPN and tower channels (256).
         stacked_convs: convs per tower (3).
         num_points: points per object (9, a 3x3 DCN kernel).
-        transform: pseudo box of a point set: ``minmax``, ``partial_minmax``, ``moment`` (learned transfer) or
-            ``exact_minmax`` (points 0 and 1 are the corners, RepPoints v2).
+        transform: pseudo box of a point set: ``minmax``, ``partial_minmax``, ``moment`` (learned transfer),
+            ``exact_minmax`` (points 0 and 1 are the corners, the RepPoints v2 code) or ``corner_minmax`` (the extent
+            of points 0 and 1: the same box unless the pair crosses over, when ``exact_minmax``'s is inverted).
         box_loss: ``smooth_l1`` (beta 0.11 on box / (4 x stride), weights 0.5 / 1) or ``giou`` (weights 1 / 2).
         refine_assigner: ``max_iou`` (v1: pos 0.5, neg 0.4 on the init boxes) or ``atss`` (k = 9, the v2 repository).
         gradient_mul: share of the DCN-offset gradient that reaches the init points (0.1).
@@ -226,7 +227,7 @@ class RepPointsConfig(FPNBackboneConfig):
     task: Literal["detection"] = "detection"
     stacked_convs: int = 3
     num_points: int = 9
-    transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax"] = "moment"
+    transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax"] = "moment"
     box_loss: Literal["smooth_l1", "giou"] = "smooth_l1"
     refine_assigner: Literal["max_iou", "atss"] = "max_iou"
     gradient_mul: float = 0.1
@@ -244,8 +245,9 @@ class RepPointsV2Config(RepPointsConfig):
     """RepPoints v2 (METHODS.md CARD 5 §5.1): RepPoints plus corner and within-box foreground verification, fused
     into the classifier and the refine regressor, and joint inference at test time.
 
-    Every ``RepPointsConfig`` key applies, with v2's defaults: ``exact_minmax`` boxes, GIoU box loss (weights 1 / 2),
-    the ATSS refine assigner, NMS IoU 0.6. The other attributes:
+    Every ``RepPointsConfig`` key applies, with v2's defaults: ``corner_minmax`` boxes (``exact_minmax`` is the
+    code's, which can invert a box for good: README), GIoU box loss (weights 1 / 2), the ATSS refine assigner, NMS
+    IoU 0.6. The other attributes:
 
     Attributes:
         method: ``reppoints_v2``; selects this family.
@@ -270,7 +272,7 @@ class RepPointsV2Config(RepPointsConfig):
     }
 
     method: Literal["reppoints_v2"] = "reppoints_v2"
-    transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax"] = "exact_minmax"
+    transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax"] = "corner_minmax"
     box_loss: Literal["smooth_l1", "giou"] = "giou"
     refine_assigner: Literal["max_iou", "atss"] = "atss"
     nms_iou: float = 0.6

@@ -48,8 +48,9 @@ from pointdet.structures import Detections
 if TYPE_CHECKING:
     from pointdet.models.heads.reppoints import RepPointsOutputs
 
-Transform = Literal["minmax", "partial_minmax", "moment", "exact_minmax"]
-TRANSFORMS: tuple[str, ...] = ("minmax", "partial_minmax", "moment", "exact_minmax")
+Transform = Literal["minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax"]
+TRANSFORMS: tuple[str, ...] = ("minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax")
+CORNER_POINTS = 2  # exact_minmax / corner_minmax: points 0 and 1 are the box corners
 
 
 def points_to_boxes(points: Tensor, transform: Transform, moment_transfer: Tensor | None = None) -> Tensor:
@@ -58,7 +59,10 @@ def points_to_boxes(points: Tensor, transform: Transform, moment_transfer: Tenso
     - ``minmax``: the extent of all points; ``partial_minmax``: the extent of the first 4 points.
     - ``moment``: ``mean ± std * exp(moment_transfer)`` per axis, std unbiased (``torch.std``, as mmdetection);
       ``moment_transfer`` is ``(log width factor, log height factor)``.
-    - ``exact_minmax`` (RepPoints v2): point 0 is ``(x1, y1)`` and point 1 is ``(x2, y2)``.
+    - ``exact_minmax`` (the RepPoints v2 code): point 0 is ``(x1, y1)`` and point 1 is ``(x2, y2)``. A pair that
+      crosses over gives an inverted box, which no box loss can turn back: its overlap with any GT is 0.
+    - ``corner_minmax`` (pointdet's RepPoints v2 default): the extent of points 0 and 1, equal to ``exact_minmax``
+      whenever point 0 is above and left of point 1, and a valid box when the pair crosses over.
 
     Args:
         points: (..., N, 2) xy. The transforms commute with ``points * stride + prior``, so pixels in gives pixels
@@ -72,11 +76,15 @@ def points_to_boxes(points: Tensor, transform: Transform, moment_transfer: Tenso
     """
     if points.shape[-1] != 2:
         raise ValueError(f"points must be (..., N, 2) xy, got shape {tuple(points.shape)}")
-    if transform in ("minmax", "partial_minmax"):
-        subset = points if transform == "minmax" else points[..., :4, :]
-        return torch.cat([subset.amin(dim=-2), subset.amax(dim=-2)], dim=-1)
+    if transform in ("minmax", "partial_minmax", "corner_minmax"):
+        subset = {
+            "minmax": points,
+            "partial_minmax": points[..., :4, :],
+            "corner_minmax": points[..., :CORNER_POINTS, :],
+        }
+        return torch.cat([subset[transform].amin(dim=-2), subset[transform].amax(dim=-2)], dim=-1)
     if transform == "exact_minmax":
-        return torch.cat([points[..., 0, :], points[..., 1, :]], dim=-1)
+        return points[..., :CORNER_POINTS, :].flatten(-2)
     if transform == "moment":
         mean = points.mean(dim=-2)  # (..., 2)
         half = points.std(dim=-2)  # (..., 2) unbiased, as mmdetection's torch.std

@@ -104,14 +104,14 @@ class RepPointsV2Postprocess(RepPointsPostprocess):
     """``RepPointsPostprocess`` whose boxes go through ``joint_inference`` when ``joint_inference`` is on.
 
     Args:
-        transform, score_threshold, nms_iou, pre_nms: as ``RepPointsPostprocess`` (v2: ``exact_minmax``, NMS 0.6).
+        transform, score_threshold, nms_iou, pre_nms: as ``RepPointsPostprocess`` (v2: ``corner_minmax``, NMS 0.6).
         joint_inference: refine P4-P7 boxes with the corner maps (on in the code); a decoding option, so a trained
             model is evaluated either way without retraining.
     """
 
     def __init__(
         self,
-        transform: Transform = "exact_minmax",
+        transform: Transform = "corner_minmax",
         score_threshold: float = 0.05,
         nms_iou: float = 0.6,
         pre_nms: int = 1000,

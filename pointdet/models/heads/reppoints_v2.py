@@ -126,7 +126,7 @@ class RepPointsV2Head(nn.Module):
     """RepPoints v2 head with its loss (decoding: ``decoders.reppoints_v2.RepPointsV2Postprocess``).
 
     Args:
-        points: the RepPoints v1 part, built with ``guide_channels=6`` (v2's defaults: ``exact_minmax``, GIoU,
+        points: the RepPoints v1 part, built with ``guide_channels=6`` (v2's defaults: ``corner_minmax``, GIoU,
             ATSS); its towers, point stage, output assembly and loss are used as they are.
         channels: width of its towers.
         norm: its towers' norm, ``gn`` or ``none`` (also used by the shared conv and the verification branches).
