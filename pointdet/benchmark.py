@@ -32,6 +32,11 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEERS = ("fcos_resnet50_fpn", "retinanet_resnet50_fpn")
 
 
+def significant(rate: float, digits: int = 4) -> float:
+    """``rate`` to ``digits`` significant figures: a slow CPU rate (0.004 images/s) must not print as 0."""
+    return float(f"{rate:.{digits}g}")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -75,7 +80,7 @@ def _record(kind: str, model: str, device: torch.device, seconds: float, batch: 
         "batch": batch,
         **extra,
         "ms_per_batch": round(1000 * seconds, 3),
-        "images_per_s": round(batch / seconds, 2),
+        "images_per_s": significant(batch / seconds),
         "peak_memory_mb": _peak_memory_mb(device),
     }
 
@@ -208,7 +213,7 @@ def bench_data(
         "decode_on": "cpu" if device is None else str(device),
         "size": size,
         "date": date.today().isoformat(),
-        "images_per_s": round(count / seconds, 2),
+        "images_per_s": significant(count / seconds),
     }
 
 

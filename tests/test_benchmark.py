@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from pointdet.cli import main
 
 
@@ -60,12 +62,13 @@ def test_benchmark_prints_every_record_kind(tiny_shapes, capsys):
     assert train["batch"] == 2
 
 
-def test_benchmark_measures_reppoints(capsys):
-    """The RepPoints preset through the same harness: end-to-end inference (NMS included) and a training step."""
+@pytest.mark.parametrize("preset", ["reppoints_shapes", "reppoints_v2_shapes", "lsnet_shapes", "cpm_rcnn_shapes"])
+def test_benchmark_measures_the_fpn_families(preset, capsys):
+    """The FPN presets through the same harness: end-to-end inference (NMS included) and a training step."""
     main(
         [
             "benchmark",
-            "reppoints_shapes",
+            preset,
             "--size",
             "64",
             "--batches",
@@ -92,9 +95,6 @@ def test_benchmark_measures_reppoints(capsys):
     )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     kinds = [(r["kind"], r["model"]) for r in records]
-    assert kinds == [
-        ("inference", "reppoints_shapes"),
-        ("train", "reppoints_shapes"),
-        ("backbone", "resnet18_features"),
-    ]
+    assert kinds[:2] == [("inference", preset), ("train", preset)]
+    assert [kind for kind, _ in kinds[2:]] == ["backbone"]
     assert all(r["images_per_s"] > 0 for r in records)
