@@ -22,6 +22,7 @@ SHAPES_TARGETS = [
     ("reppoints_lite0_shapes", "AP", 0.8),
     ("reppoints_v2_shapes", "AP", 0.8),
     ("lsnet_shapes", "AP", 0.8),
+    ("lsnet_segm_shapes", "segm_AP", 0.6),
 ]
 
 
