@@ -14,7 +14,7 @@ from .helpers import overfit_four_shapes
 SMALL = LSNetConfig(backbone="resnet18", channels=64, frozen_stages=0, frozen_bn=False, tower="conv")
 
 
-@pytest.mark.slow  # 14 min 16 s on the shared 2-core CPU (load average 7-8, 2026-11-30)
+@pytest.mark.slow  # 62 s on the 2-core CPU with niced jobs beside it (14 min when it shared the cores), 2026-11-30
 def test_lsnet_overfits_four_shapes_images(tmp_path):
     """The extreme points come from the shapes' polygons."""
     history, metrics = overfit_four_shapes(SMALL, tmp_path, with_polygons=True)
@@ -22,14 +22,14 @@ def test_lsnet_overfits_four_shapes_images(tmp_path):
     assert metrics["AP"] >= 0.9, metrics
 
 
-@pytest.mark.slow  # not yet run to completion: the shared CPU starved it (README, LSNet section); unmeasured bounds
+@pytest.mark.slow  # 64 s on the 2-core CPU, 2026-11-30: box AP 0.902, mask AP 0.918 (loss 3.16 -> 0.15)
 def test_lsnet_contours_overfit_four_shapes_images(tmp_path):
     """Instance segmentation by 36 contour points: boxes and polygon masks of 4 images learnt."""
     config = replace(SMALL, task="segmentation")
     history, metrics = overfit_four_shapes(config, tmp_path, with_polygons=True)
     print(f"loss {history[0]:.3f} -> {history[-1]:.3f}; box AP {metrics['AP']:.3f}, mask AP {metrics['segm_AP']:.3f}")
     assert history[-1] < 0.2 * history[0], history[::10]
-    assert metrics["segm_AP"] >= 0.6 and metrics["AP"] >= 0.6, metrics
+    assert metrics["segm_AP"] >= 0.85 and metrics["AP"] >= 0.85, metrics
 
 
 def test_cli_lsnet_train_eval_predict_and_api(tiny_shapes, tmp_path, capsys):
