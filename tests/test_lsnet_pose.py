@@ -201,7 +201,7 @@ def test_cli_lsnet_pose_train_eval_predict(tiny_shapes, tmp_path, capsys):
         assert len(records[0]["keypoints"]) == 12
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # not yet run to completion: 25 min timeout on the shared CPU (2026-11-30); unmeasured bound
 def test_lsnet_pose_overfits_four_shapes_images(tmp_path):
     """Keypoints of 4 shapes images learnt: keypoint AP (OKS, sigma 0.05) on the training images."""
     from .helpers import overfit_four_shapes
