@@ -100,7 +100,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     loader = eval_loader(dataset, data, config.eval.batch_size, data.num_workers)
     # Decode-time options (e.g. `model.snap_joints=false`: pose "-reg") need no retraining: rebuild the post-processor.
     flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]
-    predictor.model.postprocess = build_postprocess(config.model, predictor.model.feature_shapes, flip_pairs)
+    num_joints = len(state.get("keypoint_names", []))
+    predictor.model.postprocess = build_postprocess(
+        config.model, predictor.model.feature_shapes, flip_pairs, num_joints
+    )
     flip = config.eval.flip if args.flip is None else args.flip
     scales = config.eval.scales if args.scales is None else tuple(args.scales)
     if args.confusion_threshold is not None:

@@ -108,11 +108,13 @@ def untrained_checkpoint(shapes, path):
 
 
 def overfit_four_shapes(
-    model_config, tmp_path, with_polygons: bool = False, steps: int = 200
+    model_config, tmp_path, with_polygons: bool = False, steps: int = 200, num_joints: int = 0, flip_pairs=()
 ) -> tuple[list[float], dict]:
-    """Train a 3-class model of ``model_config`` with ``fit`` on 4 generated shapes images at 128 px (``steps``
-    steps, lr 1e-3 then 1e-4 for the last quarter); returns its loss history and the COCO box metrics of its
-    predictions on them, with the mask metrics (``segm_AP``, ...) when the model predicts masks."""
+    """Train a 3-class model of ``model_config`` (with the shapes' ``num_joints`` keypoints and ``flip_pairs`` for
+    pose) with ``fit`` on 4 generated shapes images at 128 px (``steps`` steps, lr 1e-3 then 1e-4 for the last
+    quarter); returns its loss history and the COCO box metrics of its predictions on them, with the mask metrics
+    (``segm_AP``, ...) when the model predicts masks and the keypoint metrics (``kp_AP``, OKS sigma 0.05) when it
+    predicts keypoints."""
     import torch
 
     from pointdet.data.coco import CocoDataset
@@ -121,14 +123,14 @@ def overfit_four_shapes(
     from pointdet.data.transforms import eval_transforms
     from pointdet.engine.inference import predict_images, to_original_pixels
     from pointdet.evaluation import detections_to_coco, evaluate_coco
-    from pointdet.evaluation.coco import masks_to_coco, run_coco_evaluation
+    from pointdet.evaluation.coco import keypoints_to_coco, masks_to_coco, run_coco_evaluation
     from pointdet.models.build import build_model
 
     torch.manual_seed(0)
     shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
     coco = CocoDataset(shapes.train_json, shapes.train_images, with_polygons=with_polygons)
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
-    model = build_model(model_config, num_classes=3)
+    model = build_model(model_config, num_classes=3, num_joints=num_joints, flip_pairs=flip_pairs)
     history = fit(model, batch, steps=steps, lr=1e-3, drop_after=steps * 3 // 4)
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
@@ -137,6 +139,11 @@ def overfit_four_shapes(
         masks = masks_to_coco(detections, batch.image_ids, coco.category_ids, batch.orig_sizes)
         segm = run_coco_evaluation(shapes.train_json, masks, iou_type="segm").metrics
         metrics.update({f"segm_{name}": value for name, value in segm.items()})
+    if detections[0].keypoints is not None:
+        joints = keypoints_to_coco(detections, batch.image_ids, coco.category_ids)
+        sigmas = [0.05] * num_joints
+        oks = run_coco_evaluation(shapes.train_json, joints, iou_type="keypoints", keypoint_sigmas=sigmas).metrics
+        metrics.update({f"kp_{name}": value for name, value in oks.items()})
     return history, metrics
 
 

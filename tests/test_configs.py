@@ -137,6 +137,7 @@ OUT_OF_RANGE = [
     ("centernet_r18", "eval.keypoint_sigmas", [0.05, 0], "a list of numbers > 0"),
     ("centernet_r18", "eval.score_threshold", 1, "in [0, 1)"),
     ("centernet_r18", "eval.confusion_threshold", 1.5, "in [0, 1]"),
+    ("lsnet_pose_shapes", "eval.min_box_area", -1, ">= 0"),
     ("centernet_r18", "seed", -1, ">= 0"),
     ("centernet_r18", "checkpoint_every", -1, ">= 0"),
     ("centernet_r18", "num_visualizations", -1, ">= 0"),

@@ -91,7 +91,7 @@ def test_head_shapes_loss_and_gradients(tower):
 
 
 def test_single_level_landmark_features_option():
-    head = LSNetHead(32, num_classes=2, channels=64, stacked_convs=1, tower="conv", pyramid=False)
+    head = LSNetHead(32, num_classes=2, channels=64, stacked_convs=1, tower="conv", landmark_features="single")
     assert head(features_of(64, 64, batch=1)).scores.shape[-1] == 2  # 64 channels: GN(32) on a 1x1 P7
     with pytest.raises(ValueError, match="3 or more levels"):
         LSNetHead(32, num_classes=2, channels=32, strides=(8, 16))

@@ -495,6 +495,42 @@ def lsnet_segm_shapes() -> ExperimentConfig:
     return replace(base, name="lsnet_segm_shapes", model=replace(base.model, task="segmentation"))
 
 
+def lsnet_pose_r50_fpn() -> ExperimentConfig:
+    """LSNet pose, obj-box (METHODS.md CARD 4): 17 keypoints + centre regressed from the anchor point, a second branch
+    for the person box's border centres, ResNet-50 + FPN P3-P7 with GN; the code's 60 epochs with lr / 10 after 54 and
+    56 (configs/lsnet/lsnet_pose_bbox_r50_fpn_1x_coco.py; the paper's X-101-DCN reaches 55.7 keypoint AP).
+
+    Training as ``lsnet_r50_fpn`` (SGD 0.01 at batch 16, keep-ratio (1333, 800), flip with the keypoints' left / right
+    pairs) on COCO person keypoints (``data.train_json=.../person_keypoints_train2017.json`` and its images); boxes
+    of 32 x 32 px or less are dropped before scoring (``eval.min_box_area=1024``, the code's ``simple_test``).
+    """
+    base = lsnet_r50_fpn()
+    schedule = replace(base.optim, epochs=60, lr_steps=(54, 56))
+    evaluation = replace(base.eval, min_box_area=1024.0)
+    pose = replace(base.model, task="pose")
+    return replace(base, name="lsnet_pose_r50_fpn", model=pose, optim=schedule, eval=evaluation)
+
+
+def lsnet_pose_kbox_r50_fpn() -> ExperimentConfig:
+    """LSNet pose, kps-box: the box is the visible keypoints' extent (persons without one are never positive),
+    fine-tuned from an ``lsnet_pose_r50_fpn`` run with ``model.init_from=runs/lsnet_pose_r50_fpn-<time>`` (every
+    tensor of the keypoint branch and the towers loads; the obj-box box branch is left out), the code's 24 epochs
+    with lr / 10 after 12 and 20 (the paper says +20 epochs, METHODS.md CARD 4 (f) ⚠; X-101-DCN: 59.0 keypoint AP).
+    """
+    base = lsnet_pose_r50_fpn()
+    schedule = replace(base.optim, epochs=24, lr_steps=(12, 20))
+    kps_box = replace(base.model, pose_box="keypoints")
+    return replace(base, name="lsnet_pose_kbox_r50_fpn", model=kps_box, optim=schedule)
+
+
+def lsnet_pose_shapes() -> ExperimentConfig:
+    """LSNet pose (obj-box) on the generated shapes' 4 keypoints (top, right, bottom, left vertices) at 128 px:
+    ``lsnet_shapes``' network and recipe, 3 classes with the same keypoint layout, OKS sigma 0.05 per keypoint; no
+    32 x 32 px box filter (most shapes are smaller)."""
+    base = lsnet_shapes()
+    return replace(base, name="lsnet_pose_shapes", model=replace(base.model, task="pose"))
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     fn.__name__: fn
     for fn in (
@@ -533,6 +569,9 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
         grid_rcnn_r50_fpn,
         lsnet_segm_r50_fpn,
         lsnet_segm_shapes,
+        lsnet_pose_r50_fpn,
+        lsnet_pose_kbox_r50_fpn,
+        lsnet_pose_shapes,
     )
 }
 DEFAULT_PRESET = "reppoints_v2_effl0_raccoon"

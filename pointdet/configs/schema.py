@@ -299,14 +299,25 @@ class LSNetConfig(FPNBackboneConfig):
 
     Attributes:
         method: ``lsnet``; selects this family.
-        task: ``detection`` (boxes from 4 extreme points) or ``segmentation`` (boxes and instance masks from 36
-            contour points, the ``polygon`` cross-IoU aggregation); keypoints are not implemented yet.
+        task: ``detection`` (boxes from 4 extreme points), ``segmentation`` (boxes and instance masks from 36
+            contour points, the ``polygon`` cross-IoU aggregation) or ``pose`` (the data set's keypoints, e.g. COCO's
+            17, the ``keypoint`` aggregation; one class per keypoint layout).
+        pose_box: pose only: ``object`` (obj-box: assignment on the annotated box, a second branch regresses its
+            border centres, detections take that box; its cross-IoU weighs 0.1 / 0.2) or ``keypoints`` (kps-box: the
+            box is the visible keypoints' extent; objects without a visible keypoint are never positive).
         tower: head towers of ``dcn`` (DCNv2 3x3 + GN + ReLU, LSNet) or ``conv`` (plain 3x3 convs, faster).
-        landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet) or ``single`` (level l only,
-            the paper's Table 3 ablation).
+        landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet), ``single`` (level l only) or
+            ``none`` (no landmark DCN: the refine stage and the classifier read a 3x3 conv of the tower): the paper's
+            Table 3 ablation.
         box_penalty: the code's CIoU-style penalty added to the cross-IoU loss (METHODS.md App. A #12); false is the
             paper's loss.
         init_weight, refine_weight: cross-IoU loss weights of the two stages (1 and 2).
+        init_loss: the init (first) stage's loss: ``cross_iou`` (LSNet), or, with ``task=detection`` only (the
+            paper's Table 2 ablation), ``smooth_l1`` on the 4 extreme points (beta 0.11 on offsets / (4 x stride))
+            or ``giou`` on the box read as the 4 vectors' outward side distances (the paper's "rect"); the refine
+            stage keeps the cross-IoU loss.
+        decode_stage: ``refine`` (LSNet) or ``init``: detections from the first stage's vectors (Table 2's
+            first-stage AP); a decoding option, switchable at evaluation without retraining.
         gradient_mul: share of the landmark-DCN offset gradient that reaches the init vectors (0.1).
         backbone, backbone_weights, frozen_stages, frozen_bn, backbone_dcn: the backbone, as ``RepPointsConfig``.
         norm: ``gn`` (GroupNorm 32 in the FPN) or ``none``; the head always uses GroupNorm 32.
@@ -316,7 +327,7 @@ class LSNetConfig(FPNBackboneConfig):
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
 
-    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms")
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms", "decode_stage")
     SECTION: ClassVar[str] = "model"
     RANGES: ClassVar[dict[str, Rule]] = {
         "nms_iou": fraction(low_open=True),
@@ -331,12 +342,15 @@ class LSNetConfig(FPNBackboneConfig):
     }
 
     method: Literal["lsnet"] = "lsnet"
-    task: Literal["detection", "segmentation"] = "detection"
+    task: Literal["detection", "segmentation", "pose"] = "detection"
+    pose_box: Literal["object", "keypoints"] = "object"
     tower: Literal["dcn", "conv"] = "dcn"
-    landmark_features: Literal["pyramid", "single"] = "pyramid"
+    landmark_features: Literal["pyramid", "single", "none"] = "pyramid"
     box_penalty: bool = True
     init_weight: float = 1.0
     refine_weight: float = 2.0
+    init_loss: Literal["cross_iou", "smooth_l1", "giou"] = "cross_iou"
+    decode_stage: Literal["refine", "init"] = "refine"
     gradient_mul: float = 0.1
     stacked_convs: int = 3
     nms_iou: float = 0.6
@@ -345,8 +359,9 @@ class LSNetConfig(FPNBackboneConfig):
 
     @property
     def needs_polygons(self) -> bool:
-        """The extreme-point and contour targets are read off the polygons (objects without one use their box)."""
-        return True
+        """The extreme-point and contour targets are read off the polygons (objects without one use their box);
+        pose reads the keypoints."""
+        return self.task != "pose"
 
     @property
     def needs_masks(self) -> bool:
@@ -355,6 +370,12 @@ class LSNetConfig(FPNBackboneConfig):
     def __post_init__(self) -> None:
         check_backbone_name(self)
         check_ranges(self)
+        if self.pose_box != "object" and self.task != "pose":
+            raise ConfigError(f"model.pose_box={self.pose_box} applies to model.task=pose (task is {self.task})")
+        if self.init_loss != "cross_iou" and self.task != "detection":
+            raise ConfigError(
+                f"model.init_loss={self.init_loss} is the extreme-point ablation: it needs model.task=detection"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -616,6 +637,8 @@ class EvalConfig:
         plots: draw the training curves, precision-recall curves and confusion matrix into ``RUN/plots``
             after each evaluation.
         confusion_threshold: the score a detection needs to count in the confusion matrix (at IoU 0.5).
+        min_box_area: detections whose box (original pixels) has at most this area are dropped before COCO scoring
+            (LSNet pose: 1024, the code's ``simple_test``; COCO persons under 32 x 32 px carry no keypoints).
     """
 
     SECTION: ClassVar[str] = "eval"
@@ -627,6 +650,7 @@ class EvalConfig:
         "keypoint_sigmas": each(above(0), non_empty=False),
         "score_threshold": fraction(high_open=True),
         "confusion_threshold": fraction(),
+        "min_box_area": at_least(0),
     }
 
     every: int = 10
@@ -641,6 +665,7 @@ class EvalConfig:
     score_threshold: float = 0.0
     plots: bool = True
     confusion_threshold: float = 0.3
+    min_box_area: float = 0.0
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -18,7 +18,7 @@ test scales are factors of the input size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -42,6 +42,7 @@ class LSNetPostprocess(RepPointsPostprocess):
         nms_iou: class-wise NMS IoU (0.6).
         pre_nms: priors kept per level and image before NMS (1000).
         vote_iou: box-voting IoU of the multi-scale merge (0.66).
+        stage: decode the ``refine`` vectors (LSNet) or the ``init`` ones (first-stage boxes, the paper's Table 2).
     """
 
     def __init__(
@@ -51,17 +52,21 @@ class LSNetPostprocess(RepPointsPostprocess):
         nms_iou: float = 0.6,
         pre_nms: int = 1000,
         vote_iou: float = 0.66,
+        stage: Literal["refine", "init"] = "refine",
     ) -> None:
         super().__init__("exact_minmax", score_threshold, nms_iou, pre_nms)
+        if stage not in ("refine", "init"):
+            raise ValueError(f"stage must be 'refine' or 'init', got {stage!r}")
         self.task = ExtremePoints() if task is None else task
-        self.vote_iou = vote_iou
+        self.vote_iou, self.stage = vote_iou, stage
 
     def boxes(self, outputs: LSNetOutputs, frame: Tensor) -> Tensor:
-        """(B, P, 4 + 2V): every prior's box, clipped to ``frame`` (B, 2) ``(height, width)``, then its V refine
-        landmarks flattened ``x0, y0, x1, y1, ...`` (input pixels)."""
+        """(B, P, 4 + 2V): every prior's box, clipped to ``frame`` (B, 2) ``(height, width)``, then its V landmarks
+        of the decoded ``stage`` flattened ``x0, y0, x1, y1, ...`` (input pixels)."""
         from pointdet.models.heads.lsnet import landmarks_of
 
-        landmarks = landmarks_of(outputs.components_refine.detach().float(), outputs.priors.float())  # (B, P, V, 2)
+        components = outputs.components_refine if self.stage == "refine" else outputs.components_init
+        landmarks = landmarks_of(components.detach().float(), outputs.priors.float())  # (B, P, V, 2)
         boxes = clip_boxes(self.task.boxes(landmarks), frame)
         return torch.cat([boxes, landmarks.flatten(2)], dim=-1)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from torchvision.ops import box_area
 from tqdm import tqdm
 
 from pointdet.configs.schema import EvalConfig
@@ -163,6 +164,7 @@ def evaluate_detector(
     keypoint_sigmas: Sequence[float] = (),
     labels: Sequence[int | None] | None = None,
     confusion_threshold: float = 0.3,
+    min_box_area: float = 0.0,
 ) -> Evaluation:
     """COCO box metrics of ``model`` on ``coco`` — plus keypoint (OKS) metrics, prefixed ``kp_``, when the model
     predicts keypoints and mask metrics, prefixed ``segm_``, when it predicts masks — with their per-class tables,
@@ -174,8 +176,11 @@ def evaluate_detector(
         keypoint_sigmas: OKS sigmas (default: COCO's for 17 joints, else 0.05 each).
         labels: the dataset label of each model label (``match_categories``); None: the same classes.
         confusion_threshold: the score a detection needs to count in the confusion matrix.
+        min_box_area: detections with a box of at most this area (original pixels) are dropped first.
     """
     detections, image_ids = run_inference(model, loader, flip, scales, k)
+    if min_box_area > 0:
+        detections = [dets[box_area(dets.boxes) > min_box_area] for dets in detections]
     if labels is not None:
         detections = to_dataset_labels(detections, labels)
     with_keypoints = bool(detections) and detections[0].keypoints is not None
@@ -319,6 +324,7 @@ def evaluate_model(
         keypoint_sigmas=config.keypoint_sigmas,
         labels=labels,
         confusion_threshold=config.confusion_threshold,
+        min_box_area=config.min_box_area,
     )
 
 

@@ -49,7 +49,7 @@ from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.models.roi_heads.cpm import PLAIN_GRID_MAPPING, CPMRoIHeads
 from pointdet.models.two_stage import TwoStageDetector
 from pointdet.structures import FeatureShape
-from pointdet.targets.lsnet_tasks import LANDMARK_TASKS, LandmarkTask
+from pointdet.targets.lsnet_tasks import landmark_task
 
 HOURGLASSES = {"hourglass104": hourglass104, "hourglass52": hourglass52, "hourglass_small": hourglass_small}
 TIMM_PREFIX = "timm:"
@@ -79,7 +79,7 @@ def build_model(
     elif isinstance(config, RepPointsConfig):
         model = _build_reppoints(config, num_classes, weights)
     elif isinstance(config, LSNetConfig):
-        model = _build_lsnet(config, num_classes, weights)
+        model = _build_lsnet(config, num_classes, num_joints, flip_pairs, weights)
     elif isinstance(config, CPMRCNNConfig):
         model = _build_cpm_rcnn(config, num_classes, weights)
     else:
@@ -90,9 +90,13 @@ def build_model(
 
 
 def build_postprocess(
-    config: ModelConfig, feature_shapes: Sequence[FeatureShape], flip_pairs: Sequence[tuple[int, int]] = ()
+    config: ModelConfig,
+    feature_shapes: Sequence[FeatureShape],
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    num_joints: int = 0,
 ) -> Any:
-    """The post-processor of ``config`` for a network whose head reads ``feature_shapes``."""
+    """The post-processor of ``config`` for a network whose head reads ``feature_shapes`` (``num_joints`` and
+    ``flip_pairs``: the data set's keypoints, for pose)."""
     if isinstance(config, CenterNetConfig):
         stride = feature_shapes[0].stride
         if config.task == "pose":
@@ -113,7 +117,8 @@ def build_postprocess(
     if isinstance(config, RepPointsConfig):
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, LSNetConfig):
-        return LSNetPostprocess(landmark_task(config), config.score_threshold, config.nms_iou, config.pre_nms)
+        task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box)
+        return LSNetPostprocess(task, config.score_threshold, config.nms_iou, config.pre_nms, stage=config.decode_stage)
     if isinstance(config, CPMRCNNConfig):
         return CPMPostprocess(config.score_threshold, config.nms_iou, config.max_grid_rois, config.gamma)
     raise TypeError(f"no post-processor for {type(config).__name__}")
@@ -265,17 +270,25 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
     )
 
 
-def _build_lsnet(config: LSNetConfig, num_classes: int, weights: str | None) -> Detector:
-    """LSNet: ``_fpn_backbone`` + landmark head of the config's task (extreme points or contours)."""
+def _build_lsnet(
+    config: LSNetConfig,
+    num_classes: int,
+    num_joints: int,
+    flip_pairs: Sequence[tuple[int, int]],
+    weights: str | None,
+) -> Detector:
+    """LSNet: ``_fpn_backbone`` + landmark head of the config's task (extreme points, contours or keypoints)."""
+    if config.task == "pose" and not num_joints:
+        raise ConfigError("model.task=pose needs keypoints: the data set's categories define none")
     backbone, neck = _fpn_backbone(config, weights)
     head = LSNetHead(
-        config.channels, num_classes, task=landmark_task(config),
+        config.channels, num_classes, task=landmark_task(config.task, num_joints, flip_pairs, config.pose_box),
         strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
-        channels=config.channels, pyramid=config.landmark_features == "pyramid", stacked_convs=config.stacked_convs,
+        channels=config.channels, landmark_features=config.landmark_features, stacked_convs=config.stacked_convs,
         box_penalty=config.box_penalty, gradient_mul=config.gradient_mul, init_weight=config.init_weight,
-        refine_weight=config.refine_weight,
+        refine_weight=config.refine_weight, init_loss=config.init_loss,
     )  # fmt: skip
-    postprocess = build_postprocess(config, neck.feature_shapes)
+    postprocess = build_postprocess(config, neck.feature_shapes, flip_pairs, num_joints)
     return Detector(backbone, neck, head, postprocess, **_normalisation(config, backbone))
 
 
@@ -300,11 +313,6 @@ def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None
     )  # fmt: skip
     postprocess = build_postprocess(config, neck.feature_shapes)
     return TwoStageDetector(backbone, neck, rpn, roi_heads, postprocess, **_normalisation(config, backbone))
-
-
-def landmark_task(config: LSNetConfig) -> LandmarkTask:
-    """The landmark task of ``model.task`` (``targets.lsnet_tasks``)."""
-    return LANDMARK_TASKS[config.task]()
 
 
 def _normalisation(

@@ -150,6 +150,11 @@ def contour_points(parts: list[Tensor], box: Tensor, count: int = 36, oversampli
     return points.roll(-int((points - top_centre).pow(2).sum(dim=1).argmin()), dims=0)
 
 
+def points_extent(points: Tensor) -> Tensor:
+    """(..., N, 2) xy points -> (..., 4) xyxy box of their extent."""
+    return torch.cat([points.amin(dim=-2), points.amax(dim=-2)], dim=-1)
+
+
 def border_centres(boxes: Tensor) -> Tensor:
     """(M, 4) xyxy -> (M, 4, 2) the midpoints of the top, left, bottom and right sides."""
     x1, y1, x2, y2 = boxes.unbind(-1)

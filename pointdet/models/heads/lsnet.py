@@ -1,6 +1,6 @@
 """LSNet head ("Location-Sensitive Visual Recognition with Cross-IOU Loss", Duan et al. 2021, §3.2-3.4, eq. 2;
 METHODS.md CARD 4) for every landmark task (``targets.lsnet_tasks``: extreme points for detection, 36 contour points
-for instance segmentation); the task is data the head reads, not a branch.
+for instance segmentation, 17 keypoints for pose); the task is data the head reads, not a branch.
 
 Per FPN level (shared weights): a classification tower and a landmark (regression) tower, 3 x [DCNv2 3x3 or
 conv 3x3, GN(32), ReLU]. From the landmark tower the **init** stage regresses, from the anchor point (the prior
@@ -11,10 +11,18 @@ points; segmentation: contour points 0, 5, ..., 35 and the centre) are the sampl
 (gradient_mul 0.1). The **refine** stage and the classifier read landmark features through a
 **pyramid DCN**: the same DCN weights on levels l-1, l, l+1 with the sampling positions rescaled to each level
 (``ops.dcn.deform_conv(scale=...)``), concatenated -> 1x1 conv + ReLU, plus a 3x3 conv of the level's tower
-feature -> GN -> ReLU -> 1x1 conv. Refine components = softplus(raw + init.detach()).
+feature -> GN -> ReLU -> 1x1 conv. Refine components = softplus(raw + init.detach()). The landmark features have
+two ablation options (paper Table 3): ``single`` (the DCN on level l alone) and ``none`` (no DCN: the refine stage and
+the classifier read the 3x3 conv of the level's tower feature only).
+
+A task with a box branch (pose obj-box: ``LandmarkTask.box_branch_vectors``) gets a second regression branch of the
+same make (``BoxBranch``: its own tower, init convs regressing the box's 4 border centres + centre + 4 free DCN points,
+its own landmark-feature conv); its vectors follow the task's main ones in the outputs. The classifier reads the main
+(keypoint) branch's DCN offsets, as the code's ``pose_bbox`` head.
 
 Loss: sigmoid focal (alpha 0.25, gamma 2, / #refine positives) + 1 x cross-IoU(init, / #init positives) +
-2 x cross-IoU(refine, / #refine positives), with the task's aggregation (``bbox`` / ``polygon``); init positives by
+2 x cross-IoU(refine, / #refine positives), the task's ``landmark_loss`` (``bbox`` / ``polygon`` / ``keypoint``
+aggregation; pose obj-box adds 0.1 x its box branch's ``bbox`` loss); init positives by
 the point assigner, refine positives and labels by ATSS (k = 9) on the boxes of the detached init landmarks
 (``targets.lsnet``), against the task's GT boxes (segmentation: the contour's extent).
 
@@ -38,15 +46,34 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from pointdet.distributed import mean_over_processes
-from pointdet.losses.cross_iou import cross_iou_loss, decode_components, softened_targets
-from pointdet.models.heads.reppoints import CLASS_PRIOR, FOCAL_ALPHA, FOCAL_GAMMA, GROUPS, conv_tower, dcn_base_offset
+from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
+from pointdet.losses.cross_iou import decode_components
+from pointdet.models.heads.reppoints import (
+    CLASS_PRIOR,
+    FOCAL_ALPHA,
+    FOCAL_GAMMA,
+    GROUPS,
+    SMOOTH_L1_BETA,
+    conv_tower,
+    dcn_base_offset,
+)
 from pointdet.ops.dcn import ModulatedDeformConv2d, deform_conv
 from pointdet.ops.priors import level_points
 from pointdet.structures import Instances
 from pointdet.targets.lsnet import build_lsnet_targets
-from pointdet.targets.lsnet_tasks import DCN_POINTS, ExtremePoints, LandmarkTask
+from pointdet.targets.lsnet_tasks import (
+    BOX_BRANCH_FREE_POINTS,
+    BOX_BRANCH_VECTORS,
+    DCN_POINTS,
+    ExtremePoints,
+    LandmarkTask,
+)
 
 Tower = Literal["dcn", "conv"]
+LandmarkFeatures = Literal["pyramid", "single", "none"]
+InitLoss = Literal["cross_iou", "smooth_l1", "giou"]
+INIT_LOSSES: tuple[str, ...] = ("cross_iou", "smooth_l1", "giou")
+LANDMARK_FEATURES: tuple[str, ...] = ("pyramid", "single", "none")
 KERNEL = 3  # the landmark DCN is 3 x 3
 
 
@@ -75,6 +102,21 @@ def landmarks_of(components: Tensor, priors: Tensor) -> Tensor:
     return decode_components(components) + priors[:, :, None]
 
 
+def box_from_sides(components: Tensor, priors: Tensor) -> Tensor:
+    """The "rect" reading of the extreme-point vectors (top, left, bottom, right first): (B, P, V, 4) pixel components
+    and (B, P, 2) priors -> (B, P, 4) xyxy ``(x - left, y - top, x + right, y + bottom)`` from the outward component of
+    each side's vector, FCOS-style distances; always a valid box around the prior, so the GIoU ablation (paper
+    Table 2's "GIoU (rect)") has a gradient from the start, where the signed decode may invert an untrained box."""
+    x, y = priors.unbind(-1)
+    top, left, bottom, right = (
+        components[..., 0, 0],
+        components[..., 1, 2],
+        components[..., 2, 1],
+        components[..., 3, 3],
+    )
+    return torch.stack([x - left, y - top, x + right, y + bottom], dim=-1)
+
+
 def dcn_tower(in_channels: int, channels: int, depth: int) -> nn.Sequential:
     """``depth`` x (DCNv2 3x3 without bias -> GN(32) -> ReLU), the LSNet towers (``DCNConvModule``)."""
     layers: list[nn.Module] = []
@@ -101,20 +143,28 @@ class LandmarkFeatureConv(nn.Module):
     Args:
         channels: D, of the tower maps and of the hidden layers.
         out_channels: outputs of the final 1x1 conv.
-        pyramid: read levels l-1, l, l+1 (LSNet) or level l alone (the paper's single-level ablation, Table 3).
+        mode: ``pyramid`` (read levels l-1, l, l+1, LSNet), ``single`` (level l alone) or ``none`` (no DCN, the 3x3
+            conv of the level alone): the paper's Table 3 ablation.
         out_bias: initial bias of the output conv.
     """
 
-    def __init__(self, channels: int, out_channels: int, pyramid: bool = True, out_bias: float = 0.0) -> None:
+    def __init__(
+        self, channels: int, out_channels: int, mode: LandmarkFeatures = "pyramid", out_bias: float = 0.0
+    ) -> None:
         super().__init__()
-        self.pyramid = pyramid
-        self.dcn_weight = nn.Parameter(torch.empty(channels, channels, KERNEL, KERNEL))
-        self.fuse = nn.Conv2d((3 if pyramid else 1) * channels, channels, 1)
+        if mode not in LANDMARK_FEATURES:
+            raise ValueError(f"landmark features must be one of {LANDMARK_FEATURES}, got {mode!r}")
+        self.mode = mode
         self.level_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.norm = nn.GroupNorm(GROUPS, channels)
         self.out = nn.Conv2d(channels, out_channels, 1)
-        nn.init.kaiming_uniform_(self.dcn_weight, a=math.sqrt(5))  # mmcv's kaiming_init of the DCN
-        for conv in (self.fuse, self.level_conv, self.out):
+        convs = [self.level_conv, self.out]
+        if mode != "none":
+            self.dcn_weight = nn.Parameter(torch.empty(channels, channels, KERNEL, KERNEL))
+            self.fuse = nn.Conv2d((3 if mode == "pyramid" else 1) * channels, channels, 1)
+            nn.init.kaiming_uniform_(self.dcn_weight, a=math.sqrt(5))  # mmcv's kaiming_init of the DCN
+            convs.append(self.fuse)
+        for conv in convs:
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
         nn.init.constant_(self.out.bias, out_bias)
@@ -122,14 +172,71 @@ class LandmarkFeatureConv(nn.Module):
     def forward(self, features: Sequence[Tensor], level: int, offset_yx: Tensor) -> Tensor:
         """Tower maps of every level [(B, D, H_l, W_l)], this level's index and its (B, 18, H, W) DCN offsets ->
         (B, out_channels, H, W)."""
-        height, width = features[level].shape[-2:]
-        levels = pyramid_levels(level, len(features)) if self.pyramid else [level]
-        sampled = []
-        for other in levels:
-            scale = (features[other].shape[-2] / height, features[other].shape[-1] / width)
-            sampled.append(deform_conv(features[other], offset_yx, self.dcn_weight, None, padding=1, scale=scale))
-        fused = F.relu(self.fuse(torch.cat(sampled, dim=1)))
-        return self.out(F.relu(self.norm(fused + self.level_conv(features[level]))))
+        hidden = self.level_conv(features[level])
+        if self.mode != "none":
+            height, width = features[level].shape[-2:]
+            levels = pyramid_levels(level, len(features)) if self.mode == "pyramid" else [level]
+            sampled = []
+            for other in levels:
+                scale = (features[other].shape[-2] / height, features[other].shape[-1] / width)
+                sampled.append(deform_conv(features[other], offset_yx, self.dcn_weight, None, padding=1, scale=scale))
+            hidden = hidden + F.relu(self.fuse(torch.cat(sampled, dim=1)))
+        return self.out(F.relu(self.norm(hidden)))
+
+
+def init_landmarks(
+    raw: Tensor, num_vectors: int, dcn_vectors: Tensor, gradient_mul: float, base_offset: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Raw init output (B, 4V + 2F, H, W) -> init components (B, 4V, H, W) (softplus, stride units, vector after
+    vector, ``[top, bottom, left, right]``) and the (B, 18, H, W) (dy, dx) offsets of the landmark DCN: the signed
+    ``dcn_vectors`` then the F free points, passing only ``gradient_mul`` of their gradient back, less the kernel's
+    ``base_offset`` (1, 18, 1, 1)."""
+    components = F.softplus(raw[:, : 4 * num_vectors])
+    batch, _, height, width = components.shape
+    per_vector = components.view(batch, num_vectors, 4, height, width)[:, dcn_vectors]
+    per_vector = per_vector.permute(0, 1, 3, 4, 2)  # (B, 9 - F, H, W, 4)
+    # (B, 9 - F, 2, H, W) signed (dy, dx); explicit permutes: ONNX's Transpose takes no negative axis
+    vectors_yx = decode_components(per_vector).flip(-1).permute(0, 1, 4, 2, 3)
+    points_yx = torch.cat([vectors_yx.reshape(batch, -1, height, width), raw[:, 4 * num_vectors :]], dim=1)
+    # The DCN sees the landmarks, but passes only gradient_mul of its gradient back to them.
+    guided = (1 - gradient_mul) * points_yx.detach() + gradient_mul * points_yx
+    return components, guided - base_offset.to(guided.dtype)
+
+
+def init_convs(channels: int, out_channels: int) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """The init stage's Conv3x3(D) -> (ReLU) -> Conv1x1(out), normal(0, 0.01), zero bias."""
+    convs = nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, out_channels, 1)
+    for conv in convs:
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.zeros_(conv.bias)
+    return convs
+
+
+class BoxBranch(nn.Module):
+    """The second regression branch of a task with one (pose obj-box's bbox branch): a tower, init convs regressing
+    ``BOX_BRANCH_VECTORS`` vectors and ``BOX_BRANCH_FREE_POINTS`` free DCN points, and its landmark-feature conv.
+
+    Args:
+        tower: the branch's tower (as the head's).
+        channels: D.
+        mode, gradient_mul: as ``LSNetHead``'s landmark features and gradient_mul.
+    """
+
+    def __init__(self, tower: nn.Sequential, channels: int, mode: LandmarkFeatures, gradient_mul: float) -> None:
+        super().__init__()
+        self.tower, self.gradient_mul = tower, gradient_mul
+        self.init_conv, self.init_out = init_convs(channels, 4 * BOX_BRANCH_VECTORS + 2 * BOX_BRANCH_FREE_POINTS)
+        self.refine = LandmarkFeatureConv(channels, 4 * BOX_BRANCH_VECTORS, mode)
+        self.register_buffer("dcn_base_offset", dcn_base_offset(KERNEL).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("dcn_vectors", torch.arange(BOX_BRANCH_VECTORS), persistent=False)
+
+    def forward(self, features: Sequence[Tensor], level: int) -> tuple[Tensor, Tensor]:
+        """Box-tower maps of every level and a level -> its (B, 20, H, W) init and refine components."""
+        raw = self.init_out(F.relu(self.init_conv(features[level])))
+        init, offset_yx = init_landmarks(
+            raw, BOX_BRANCH_VECTORS, self.dcn_vectors, self.gradient_mul, self.dcn_base_offset
+        )
+        return init, F.softplus(self.refine(features, level, offset_yx) + init.detach())
 
 
 class LSNetHead(nn.Module):
@@ -142,11 +249,15 @@ class LSNetHead(nn.Module):
         strides: strides of the FPN levels, finest first (3 or more levels for the pyramid DCN).
         tower: ``dcn`` (DCNv2 towers, LSNet) or ``conv`` (plain 3x3 convs, the faster option).
         channels: width of the towers and of the landmark-feature convs (a multiple of 32, GroupNorm 32).
-        pyramid: pyramid DCN (levels l-1, l, l+1) or a single-level landmark DCN.
+        landmark_features: ``pyramid`` DCN (levels l-1, l, l+1), ``single``-level landmark DCN or ``none``.
         stacked_convs: layers per tower.
         box_penalty: add the code's CIoU-style box penalty to the cross-IoU loss (METHODS.md App. A #12).
         gradient_mul: share of the DCN-offset gradient that reaches the init vectors.
         init_weight, refine_weight: cross-IoU loss weights (1 and 2).
+        init_loss: the init (first) stage's loss: ``cross_iou`` on the task's landmarks (LSNet), or, for the extreme
+            points only (the paper's Table 2 ablation), ``smooth_l1`` on the 4 extreme points (beta 0.11 on
+            offsets / (4 x stride), as RepPoints' box loss) or ``giou`` on a box read as 4 side distances
+            (``box_from_sides``, the paper's "rect").
         point_base_scale: the init point assigner's scale.
     """
 
@@ -159,20 +270,26 @@ class LSNetHead(nn.Module):
         strides: Sequence[int] = (8, 16, 32, 64, 128),
         tower: Tower = "dcn",
         channels: int = 256,
-        pyramid: bool = True,
+        landmark_features: LandmarkFeatures = "pyramid",
         stacked_convs: int = 3,
         box_penalty: bool = True,
         gradient_mul: float = 0.1,
         init_weight: float = 1.0,
         refine_weight: float = 2.0,
+        init_loss: InitLoss = "cross_iou",
         point_base_scale: int = 4,
     ) -> None:
         super().__init__()
+        if init_loss not in INIT_LOSSES:
+            raise ValueError(f"init_loss must be one of {INIT_LOSSES}, got {init_loss!r}")
         if tower not in ("dcn", "conv"):
             raise ValueError(f"tower must be 'dcn' or 'conv', got {tower!r}")
-        if pyramid and len(strides) < 3:
+        if landmark_features == "pyramid" and len(strides) < 3:
             raise ValueError(f"the pyramid DCN needs 3 or more levels, got strides {tuple(strides)}")
         self.task = ExtremePoints() if task is None else task
+        if init_loss != "cross_iou" and not isinstance(self.task, ExtremePoints):
+            raise ValueError(f"init_loss={init_loss} is an extreme-point ablation; the task is {self.task}")
+        self.init_loss = init_loss
         if len(self.task.dcn_vectors) + self.task.free_points != DCN_POINTS:
             raise ValueError(f"the landmark DCN samples {DCN_POINTS} points, the task gives another number")
         self.num_classes, self.strides = num_classes, tuple(strides)
@@ -181,39 +298,32 @@ class LSNetHead(nn.Module):
         make_tower = dcn_tower if tower == "dcn" else lambda i, c, d: conv_tower(i, c, d, "gn")
         self.cls_tower = make_tower(in_channels, channels, stacked_convs)
         self.reg_tower = make_tower(in_channels, channels, stacked_convs)
-        for layer in (*self.cls_tower, *self.reg_tower):  # normal(0, 0.01); a DCN's offset conv stays at zero
-            if isinstance(layer, nn.Conv2d | ModulatedDeformConv2d):
+        towers = [self.cls_tower, self.reg_tower]
+        self.box_branch = None
+        if self.task.box_branch_vectors:
+            if self.task.box_branch_vectors != BOX_BRANCH_VECTORS:
+                raise ValueError(f"a box branch regresses {BOX_BRANCH_VECTORS} vectors")
+            towers.append(make_tower(in_channels, channels, stacked_convs))
+        for layer in (layer for tower_layers in towers for layer in tower_layers):  # normal(0, 0.01); a DCN's
+            if isinstance(layer, nn.Conv2d | ModulatedDeformConv2d):  # offset conv stays at zero
                 nn.init.normal_(layer.weight, std=0.01)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
-        num_vectors = self.task.num_vectors
-        self.init_conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.init_out = nn.Conv2d(channels, 4 * num_vectors + 2 * self.task.free_points, 1)
-        for conv in (self.init_conv, self.init_out):
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+        self.num_main_vectors = self.task.num_vectors - self.task.box_branch_vectors
+        self.init_conv, self.init_out = init_convs(channels, 4 * self.num_main_vectors + 2 * self.task.free_points)
         prior_bias = -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR)
-        self.cls_refine = LandmarkFeatureConv(channels, num_classes, pyramid, out_bias=prior_bias)
-        self.reg_refine = LandmarkFeatureConv(channels, 4 * num_vectors, pyramid)
+        self.cls_refine = LandmarkFeatureConv(channels, num_classes, landmark_features, out_bias=prior_bias)
+        self.reg_refine = LandmarkFeatureConv(channels, 4 * self.num_main_vectors, landmark_features)
+        if len(towers) == 3:
+            self.box_branch = BoxBranch(towers[2], channels, landmark_features, gradient_mul)
         self.register_buffer("dcn_base_offset", dcn_base_offset(KERNEL).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("dcn_vectors", torch.tensor(self.task.dcn_vectors), persistent=False)
 
     def init_level(self, reg_features: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, D, H, W) landmark-tower map -> init components (B, 4V, H, W) (softplus, stride units, vector after
-        vector, ``[top, bottom, left, right]``) and the (B, 18, H, W) (dy, dx) offsets of the landmark DCN (the
-        task's DCN vectors, then its free points)."""
-        num_vectors = self.task.num_vectors
+        """(B, D, H, W) landmark-tower map -> ``init_landmarks`` of the task's main vectors: init components
+        (B, 4V, H, W) and the (B, 18, H, W) offsets of the landmark DCN (the task's DCN vectors, its free points)."""
         raw = self.init_out(F.relu(self.init_conv(reg_features)))
-        components = F.softplus(raw[:, : 4 * num_vectors])
-        batch, _, height, width = components.shape
-        per_vector = components.view(batch, num_vectors, 4, height, width)[:, self.dcn_vectors]
-        per_vector = per_vector.permute(0, 1, 3, 4, 2)  # (B, 9 - free, H, W, 4)
-        # (B, 9 - free, 2, H, W) signed (dy, dx); explicit permutes: ONNX's Transpose takes no negative axis
-        vectors_yx = decode_components(per_vector).flip(-1).permute(0, 1, 4, 2, 3)
-        points_yx = torch.cat([vectors_yx.reshape(batch, -1, height, width), raw[:, 4 * num_vectors :]], dim=1)
-        # The DCN sees the landmarks, but passes only gradient_mul of its gradient back to them.
-        guided = (1 - self.gradient_mul) * points_yx.detach() + self.gradient_mul * points_yx
-        return components, guided - self.dcn_base_offset.to(guided.dtype)
+        return init_landmarks(raw, self.num_main_vectors, self.dcn_vectors, self.gradient_mul, self.dcn_base_offset)
 
     def forward(self, features: list[Tensor]) -> LSNetOutputs:
         """FPN levels [(B, D, H_l, W_l)], finest first -> ``LSNetOutputs`` (see its fields)."""
@@ -223,11 +333,15 @@ class LSNetHead(nn.Module):
         priors, strides = level_points(sizes, self.strides, features[0].device)
         cls_features = [self.cls_tower(x) for x in features]
         reg_features = [self.reg_tower(x) for x in features]
+        box_features = [self.box_branch.tower(x) for x in features] if self.box_branch is not None else []
         scores, components_init, components_refine = [], [], []
         for level, stride in enumerate(self.strides):
             init, offset_yx = self.init_level(reg_features[level])
             logits = self.cls_refine(cls_features, level, offset_yx)
             refine = F.softplus(self.reg_refine(reg_features, level, offset_yx) + init.detach())
+            if self.box_branch is not None:  # its vectors follow the main ones
+                box_init, box_refine = self.box_branch(box_features, level)
+                init, refine = torch.cat([init, box_init], dim=1), torch.cat([refine, box_refine], dim=1)
             scores.append(logits.flatten(2).transpose(1, 2))  # (B, H*W, C)
             components_init.append(self._per_prior(init) * stride)
             components_refine.append(self._per_prior(refine) * stride)
@@ -252,7 +366,8 @@ class LSNetHead(nn.Module):
         """
         scores, priors = outputs.scores.float(), outputs.priors.float()
         components_init, components_refine = outputs.components_init.float(), outputs.components_refine.float()
-        boxes_init = self.task.boxes(landmarks_of(components_init, priors))  # (B, P, 4)
+        landmarks_init = landmarks_of(components_init, priors)  # (B, P, V, 2)
+        boxes_init = self.task.boxes(landmarks_init)  # (B, P, 4)
         instances, landmarks = zip(*(self.task.ground_truth_landmarks(gt) for gt in instances), strict=True)
         targets = build_lsnet_targets(
             priors[0], outputs.strides[0].float(), boxes_init.detach(), list(instances), list(landmarks),
@@ -263,9 +378,17 @@ class LSNetHead(nn.Module):
 
         one_hot = F.one_hot(targets.labels, self.num_classes + 1)[..., : self.num_classes].to(scores.dtype)
         loss_cls = sigmoid_focal_loss(scores, one_hot, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, reduction="sum")
-        loss_init = self._landmark_loss(
-            components_init, priors, targets.init_positive, targets.init_landmarks, targets.init_boxes
-        )
+        if self.init_loss == "cross_iou":
+            loss_init = self._landmark_loss(
+                components_init, priors, targets.init_positive, targets.init_landmarks, targets.init_boxes
+            )
+        elif self.init_loss == "giou":
+            sides = box_from_sides(components_init, priors)
+            loss_init = giou_box_loss(sides, targets.init_boxes, targets.init_positive, 1.0)
+        else:  # smooth-L1 on the 4 extreme points / (4 x stride), RepPoints' beta
+            scale = self.point_base_scale * outputs.strides.float()
+            extremes, gt_extremes = landmarks_init[:, :, :4].flatten(2), targets.init_landmarks[:, :, :4].flatten(2)
+            loss_init = smooth_l1_box_loss(extremes, gt_extremes, targets.init_positive, scale, 1.0, SMOOTH_L1_BETA)
         loss_refine = self._landmark_loss(
             components_refine, priors, targets.refine_positive, targets.refine_landmarks, targets.refine_boxes
         )
@@ -278,13 +401,9 @@ class LSNetHead(nn.Module):
     def _landmark_loss(
         self, components: Tensor, priors: Tensor, positive: Tensor, gt_landmarks: Tensor, gt_boxes: Tensor
     ) -> Tensor:
-        """Summed cross-IoU loss of the positives: (B, P, V, 4) components, (B, P, 2) priors, (B, P) positives,
-        (B, P, V, 2) GT landmarks and (B, P, 4) GT boxes."""
-        pred = components[positive]  # (Q, V, 4)
+        """Summed ``task.landmark_loss`` of the positives: (B, P, V, 4) components, (B, P, 2) priors, (B, P)
+        positives, (B, P, V, D) GT landmarks and (B, P, 4) GT boxes."""
         anchors = priors[positive][:, None]  # (Q, 1, 2)
-        target = softened_targets(gt_landmarks[positive] - anchors)
-        aggregation = self.task.aggregation
-        if not self.box_penalty:
-            return cross_iou_loss(pred, target, aggregation).sum()
-        pred_boxes = self.task.boxes(decode_components(pred) + anchors)
-        return cross_iou_loss(pred, target, aggregation, pred_boxes, gt_boxes[positive]).sum()
+        return self.task.landmark_loss(
+            components[positive], gt_landmarks[positive], anchors, gt_boxes[positive], self.box_penalty
+        ).sum()
