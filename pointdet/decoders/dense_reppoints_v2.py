@@ -152,7 +152,9 @@ class DenseRepPointsV2Postprocess(RepPointsPostprocess):
         """The kept candidates with their point-set masks."""
         num_points = (boxes.shape[-1] - 4) // 6
         own, added = boxes[:, 4 : 4 + 3 * num_points], boxes[:, 4 + 3 * num_points :]
-        points = torch.cat([own[:, : 2 * num_points], added[:, : 2 * num_points]], dim=1).view(len(boxes), 2 * num_points, 2)
+        points = torch.cat([own[:, : 2 * num_points], added[:, : 2 * num_points]], dim=1).view(
+            len(boxes), 2 * num_points, 2
+        )
         values = torch.cat([own[:, 2 * num_points :], added[:, 2 * num_points :]], dim=1)
         masks = point_set_masks(points, values, boxes[:, :4], self.mask_size)
         return Detections(boxes[:, :4], scores, labels, masks=masks)

@@ -26,12 +26,12 @@ from pointdet.configs.schema import (
 )
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
+from pointdet.decoders.dense_reppoints_v2 import DenseRepPointsV2Postprocess
 from pointdet.decoders.grid import CPMPostprocess
 from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
 from pointdet.decoders.pose import PosePostprocess
 from pointdet.decoders.reppoints import RepPointsPostprocess
-from pointdet.decoders.dense_reppoints_v2 import DenseRepPointsV2Postprocess
 from pointdet.decoders.reppoints_v2 import RepPointsV2Postprocess
 from pointdet.models.backbones import DLA34, ResNet, TimmBackbone, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector

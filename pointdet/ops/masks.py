@@ -101,7 +101,12 @@ def point_set_masks(points: Tensor, values: Tensor, boxes: Tensor, size: int) ->
     masks = np.zeros((len(points), size, size), dtype=np.float32)
     steps = (np.arange(size) + 0.5) / size
     for index, (set_points, set_values, box) in enumerate(
-        zip(points.detach().double().cpu().numpy(), values.detach().double().cpu().numpy(), boxes.double().cpu().numpy())
+        zip(
+            points.detach().double().cpu().numpy(),
+            values.detach().double().cpu().numpy(),
+            boxes.double().cpu().numpy(),
+            strict=True,
+        )
     ):
         x1, y1, x2, y2 = box
         if x2 - x1 < 1e-3 or y2 - y1 < 1e-3:

@@ -74,7 +74,9 @@ def contour_image_targets(priors: Tensor, strides: Tensor, masks: Tensor) -> Con
     total = priors.new_zeros(num_priors, 2)
     count = priors.new_zeros(num_priors)
     start = 0
-    for (height, width), stride in zip(level_sizes(priors, strides), torch.unique_consecutive(strides).tolist()):
+    for (height, width), stride in zip(
+        level_sizes(priors, strides), torch.unique_consecutive(strides).tolist(), strict=True
+    ):
         scaled = pixels / stride
         cell = scaled.round()
         inside = (cell[:, 0] < width) & (cell[:, 1] < height)
@@ -110,9 +112,7 @@ def semantic_image_targets(masks: Tensor, labels: Tensor, num_classes: int, size
     return target
 
 
-def build_semantic_targets(
-    instances: Sequence[Instances], num_classes: int, priors: Tensor, strides: Tensor
-) -> Tensor:
+def build_semantic_targets(instances: Sequence[Instances], num_classes: int, priors: Tensor, strides: Tensor) -> Tensor:
     """(B, P, C) one-hot semantic targets of every prior: the map at stride 8 (the finest level) resized to every
     level, flattened like the head's outputs."""
     sizes = level_sizes(priors, strides)

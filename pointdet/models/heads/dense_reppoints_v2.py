@@ -246,7 +246,12 @@ class DenseRepPointsV2Head(nn.Module):
             raise ValueError(f"num_score_groups must be a square, got {num_score_groups}")
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
-        self.num_classes, self.strides, self.num_points, self.num_groups = num_classes, tuple(strides), num_points, num_groups
+        self.num_classes, self.strides, self.num_points, self.num_groups = (
+            num_classes,
+            tuple(strides),
+            num_points,
+            num_groups,
+        )
         self.box_loss, self.gradient_mul, self.point_base_scale = box_loss, gradient_mul, point_base_scale
         self.init_weight, self.refine_weight = (0.5, 1.0) if box_loss == "smooth_l1" else (1.0, 2.0)
         self.chamfer_weights = (chamfer_init_weight, chamfer_refine_weight)
@@ -352,7 +357,8 @@ class DenseRepPointsV2Head(nn.Module):
         losses = {"loss_cls": torch.where(targets.label_valid[..., None], focal, 0.0).sum() / num_refine}
         scale = (self.point_base_scale * strides).expand(batch, -1)  # (B, P)
         stages = (
-            ("init", boxes_init, points_init, targets.init_boxes, targets.init_positive, targets.init_assigned, num_init),
+            ("init", boxes_init, points_init, targets.init_boxes, targets.init_positive, targets.init_assigned,
+             num_init),
             ("refine", boxes_refine, points_refine, targets.refine_boxes, targets.refine_positive,
              targets.refine_assigned, num_refine),
         )  # fmt: skip
@@ -373,9 +379,13 @@ class DenseRepPointsV2Head(nn.Module):
             )
             losses[f"loss_box_{name}"] = box_weight * box
             losses[f"loss_chamfer_{name}"] = chamfer_weight * chamfer / count
-        losses["loss_mask_score"] = self.mask_score_weight * self.mask_score_loss(
-            outputs.point_scores.float(), points_init, targets.refine_positive, targets.refine_assigned, instances
-        ) / num_refine
+        losses["loss_mask_score"] = (
+            self.mask_score_weight
+            * self.mask_score_loss(
+                outputs.point_scores.float(), points_init, targets.refine_positive, targets.refine_assigned, instances
+            )
+            / num_refine
+        )
         if self.contour_verification:
             losses.update(self.contour_loss(outputs, instances))
         semantic = build_semantic_targets(instances, self.num_classes, priors, strides)
