@@ -128,7 +128,9 @@ def overfit_four_shapes(
 
     torch.manual_seed(0)
     shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
-    coco = CocoDataset(shapes.train_json, shapes.train_images, with_polygons=with_polygons)
+    coco = CocoDataset(
+        shapes.train_json, shapes.train_images, with_masks=model_config.needs_masks, with_polygons=with_polygons
+    )
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
     model = build_model(model_config, num_classes=3, num_joints=num_joints, flip_pairs=flip_pairs)
     history = fit(model, batch, steps=steps, lr=1e-3, drop_after=steps * 3 // 4)

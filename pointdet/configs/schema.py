@@ -293,6 +293,91 @@ class RepPointsV2Config(RepPointsConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DenseRepPointsV2Config(RepPointsV2Config):
+    """Dense RepPoints v2 (METHODS.md CARD 5 §5.2): instance segmentation by dense point sets with per-point mask
+    scores, verified by a class-agnostic contour heatmap and the semantic foreground map; masks interpolated from the
+    scored points.
+
+    ``RepPointsV2Config``'s backbone, FPN, tower, assigner and post-processing keys apply, with the dense code's
+    defaults (Scalsol/RepPointsV2 configs/dense_reppoints_v2): 729 points, ``minmax`` boxes, smooth-L1 boxes
+    (0.5 / 1; ``giou`` 1 / 2 is the repo's best-model option), ATSS, NMS 0.6, foreground weight 1.0. There is no
+    corner branch: ``heatmap_weight`` and ``corner_offset_weight`` are unused. The other attributes:
+
+    Attributes:
+        method: ``dense_reppoints_v2``; selects this family.
+        task: ``segmentation`` (boxes and instance masks).
+        num_points: points per set, an odd square divisible by ``num_groups`` (729; 81 on the CPU).
+        num_groups: groups of the classifier's group pooling (9).
+        num_score_groups: position-sensitive mask-score maps, a square (121).
+        stacked_mask_convs: convs of the mask-score branch (7).
+        contour_verification: the contour heatmap + offset branch, its loss and its fusion (false: the ablation; then
+            ``joint_inference`` must be false too).
+        chamfer_init_weight, chamfer_refine_weight: Chamfer loss weights (0.5, 1).
+        mask_score_weight: point mask-score BCE weight (1).
+        contour_heatmap_weight, contour_offset_weight: contour focal and smooth-L1 weights (1, 1).
+        joint_inference: add contour points above ``contour_threshold`` to the P4-P7 sets at test time.
+        contour_threshold: 0.4 as the code (the default, METHODS.md App. A #17), 0.5 as the supplementary.
+        mask_size: side of the box-relative grid the masks are interpolated on (56).
+    """
+
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (*RepPointsV2Config.DECODE_OPTIONS, "contour_threshold", "mask_size")
+    RANGES: ClassVar[dict[str, Rule]] = {
+        **RepPointsV2Config.RANGES,
+        "num_groups": at_least(1),
+        "num_score_groups": Rule(lambda n: n >= 1 and math.isqrt(n) ** 2 == n, "a square (121, 25, ...)"),
+        "stacked_mask_convs": at_least(1),
+        "chamfer_init_weight": at_least(0),
+        "chamfer_refine_weight": at_least(0),
+        "mask_score_weight": at_least(0),
+        "contour_heatmap_weight": at_least(0),
+        "contour_offset_weight": at_least(0),
+        "contour_threshold": fraction(),
+        "mask_size": at_least(2),
+    }
+
+    method: Literal["dense_reppoints_v2"] = "dense_reppoints_v2"
+    task: Literal["segmentation"] = "segmentation"
+    num_points: int = 729
+    transform: Literal["minmax"] = "minmax"
+    box_loss: Literal["smooth_l1", "giou"] = "smooth_l1"
+    refine_assigner: Literal["atss"] = "atss"
+    foreground_weight: float = 1.0
+    num_groups: int = 9
+    num_score_groups: int = 121
+    stacked_mask_convs: int = 7
+    contour_verification: bool = True
+    chamfer_init_weight: float = 0.5
+    chamfer_refine_weight: float = 1.0
+    mask_score_weight: float = 1.0
+    contour_heatmap_weight: float = 1.0
+    contour_offset_weight: float = 1.0
+    contour_threshold: float = 0.4
+    mask_size: int = 56
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_points % self.num_groups:
+            raise ConfigError(
+                f"model.num_points={self.num_points}: must be divisible by model.num_groups={self.num_groups}"
+            )
+        if self.joint_inference and not self.contour_verification:
+            raise ConfigError(
+                "model.joint_inference=true needs the contour maps of model.contour_verification=true; "
+                "set model.joint_inference=false to train without contour verification"
+            )
+
+    @property
+    def needs_masks(self) -> bool:
+        """The point mask-score, contour and semantic targets are read off the masks."""
+        return True
+
+    @property
+    def needs_polygons(self) -> bool:
+        """The Chamfer targets are the objects' contours (objects without polygons use their box)."""
+        return True
+
+
+@dataclass(frozen=True, kw_only=True)
 class LSNetConfig(FPNBackboneConfig):
     """LSNet (METHODS.md CARD 4): an anchor point + landmark vectors (4 extreme points and the box centre) on FPN
     P3-P7, learned with the cross-IoU loss and refined from pyramid-DCN landmark features.
@@ -459,12 +544,28 @@ class CPMRCNNConfig(FPNBackboneConfig):
         return False
 
 
-ModelConfig = CenterNetConfig | CornerConfig | RepPointsConfig | RepPointsV2Config | LSNetConfig | CPMRCNNConfig
+ModelConfig = (
+    CenterNetConfig
+    | CornerConfig
+    | RepPointsConfig
+    | RepPointsV2Config
+    | DenseRepPointsV2Config
+    | LSNetConfig
+    | CPMRCNNConfig
+)
 """The model section: one typed config per method family, selected by ``model.method``."""
 
 MODEL_FAMILIES: dict[str, type] = {
     method: family
-    for family in (CenterNetConfig, CornerConfig, RepPointsConfig, RepPointsV2Config, LSNetConfig, CPMRCNNConfig)
+    for family in (
+        CenterNetConfig,
+        CornerConfig,
+        RepPointsConfig,
+        RepPointsV2Config,
+        DenseRepPointsV2Config,
+        LSNetConfig,
+        CPMRCNNConfig,
+    )
     for method in typing.get_args(typing.get_type_hints(family)["method"])
 }
 """``model.method`` value -> the config class of its family."""

@@ -229,7 +229,7 @@ class RepPointsPostprocess:
             each by decreasing max probability; a level with fewer than ``pre_nms`` priors leaves its last slots
             empty (zero box, zero probabilities). With ``pre_nms`` <= 0, every prior (Q = P).
         """
-        scores = outputs.scores.detach().float().sigmoid()  # (B, P, C)
+        scores = self.probabilities(outputs)  # (B, P, C)
         boxes = self.boxes(outputs, frame)
         if self.pre_nms <= 0:
             return boxes, scores
@@ -249,6 +249,10 @@ class RepPointsPostprocess:
         scores = F.pad(scores, (0, 0, 0, self.pre_nms))
         scores = torch.gather(scores, 1, index[..., None].expand(-1, -1, scores.shape[-1]))
         return boxes * filled, scores * filled
+
+    def probabilities(self, outputs: RepPointsOutputs) -> Tensor:
+        """(B, P, C) class probabilities of every prior, what ``candidates`` ranks and thresholds."""
+        return outputs.scores.detach().float().sigmoid()
 
     def boxes(self, outputs: RepPointsOutputs, frame: Tensor) -> Tensor:
         """(B, P, 4) boxes of every prior's refine points, clipped to ``frame`` (B, 2) ``(height, width)``."""

@@ -32,10 +32,18 @@ WINDOW = ((0, 0), (1, 0), (0, 1), (1, 1))  # (dx, dy) of the 2x2 window, row-maj
 def snap_corner(
     point: Tensor, scores: Tensor, offsets: Tensor, on_map: Tensor, priors: Tensor, strides: Tensor, stride: float
 ) -> Tensor:
-    """One corner of every box moved to the best location of its 2x2 window on one corner map.
+    """One corner of every box moved to the best location of its 2x2 window on one corner map (``snap_points``
+    without the scores)."""
+    return snap_points(point, scores, offsets, on_map, priors, strides, stride)[0]
+
+
+def snap_points(
+    point: Tensor, scores: Tensor, offsets: Tensor, on_map: Tensor, priors: Tensor, strides: Tensor, stride: float
+) -> tuple[Tensor, Tensor]:
+    """Points moved to the best location of their 2x2 window on one verification map (corners, contours).
 
     Args:
-        point: (B, P, 2) xy corner of every box, image pixels.
+        point: (B, Q, 2) xy points, image pixels (a corner of every box, or every point of every set).
         scores: (B, P) corner logits of every prior (all levels, flattened like the head's outputs).
         offsets: (B, P, 2) ``(dx, dy)`` corner offsets of every prior, in stride units.
         on_map: (B, P) bool, the priors of the map read (one level).
@@ -44,7 +52,8 @@ def snap_corner(
         stride: the map's stride.
 
     Returns:
-        (B, P, 2) the snapped corner, image pixels (not clipped).
+        (B, Q, 2) the snapped points, image pixels (not clipped), and (B, Q) the ``sigmoid`` score of their
+        locations.
     """
     start = (strides < stride).sum(dim=1, keepdim=True)  # (B, 1) first index of the map (levels finest first)
     count = on_map.sum(dim=1, keepdim=True)
@@ -55,11 +64,11 @@ def snap_corner(
     window = point.new_tensor(WINDOW, dtype=torch.long)  # (4, 2)
     candidates = torch.minimum(cell[:, :, None] + window, limit[:, :, None] - 1)  # (B, P, 4, 2)
     flat = (start[..., None] + candidates[..., 1] * width[..., None] + candidates[..., 0]).flatten(1)  # (B, P*4)
-    best = torch.gather(scores.sigmoid(), 1, flat).view(*point.shape[:2], 4).argmax(dim=-1)  # (B, P)
+    best_score, best = torch.gather(scores.sigmoid(), 1, flat).view(*point.shape[:2], 4).max(dim=-1)  # (B, P)
     chosen = torch.gather(candidates, 2, best[..., None, None].expand(-1, -1, 1, 2)).squeeze(2)  # (B, P, 2)
     index = start + chosen[..., 1] * width + chosen[..., 0]  # (B, P)
     offset = torch.gather(offsets, 1, index[..., None].expand(-1, -1, 2))
-    return (chosen.to(point.dtype) + offset) * stride
+    return (chosen.to(point.dtype) + offset) * stride, best_score
 
 
 def joint_inference(boxes: Tensor, outputs: RepPointsV2Outputs, frame: Tensor) -> Tensor:

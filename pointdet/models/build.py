@@ -18,6 +18,7 @@ from pointdet.configs.schema import (
     CenterNetConfig,
     CornerConfig,
     CPMRCNNConfig,
+    DenseRepPointsV2Config,
     LSNetConfig,
     ModelConfig,
     RepPointsConfig,
@@ -25,6 +26,7 @@ from pointdet.configs.schema import (
 )
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
+from pointdet.decoders.dense_reppoints_v2 import DenseRepPointsV2Postprocess
 from pointdet.decoders.grid import CPMPostprocess
 from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
@@ -43,6 +45,7 @@ from pointdet.models.heads import (
     RepPointsHead,
     StackedHead,
 )
+from pointdet.models.heads.dense_reppoints_v2 import DenseRepPointsV2Head
 from pointdet.models.heads.reppoints_v2 import VERIFICATION_CHANNELS, RepPointsV2Head
 from pointdet.models.init_from import initialise_from
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
@@ -76,6 +79,8 @@ def build_model(
         model = _build_centernet(config, num_classes, num_joints, flip_pairs, weights)
     elif isinstance(config, CornerConfig):
         model = _build_corner_model(config, num_classes)
+    elif isinstance(config, DenseRepPointsV2Config):
+        model = _build_dense_reppoints_v2(config, num_classes, weights)
     elif isinstance(config, RepPointsConfig):
         model = _build_reppoints(config, num_classes, weights)
     elif isinstance(config, LSNetConfig):
@@ -109,6 +114,15 @@ def build_postprocess(
             pair_score=config.pair_score,
             central_region=config.central_region,
             soft_nms_sigma=config.soft_nms_sigma,
+        )
+    if isinstance(config, DenseRepPointsV2Config):
+        return DenseRepPointsV2Postprocess(
+            config.score_threshold,
+            config.nms_iou,
+            config.pre_nms,
+            config.joint_inference,
+            config.contour_threshold,
+            config.mask_size,
         )
     if isinstance(config, RepPointsV2Config):
         return RepPointsV2Postprocess(
@@ -232,6 +246,24 @@ def _fpn_backbone(
     extra_from = "c5" if levels == (3, 7) else "p5"
     return backbone, FPN(
         backbone.feature_shapes, config.channels, levels=levels, norm=config.norm, extra_from=extra_from
+    )
+
+
+def _build_dense_reppoints_v2(config: DenseRepPointsV2Config, num_classes: int, weights: str | None) -> Detector:
+    """Dense RepPoints v2: ``_fpn_backbone`` + the dense point-set head with its contour and foreground branches."""
+    backbone, neck = _fpn_backbone(config, weights)
+    head = DenseRepPointsV2Head(
+        config.channels, num_classes, strides=[shape.stride for shape in neck.feature_shapes],
+        channels=config.channels, stacked_convs=config.stacked_convs, stacked_mask_convs=config.stacked_mask_convs,
+        num_points=config.num_points, num_groups=config.num_groups, num_score_groups=config.num_score_groups,
+        norm=config.norm, box_loss=config.box_loss, gradient_mul=config.gradient_mul,
+        contour_verification=config.contour_verification, chamfer_init_weight=config.chamfer_init_weight,
+        chamfer_refine_weight=config.chamfer_refine_weight, mask_score_weight=config.mask_score_weight,
+        contour_heatmap_weight=config.contour_heatmap_weight, contour_offset_weight=config.contour_offset_weight,
+        foreground_weight=config.foreground_weight,
+    )  # fmt: skip
+    return Detector(
+        backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)
     )
 
 

@@ -1,6 +1,7 @@
 """Box-relative instance masks: cropping ground truth into boxes and pasting predictions back (Mask R-CNN's
 convention, used by CentripetalNet's mask head; METHODS.md CARD 3 (e')); polygon masks (LSNet's contours,
-rasterised on the image as its code does with ``pycocotools``, CARD 4 (d) step 5)."""
+rasterised on the image as its code does with ``pycocotools``, CARD 4 (d) step 5); point-set masks (Dense RepPoints'
+interpolated point scores, CARD 5 §5.2)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,49 @@ def instance_masks(detections: Detections, height: int, width: int, threshold: f
     if detections.contours is not None:
         return rasterise_polygons(detections.contours, height, width)
     raise ValueError("these detections have no masks: neither box-relative masks nor contours")
+
+
+def point_set_masks(points: Tensor, values: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Box-relative masks of scored point sets, Dense RepPoints' rule (METHODS.md CARD 5 §5.2).
+
+    Scalsol/RepPointsV2 ``DenseRepPointsV2Detector.get_seg_masks``, as summarised here (no code copied): the points
+    with a positive value, plus the 4 corners of the box at value 0, are interpolated linearly over their Delaunay
+    triangulation (``scipy.interpolate.griddata``), 0 outside it; a pixel belongs to the object where the
+    interpolation exceeds 0.5. The code evaluates it on the box's pixel grid (its box cut to integers; its corner
+    list mixes width and height); here it is evaluated at the centres of a ``size x size`` grid over the box and
+    pasted like every box-relative mask (``paste_masks``, threshold 0.5). A box corner that coincides with a point
+    of the set is not added (the code leaves the tie to the triangulation).
+
+    Args:
+        points: (N, K, 2) xy image pixels.
+        values: (N, K) point values in [0, 1] (mask probabilities; 0 drops a point).
+        boxes: (N, 4) xyxy boxes in the same pixels.
+        size: side M of the box-relative grid.
+
+    Returns:
+        (N, M, M) float interpolated values, on ``points``' device.
+    """
+    from scipy.interpolate import griddata
+
+    masks = np.zeros((len(points), size, size), dtype=np.float32)
+    steps = (np.arange(size) + 0.5) / size
+    for index, (set_points, set_values, box) in enumerate(
+        zip(
+            points.detach().double().cpu().numpy(),
+            values.detach().double().cpu().numpy(),
+            boxes.double().cpu().numpy(),
+            strict=True,
+        )
+    ):
+        x1, y1, x2, y2 = box
+        if x2 - x1 < 1e-3 or y2 - y1 < 1e-3:
+            continue
+        kept, kept_values = set_points[set_values > 0], set_values[set_values > 0]
+        corners = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]])
+        new = ~(np.abs(corners[:, None] - kept[None]).max(axis=-1) < 1e-6).any(axis=1)
+        known = np.concatenate([kept, corners[new]])
+        known_values = np.concatenate([kept_values, np.zeros(int(new.sum()))])
+        grid_x, grid_y = np.meshgrid(x1 + steps * (x2 - x1), y1 + steps * (y2 - y1))
+        interpolated = griddata(known, known_values, (grid_x, grid_y), method="linear", fill_value=0.0)
+        masks[index] = interpolated
+    return torch.from_numpy(masks).to(points.device)

@@ -32,6 +32,8 @@ class RepPointsTargets(NamedTuple):
         refine_positive: (B, P) bool.
         labels: (B, P) int64 class of each refine positive, ``num_classes`` (background) elsewhere.
         label_valid: (B, P) bool, False at priors the refine assigner ignored (no classification loss).
+        init_assigned, refine_assigned: (B, P) int64 GT index of each prior in either stage, negative where it is
+            not positive (``targets.assigners``' convention); Dense RepPoints reads the GT's contour and mask.
     """
 
     init_boxes: Tensor
@@ -40,6 +42,8 @@ class RepPointsTargets(NamedTuple):
     refine_positive: Tensor
     labels: Tensor
     label_valid: Tensor
+    init_assigned: Tensor
+    refine_assigned: Tensor
 
 
 def reppoints_image_targets(
@@ -69,7 +73,8 @@ def reppoints_image_targets(
     """
     gt_boxes = instances.boxes.to(device=priors.device, dtype=candidate_boxes.dtype)
     gt_labels = instances.labels.to(device=priors.device, dtype=torch.long)
-    init = gather_assigned(point_assign(priors, strides, gt_boxes, scale=point_scale), gt_boxes, gt_labels, num_classes)
+    init_assigned = point_assign(priors, strides, gt_boxes, scale=point_scale)
+    init = gather_assigned(init_assigned, gt_boxes, gt_labels, num_classes)
     if refine_assigner == "max_iou":
         assigned = max_iou_assign(candidate_boxes, gt_boxes, pos_iou=0.5, neg_iou=0.4, min_pos_iou=0.0)
     elif refine_assigner == "atss":
@@ -80,7 +85,14 @@ def reppoints_image_targets(
         raise ValueError(f"refine_assigner must be 'max_iou' or 'atss', got {refine_assigner!r}")
     refine = gather_assigned(assigned, gt_boxes, gt_labels, num_classes)
     return RepPointsTargets(
-        init.boxes, init.positive, refine.boxes, refine.positive, refine.labels, assigned != IGNORED
+        init.boxes,
+        init.positive,
+        refine.boxes,
+        refine.positive,
+        refine.labels,
+        assigned != IGNORED,
+        init_assigned,
+        assigned,
     )
 
 

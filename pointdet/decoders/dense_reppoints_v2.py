@@ -1,0 +1,166 @@
+"""Dense RepPoints v2 decoding (METHODS.md CARD 5 §5.2): RepPoints' decoding of ``minmax`` boxes, scores times the
+mask score, joint inference adding contour points to the point sets, masks interpolated from the scored points.
+
+From Scalsol/RepPointsV2 ``dense_reppoints_v2_head.py`` (``_get_bboxes_single``) and
+``dense_reppoints_v2_detector.py`` (``get_seg_masks``), as summarised here; no code of theirs was copied:
+
+1. **Score**: class probability x mask score, the mean of the point-mask probabilities above 0.5
+   (``sum(p [p > 0.5]) / (#(p > 0.5) + 1e-6)``); the per-level top ``pre_nms``, threshold and class-wise NMS (0.6)
+   read that product.
+2. **Box**: ``minmax`` of the refine points, clipped; the points are clipped to the image too.
+3. **Joint inference** (on by default, a decoding option): every point of a set from P4-P7 is snapped, as RepPoints
+   v2's corners (``decoders.reppoints_v2.snap_points``: the 2x2 window argmax plus offset), on the contour map of
+   P3 (sets of P4, P5) or P4 (P6, P7); where the contour probability there exceeds ``contour_threshold`` the snapped
+   point joins the set with value 0.5, a boundary value of the interpolation. The threshold is 0.4 in the code
+   (the default) and 0.5 in the supplementary (METHODS.md App. A #17). P3 sets get no contour points.
+4. **Mask**: ``ops.masks.point_set_masks`` of the points (value: their mask probability) and the added contour
+   points, on a ``mask_size`` grid over the box; ``Detections.masks`` then pastes them into the image.
+
+The flip test merges the mirrored pass (boxes and every point mapped back by ``x -> W - x``). There is no ONNX
+export: the masks come from scipy's Delaunay interpolation (``batched`` refuses, naming it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from pointdet.decoders.reppoints import RepPointsPostprocess, level_strides
+from pointdet.decoders.reppoints_v2 import snap_points
+from pointdet.decoders.tta import mirror_boxes
+from pointdet.ops.masks import point_set_masks
+from pointdet.structures import Detections
+
+if TYPE_CHECKING:
+    from pointdet.models.heads.dense_reppoints_v2 import DenseRepPointsV2Outputs
+
+CONTOUR_POINT_VALUE = 0.5  # value of a contour point added by joint inference
+MASK_SCORE_THRESHOLD = 0.5
+
+
+def mask_scores(logits: Tensor) -> Tensor:
+    """(..., N) point mask logits -> (...) the mean of the point probabilities above 0.5 (0 when none is)."""
+    probabilities = logits.sigmoid()
+    inside = (probabilities > MASK_SCORE_THRESHOLD).to(probabilities.dtype)
+    return (probabilities * inside).sum(dim=-1) / (inside.sum(dim=-1) + 1e-6)
+
+
+def clip_points(points: Tensor, frame: Tensor) -> Tensor:
+    """(B, ..., 2) xy points clamped into ``[0, W] x [0, H]`` of ``frame`` (B, 2) ``(height, width)``."""
+    limits = frame.flip(-1).view(frame.shape[0], *([1] * (points.dim() - 2)), 2)
+    return points.clamp(min=0).minimum(limits)
+
+
+def contour_points(
+    points: Tensor, outputs: DenseRepPointsV2Outputs, frame: Tensor, threshold: float
+) -> tuple[Tensor, Tensor]:
+    """Joint inference: every point of the P4-P7 sets snapped on the P3 / P4 contour map (module docstring).
+
+    Args:
+        points: (B, P, N, 2) clipped xy points of every prior's set.
+        outputs: the head outputs they came from.
+        frame: (B, 2) ``(height, width)``.
+        threshold: contour probability above which a snapped point is added.
+
+    Returns:
+        (B, P, N, 2) the snapped points (clipped) and (B, P, N) their values: 0.5 where added, 0 elsewhere (every
+        point of P3 sets, and every point without contour maps or with fewer than 2 levels).
+    """
+    batch, num_priors, num_points, _ = points.shape
+    values = points.new_zeros(batch, num_priors * num_points)
+    strides = level_strides(outputs.strides[0])
+    if len(strides) < 2 or outputs.contour_scores.shape[-1] == 0:
+        return points, values.view(batch, num_priors, num_points)
+    flat = points.flatten(1, 2)  # (B, P*N, 2)
+    prior_strides = outputs.strides.float()
+    point_strides = prior_strides.repeat_interleave(num_points, dim=1)  # (B, P*N)
+    scores, offsets = outputs.contour_scores.detach().float()[..., 0], outputs.contour_offsets.detach().float()
+    snapped = flat
+    for map_stride, set_strides in ((strides[0], strides[1:3]), (strides[1], strides[3:])):
+        if not set_strides:
+            continue
+        moved = (point_strides >= set_strides[0]) & (point_strides <= set_strides[-1])
+        on_map = prior_strides == map_stride
+        level, score = snap_points(flat, scores, offsets, on_map, outputs.priors.float(), prior_strides, map_stride)
+        snapped = torch.where(moved[..., None], clip_points(level, frame), snapped)
+        values = torch.where(moved & (score > threshold), CONTOUR_POINT_VALUE, values)
+    return snapped.view_as(points), values.view(batch, num_priors, num_points)
+
+
+class DenseRepPointsV2Postprocess(RepPointsPostprocess):
+    """Detections with masks from ``DenseRepPointsV2Outputs`` (module docstring).
+
+    The candidates carry, after their box, the N clipped points (2N columns), their mask probabilities (N), the
+    joint-inference points (2N) and their values (N).
+
+    Args:
+        score_threshold, nms_iou, pre_nms: as ``RepPointsPostprocess`` (0.05, 0.6, 1000); boxes are ``minmax``.
+        joint_inference: add contour points to the P4-P7 sets (on in the code); a decoding option.
+        contour_threshold: contour probability that adds a point (0.4 code, 0.5 paper).
+        mask_size: side of the box-relative mask grid the points are interpolated on.
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = 0.05,
+        nms_iou: float = 0.6,
+        pre_nms: int = 1000,
+        joint_inference: bool = True,
+        contour_threshold: float = 0.4,
+        mask_size: int = 56,
+    ) -> None:
+        super().__init__("minmax", score_threshold, nms_iou, pre_nms)
+        self.joint_inference, self.contour_threshold, self.mask_size = joint_inference, contour_threshold, mask_size
+
+    def probabilities(self, outputs: DenseRepPointsV2Outputs) -> Tensor:
+        """Class probability x mask score."""
+        return super().probabilities(outputs) * mask_scores(outputs.point_scores.detach().float())[..., None]
+
+    def boxes(self, outputs: DenseRepPointsV2Outputs, frame: Tensor) -> Tensor:
+        """(B, P, 4 + 6N): clipped box, points, their probabilities, joint-inference points and values."""
+        boxes = super().boxes(outputs, frame)
+        batch, num_priors = boxes.shape[:2]
+        points = clip_points(outputs.points_refine.detach().float().view(batch, num_priors, -1, 2), frame)
+        values = outputs.point_scores.detach().float().sigmoid()
+        if self.joint_inference:
+            added, added_values = contour_points(points, outputs, frame, self.contour_threshold)
+        else:
+            added, added_values = points, torch.zeros_like(values)
+        return torch.cat([boxes, points.flatten(2), values, added.flatten(2), added_values], dim=-1)
+
+    def merged_candidates(
+        self, outputs: DenseRepPointsV2Outputs, flipped: DenseRepPointsV2Outputs | None, frame: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``candidates`` of ``outputs``, followed by those of ``flipped`` with boxes and points mapped back."""
+        boxes, scores = self.candidates(outputs, frame)
+        if flipped is None:
+            return boxes, scores
+        mirrored, mirrored_scores = self.candidates(flipped, frame)
+        width = frame[:, None, 1]  # (B, 1)
+        num_points = (mirrored.shape[-1] - 4) // 6
+        columns = torch.arange(mirrored.shape[-1], device=mirrored.device)
+        blocks = (columns >= 4) & (columns < 4 + 2 * num_points)
+        blocks |= (columns >= 4 + 3 * num_points) & (columns < 4 + 5 * num_points)
+        is_x = blocks & (columns % 2 == 0)
+        mirrored = torch.where(is_x, width[..., None] - mirrored, mirrored)
+        mirrored = torch.cat([mirror_boxes(mirrored[..., :4], width), mirrored[..., 4:]], dim=-1)
+        return torch.cat([boxes, mirrored], dim=1), torch.cat([scores, mirrored_scores], dim=1)
+
+    def detections(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Detections:
+        """The kept candidates with their point-set masks."""
+        num_points = (boxes.shape[-1] - 4) // 6
+        own, added = boxes[:, 4 : 4 + 3 * num_points], boxes[:, 4 + 3 * num_points :]
+        points = torch.cat([own[:, : 2 * num_points], added[:, : 2 * num_points]], dim=1).view(
+            len(boxes), 2 * num_points, 2
+        )
+        values = torch.cat([own[:, 2 * num_points :], added[:, 2 * num_points :]], dim=1)
+        masks = point_set_masks(points, values, boxes[:, :4], self.mask_size)
+        return Detections(boxes[:, :4], scores, labels, masks=masks)
+
+    def batched(self, outputs: DenseRepPointsV2Outputs, flipped: DenseRepPointsV2Outputs | None = None, k: int = 100):
+        raise ValueError(
+            "Dense RepPoints v2 cannot be exported to ONNX: its masks are interpolated from the scored point sets "
+            "over a Delaunay triangulation (scipy.interpolate.griddata), which has no ONNX operator"
+        )
