@@ -285,6 +285,10 @@ class RepPointsV2Config(RepPointsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.check_verification()
+
+    def check_verification(self) -> None:
+        """Joint inference reads the corner maps: refuse it without them."""
         if self.joint_inference and not self.corner_verification:
             raise ConfigError(
                 "model.joint_inference=true needs the corner maps, but model.corner_verification=false: "
@@ -301,7 +305,8 @@ class DenseRepPointsV2Config(RepPointsV2Config):
     ``RepPointsV2Config``'s backbone, FPN, tower, assigner and post-processing keys apply, with the dense code's
     defaults (Scalsol/RepPointsV2 configs/dense_reppoints_v2): 729 points, ``minmax`` boxes, smooth-L1 boxes
     (0.5 / 1; ``giou`` 1 / 2 is the repo's best-model option), ATSS, NMS 0.6, foreground weight 1.0. There is no
-    corner branch: ``heatmap_weight`` and ``corner_offset_weight`` are unused. The other attributes:
+    corner branch: ``heatmap_weight`` and ``corner_offset_weight`` are unused, ``corner_verification`` is false and
+    ``foreground_verification`` true (others refused). The other attributes:
 
     Attributes:
         method: ``dense_reppoints_v2``; selects this family.
@@ -342,6 +347,7 @@ class DenseRepPointsV2Config(RepPointsV2Config):
     box_loss: Literal["smooth_l1", "giou"] = "smooth_l1"
     refine_assigner: Literal["atss"] = "atss"
     foreground_weight: float = 1.0
+    corner_verification: bool = False  # no corner branch (check_verification)
     num_groups: int = 9
     num_score_groups: int = 121
     stacked_mask_convs: int = 7
@@ -359,6 +365,15 @@ class DenseRepPointsV2Config(RepPointsV2Config):
         if self.num_points % self.num_groups:
             raise ConfigError(
                 f"model.num_points={self.num_points}: must be divisible by model.num_groups={self.num_groups}"
+            )
+
+    def check_verification(self) -> None:
+        """Joint inference reads the contour maps; the corner branch does not exist and the foreground one is part of
+        the mask branch."""
+        if self.corner_verification or not self.foreground_verification:
+            raise ConfigError(
+                "model.corner_verification / model.foreground_verification: Dense RepPoints v2 has no corner branch "
+                "and always verifies the foreground; its switch is model.contour_verification"
             )
         if self.joint_inference and not self.contour_verification:
             raise ConfigError(
