@@ -40,6 +40,7 @@ class CPMRoIHeads(nn.Module):
         num_classes: C.
         hidden: width of the FC layers (1024).
         point_channels: channels per grid point (64).
+        grid_convs: 3x3 convs of each grid branch (8).
         mapping_ratios: m of each grid stage; (2.0,) is Grid R-CNN Plus, (2, 1.5, 1.25) the cascade (CMM).
         stage_ious: IoU a stage's training RoIs need with their GT (0.5, 0.6, 0.7).
         stage_weights: β of each stage (1, 0.5, 0.25).
@@ -56,6 +57,7 @@ class CPMRoIHeads(nn.Module):
         *,
         hidden: int = 1024,
         point_channels: int = 64,
+        grid_convs: int = 8,
         mapping_ratios: Sequence[float] = (2.0, 1.5, 1.25),
         stage_ious: Sequence[float] = (0.5, 0.6, 0.7),
         stage_weights: Sequence[float] = (1.0, 0.5, 0.25),
@@ -77,7 +79,7 @@ class CPMRoIHeads(nn.Module):
         self.grid_pool = RoIPooler(level_names, GRID_ROI)
         pooled = in_channels * CLASSIFIER_ROI**2
         self.classifier = MLPClassifier(pooled, hidden, num_classes + 1)
-        self.grids = nn.ModuleList(GridBranch(in_channels, point_channels) for _ in self.mapping_ratios)
+        self.grids = nn.ModuleList(GridBranch(in_channels, point_channels, grid_convs) for _ in self.mapping_ratios)
         grid_features = 9 * point_channels * (GRID_ROI // 2) ** 2
         self.iou_scorer = MLPClassifier(grid_features, hidden, 2) if iou_scoring else None
         self.rescorer = MLPClassifier(pooled, hidden, num_classes + 1) if rescoring else None
