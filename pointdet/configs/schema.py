@@ -364,6 +364,7 @@ class CPMRCNNConfig(FPNBackboneConfig):
         max_grid_rois: grid-stage RoIs per image after the test-time NMS (96), and in training unless
             ``train_grid_rois`` is set.
         train_grid_rois: training RoIs per image and grid stage when not ``max_grid_rois`` (None: the same, 96).
+        roi_sampling_ratio: RoIAlign's bilinear samples per bin and axis in every RoI branch (2, as the code).
         score_threshold, nms_iou, gamma: test time: class probabilities kept (0.03), class-wise NMS IoU (0.3), γ of
             the fused score (0.8); decode options, switchable at evaluation.
         soft_nms, soft_nms_sigma: Gaussian soft-NMS (σ 0.5) instead of the class-wise NMS, in the test-time
@@ -395,6 +396,7 @@ class CPMRCNNConfig(FPNBackboneConfig):
         "stage_weights": each(at_least(0)),
         "max_grid_rois": at_least(1),
         "train_grid_rois": at_least(1),
+        "roi_sampling_ratio": at_least(1),
         "score_threshold": fraction(high_open=True),
         "nms_iou": fraction(low_open=True),
         "gamma": fraction(),
@@ -420,6 +422,7 @@ class CPMRCNNConfig(FPNBackboneConfig):
     rescoring: bool = True
     max_grid_rois: int = 96
     train_grid_rois: int | None = None
+    roi_sampling_ratio: int = 2
     score_threshold: float = 0.03
     nms_iou: float = 0.3
     gamma: float = 0.8

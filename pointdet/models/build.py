@@ -295,7 +295,7 @@ def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None
         stage_ious=config.stage_ious[: len(mapping)],
         stage_weights=config.stage_weights[: len(mapping)], iou_scoring=config.iou_scoring,
         rescoring=config.rescoring, roi_batch=config.roi_batch, positive_fraction=config.positive_fraction,
-        max_grid_rois=config.train_grid_rois or config.max_grid_rois,
+        max_grid_rois=config.train_grid_rois or config.max_grid_rois, sampling_ratio=config.roi_sampling_ratio,
     )  # fmt: skip
     postprocess = build_postprocess(config, neck.feature_shapes)
     return TwoStageDetector(backbone, neck, rpn, roi_heads, postprocess, **_normalisation(config, backbone))

@@ -20,7 +20,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from pointdet.decoders.grid import CPMPostprocess, decode_grid_boxes, fused_score
 from pointdet.models.roi_heads.grid import GridBranch
-from pointdet.models.roi_heads.pooling import MLPClassifier, RoIPooler
+from pointdet.models.roi_heads.pooling import SAMPLING_RATIO, MLPClassifier, RoIPooler
 from pointdet.structures import Detections, Instances
 from pointdet.targets.grid import build_grid_targets, iou_targets, sample_rois, select_stage_rois
 
@@ -47,6 +47,7 @@ class CPMRoIHeads(nn.Module):
         iou_scoring: ISM on; rescoring: RSM on.
         roi_batch, positive_fraction: RoIs sampled per image for the classifier and the RSM (512, 0.25).
         max_grid_rois: at most this many training RoIs per image and grid stage (96).
+        sampling_ratio: RoIAlign's bilinear samples per bin and axis (2).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class CPMRoIHeads(nn.Module):
         roi_batch: int = 512,
         positive_fraction: float = 0.25,
         max_grid_rois: int = 96,
+        sampling_ratio: int = SAMPLING_RATIO,
     ) -> None:
         super().__init__()
         if not len(mapping_ratios) == len(stage_ious) == len(stage_weights):
@@ -75,8 +77,8 @@ class CPMRoIHeads(nn.Module):
             )
         self.mapping_ratios, self.stage_ious = tuple(mapping_ratios), tuple(stage_ious)
         self.stage_weights, self.max_grid_rois = tuple(stage_weights), max_grid_rois
-        self.classifier_pool = RoIPooler(level_names, CLASSIFIER_ROI)
-        self.grid_pool = RoIPooler(level_names, GRID_ROI)
+        self.classifier_pool = RoIPooler(level_names, CLASSIFIER_ROI, sampling_ratio)
+        self.grid_pool = RoIPooler(level_names, GRID_ROI, sampling_ratio)
         pooled = in_channels * CLASSIFIER_ROI**2
         self.classifier = MLPClassifier(pooled, hidden, num_classes + 1)
         self.grids = nn.ModuleList(GridBranch(in_channels, point_channels, grid_convs) for _ in self.mapping_ratios)
