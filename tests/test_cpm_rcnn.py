@@ -14,9 +14,11 @@ from torchvision.ops import box_iou
 
 from pointdet.configs import ConfigError
 from pointdet.configs.schema import CPMRCNNConfig
-from pointdet.decoders.grid import decode_grid_boxes, fused_score
+from pointdet.decoders.grid import CPMPostprocess, decode_grid_boxes, fused_score
+from pointdet.decoders.tta import mirror
 from pointdet.errors import PointdetError
 from pointdet.models.build import build_model
+from pointdet.models.roi_heads.grid import PointFusion, grid_neighbours
 from pointdet.structures import Instances
 from pointdet.targets.grid import (
     build_grid_targets,
@@ -150,6 +152,24 @@ def test_cascade_stages_keep_rois_above_0_5_0_6_0_7_and_append_the_gt():
     assert none.shape == (0, 4)
 
 
+def test_point_fusion_adds_each_neighbours_own_depthwise_then_1x1_transfer():
+    torch.manual_seed(0)
+    channels = 3
+    fusion = PointFusion(channels).double()
+    base, source = torch.randn(2, 9, channels, 7, 7).double(), torch.randn(2, 9, channels, 7, 7).double()
+    depthwise, pointwise = fusion.depthwise, fusion.pointwise
+    expected = base.clone()
+    edge = 0
+    for i, neighbours in enumerate(grid_neighbours()):
+        for n in neighbours:
+            rows = slice(edge * channels, (edge + 1) * channels)
+            moved = F.conv2d(source[:, n], depthwise.weight[rows], depthwise.bias[rows], padding=2, groups=channels)
+            expected[:, i] += F.conv2d(moved, pointwise.weight[rows], pointwise.bias[rows])
+            edge += 1
+    assert edge == 24 and [len(n) for n in grid_neighbours()] == [2, 3, 2, 3, 4, 3, 2, 3, 2]
+    torch.testing.assert_close(fusion(base, source), expected)
+
+
 def make_batch():
     images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
     first = Instances(
@@ -174,12 +194,35 @@ def test_detector_losses_reach_every_parameter_and_prediction_is_bounded():
     with pytest.raises(PointdetError, match="eval mode"):
         model.predict(images)
     model.eval()
-    with pytest.raises(PointdetError, match="flip test"):
-        model.predict(images, flip=True)
     detections = model.predict(images, k=10)
     for d in detections:
         assert d.boxes.shape[1:] == (4,) and len(d) <= 10 and (d.scores[:-1] >= d.scores[1:]).all()
         assert (d.boxes[:, 0::2] >= 0).all() and (d.boxes[:, 2:] <= 64).all()
+
+
+def test_flip_test_merges_the_mirrored_passes_detections_mapped_back():
+    torch.manual_seed(0)
+    model = build_model(replace(TINY, score_threshold=0.0), num_classes=3, with_backbone_weights=False).eval()
+    images, _ = make_batch()
+    plain, mirrored = model.predict(images, k=20), model.predict(images.flip(-1), k=20)
+    for merged, a, b in zip(model.predict(images, flip=True, k=20), plain, mirrored, strict=True):
+        expected = model.postprocess.merge_scales([a, mirror(b, 64)], k=20)
+        assert len(merged) > 0 and (merged.scores[:-1] >= merged.scores[1:]).all()
+        torch.testing.assert_close(merged.boxes, expected.boxes, atol=1e-3, rtol=0)
+        torch.testing.assert_close(merged.scores, expected.scores, atol=1e-5, rtol=0)
+
+
+def test_soft_nms_decays_the_overlapping_candidate_that_hard_nms_drops():
+    rois = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 8.0], [20.0, 20.0, 30.0, 30.0]])
+    probabilities = torch.tensor([[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.3, 0.0, 0.7]])  # background, 2 classes
+    hard = CPMPostprocess(nms_iou=0.5)
+    boxes, scores, labels = hard.select(rois, probabilities)
+    assert scores.tolist() == pytest.approx([0.9, 0.7]) and labels.tolist() == [0, 1]
+    soft = replace(hard, soft_nms=True, soft_nms_sigma=0.5)
+    boxes, scores, labels = soft.select(rois, probabilities)
+    decayed = 0.8 * math.exp(-(0.8**2) / 0.5)  # IoU of the two class-0 boxes = 80 / 100
+    assert scores.tolist() == pytest.approx([0.9, 0.7, decayed]) and labels.tolist() == [0, 1, 0]
+    torch.testing.assert_close(boxes[2], rois[1])
 
 
 def test_switches_make_grid_rcnn_plus_from_the_same_code():

@@ -493,16 +493,29 @@ class CPMRCNNConfig(FPNBackboneConfig):
         roi_batch, positive_fraction: RoIs sampled per image for the classification branch and the RSM (512, 0.25).
         hidden: width of the FC layers of the classifier, the ISM and the RSM (1024).
         point_channels: channels per grid point in the grid branch (64: 576 = 9 x 64); a multiple of 4.
+        grid_convs: 3x3 convs of each grid branch before the point fusion (8, the first with stride 2).
         cascade_mapping: CMM, three grid stages with ``mapping_ratios``; false: one stage with mapping ratio 2.
         mapping_ratios, stage_ious, stage_weights: per cascade stage, the heatmap frame (2, 1.5, 1.25 x the RoI),
             the IoU its training RoIs need (0.5, 0.6, 0.7) and its loss weight β (1, 0.5, 0.25).
         iou_scoring: ISM on (the fused score uses s_ISM). rescoring: RSM on (s_RSM).
-        max_grid_rois: grid-stage RoIs per image, in training and after the test-time NMS (96).
+        max_grid_rois: grid-stage RoIs per image after the test-time NMS (96), and in training unless
+            ``train_grid_rois`` is set.
+        train_grid_rois: training RoIs per image and grid stage when not ``max_grid_rois`` (None: the same, 96).
+        roi_sampling_ratio: RoIAlign's bilinear samples per bin and axis in every RoI branch (2, as the code).
         score_threshold, nms_iou, gamma: test time: class probabilities kept (0.03), class-wise NMS IoU (0.3), γ of
             the fused score (0.8); decode options, switchable at evaluation.
+        soft_nms, soft_nms_sigma: Gaussian soft-NMS (σ 0.5) instead of the class-wise NMS, in the test-time
+            selection and in the flip / multi-scale merge (off); decode options.
     """
 
-    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "max_grid_rois", "gamma")
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "score_threshold",
+        "nms_iou",
+        "max_grid_rois",
+        "gamma",
+        "soft_nms",
+        "soft_nms_sigma",
+    )
     SECTION: ClassVar[str] = "model"
     RANGES: ClassVar[dict[str, Rule]] = {
         "frozen_stages": within(0, 4),
@@ -513,14 +526,18 @@ class CPMRCNNConfig(FPNBackboneConfig):
         "roi_batch": at_least(1),
         "positive_fraction": fraction(low_open=True),
         "hidden": at_least(1),
+        "grid_convs": at_least(1),
         "point_channels": Rule(lambda n: n >= 4 and n % 4 == 0, "a multiple of 4 (GroupNorm 36 over 9 x it)"),
         "mapping_ratios": each(at_least(1)),
         "stage_ious": each(fraction()),
         "stage_weights": each(at_least(0)),
         "max_grid_rois": at_least(1),
+        "train_grid_rois": at_least(1),
+        "roi_sampling_ratio": at_least(1),
         "score_threshold": fraction(high_open=True),
         "nms_iou": fraction(low_open=True),
         "gamma": fraction(),
+        "soft_nms_sigma": above(0),
     }
 
     method: Literal["cpm_rcnn"] = "cpm_rcnn"
@@ -533,6 +550,7 @@ class CPMRCNNConfig(FPNBackboneConfig):
     positive_fraction: float = 0.25
     hidden: int = 1024
     point_channels: int = 64
+    grid_convs: int = 8
     cascade_mapping: bool = True
     mapping_ratios: tuple[float, ...] = (2.0, 1.5, 1.25)
     stage_ious: tuple[float, ...] = (0.5, 0.6, 0.7)
@@ -540,9 +558,13 @@ class CPMRCNNConfig(FPNBackboneConfig):
     iou_scoring: bool = True
     rescoring: bool = True
     max_grid_rois: int = 96
+    train_grid_rois: int | None = None
+    roi_sampling_ratio: int = 2
     score_threshold: float = 0.03
     nms_iou: float = 0.3
     gamma: float = 0.8
+    soft_nms: bool = False
+    soft_nms_sigma: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,12 +9,14 @@ card; no code of theirs was copied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from pointdet.ops.nms import soft_nms
+from pointdet.structures import Detections
 from pointdet.targets.grid import HEATMAP_SIZE, VIRTUAL_SIZE, expand_boxes, subregion_origins
 
 EDGE_POINTS = {"x1": (0, 1, 2), "y1": (0, 3, 6), "x2": (6, 7, 8), "y2": (2, 5, 8)}
@@ -76,12 +78,32 @@ class CPMPostprocess:
         nms_iou: class-wise NMS IoU on the RPN boxes (0.3).
         max_grid_rois: RoIs per image kept after NMS for the grid stages (96).
         gamma: γ of the fused score (0.8).
+        soft_nms: Gaussian soft-NMS (Bodla et al.) instead of the class-wise NMS, here and in the test-time merge
+            (off, as the paper's main results).
+        soft_nms_sigma: its σ (0.5).
     """
 
     score_threshold: float = 0.03
     nms_iou: float = 0.3
     max_grid_rois: int = 96
     gamma: float = 0.8
+    soft_nms: bool = False
+    soft_nms_sigma: float = 0.5
+
+    def suppress(self, boxes: Tensor, scores: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Class-wise NMS at ``nms_iou`` (or soft-NMS) of one image: (N, 4) boxes, (N,) scores and labels ->
+        the indices of the ``k`` best kept, best first, and their (decayed, for soft-NMS) scores."""
+        if self.soft_nms:
+            return soft_nms(boxes.float(), scores.float(), labels, sigma=self.soft_nms_sigma, max_kept=k)
+        keep = batched_nms(boxes.float(), scores.float(), labels, self.nms_iou)[:k]
+        return keep, scores[keep]
+
+    def merge_scales(self, parts: list[Detections], k: int = 100) -> Detections:
+        """Detections of one image from several test passes (scales, the flip), in the same pixels: concatenated,
+        then ``suppress``, the ``k`` best."""
+        combined = Detections.cat(parts)
+        keep, scores = self.suppress(combined.boxes, combined.scores, combined.labels, k)
+        return replace(combined[keep], scores=scores)
 
     def select(self, rois: Tensor, probabilities: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Candidates of one image from its RoIs and their class probabilities.
@@ -95,5 +117,5 @@ class CPMPostprocess:
         scores = probabilities[:, 1:]
         roi_index, labels = torch.where(scores > self.score_threshold)
         boxes, kept_scores = rois[roi_index], scores[roi_index, labels]
-        keep = batched_nms(boxes.float(), kept_scores.float(), labels, self.nms_iou)[: self.max_grid_rois]
-        return boxes[keep], kept_scores[keep], labels[keep]
+        keep, kept_scores = self.suppress(boxes, kept_scores, labels, self.max_grid_rois)
+        return boxes[keep], kept_scores, labels[keep]

@@ -134,7 +134,7 @@ def build_postprocess(
         task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box)
         return LSNetPostprocess(task, config.score_threshold, config.nms_iou, config.pre_nms, stage=config.decode_stage)
     if isinstance(config, CPMRCNNConfig):
-        return CPMPostprocess(config.score_threshold, config.nms_iou, config.max_grid_rois, config.gamma)
+        return CPMPostprocess(**{name: getattr(config, name) for name in config.DECODE_OPTIONS})
     raise TypeError(f"no post-processor for {type(config).__name__}")
 
 
@@ -338,10 +338,11 @@ def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None
     mapping = config.mapping_ratios if config.cascade_mapping else (PLAIN_GRID_MAPPING,)
     roi_heads = CPMRoIHeads(
         [shape.name for shape in neck.feature_shapes], config.channels, num_classes, hidden=config.hidden,
-        point_channels=config.point_channels, mapping_ratios=mapping, stage_ious=config.stage_ious[: len(mapping)],
+        point_channels=config.point_channels, grid_convs=config.grid_convs, mapping_ratios=mapping,
+        stage_ious=config.stage_ious[: len(mapping)],
         stage_weights=config.stage_weights[: len(mapping)], iou_scoring=config.iou_scoring,
         rescoring=config.rescoring, roi_batch=config.roi_batch, positive_fraction=config.positive_fraction,
-        max_grid_rois=config.max_grid_rois,
+        max_grid_rois=config.train_grid_rois or config.max_grid_rois, sampling_ratio=config.roi_sampling_ratio,
     )  # fmt: skip
     postprocess = build_postprocess(config, neck.feature_shapes)
     return TwoStageDetector(backbone, neck, rpn, roi_heads, postprocess, **_normalisation(config, backbone))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
+from pointdet.decoders.tta import mirror
 from pointdet.errors import PointdetError
 from pointdet.models.detector import PIXEL_MEAN_RGB, PIXEL_STD_RGB, Detector
 from pointdet.structures import Detections, Instances
@@ -82,10 +83,16 @@ class TwoStageDetector(Detector):
     @torch.no_grad()
     def predict(self, images: Tensor, flip: bool = False, k: int = 100) -> list[Detections]:
         """Detections in the pixels of ``images`` (B, 3, H, W uint8); the model must be in eval mode (the RPN's
-        proposal counts depend on it)."""
-        if flip:
-            raise PointdetError("flip test is not implemented for two-stage detectors; use eval.flip=false")
+        proposal counts depend on it). The flip test runs the mirrored images as a second half of the batch, maps
+        their detections back and merges each image's two sets with ``postprocess.merge_scales`` (class-wise NMS, or
+        soft-NMS)."""
         if self.training:
             raise PointdetError("TwoStageDetector.predict needs eval mode: call model.eval() first")
-        proposals, _, features, sizes = self._proposals(self.preprocess(images), tuple(images.shape[-2:]), None)
-        return self.roi_heads.predict(features, proposals, sizes, self.postprocess, k)
+        batch = torch.cat([images, images.flip(-1)]) if flip else images
+        proposals, _, features, sizes = self._proposals(self.preprocess(batch), tuple(images.shape[-2:]), None)
+        detections = self.roi_heads.predict(features, proposals, sizes, self.postprocess, k)
+        if not flip:
+            return detections
+        plain, mirrored = detections[: len(images)], detections[len(images) :]
+        width = images.shape[-1]
+        return [self.postprocess.merge_scales([a, mirror(b, width)], k) for a, b in zip(plain, mirrored, strict=True)]

@@ -20,7 +20,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from pointdet.decoders.grid import CPMPostprocess, decode_grid_boxes, fused_score
 from pointdet.models.roi_heads.grid import GridBranch
-from pointdet.models.roi_heads.pooling import MLPClassifier, RoIPooler
+from pointdet.models.roi_heads.pooling import SAMPLING_RATIO, MLPClassifier, RoIPooler
 from pointdet.structures import Detections, Instances
 from pointdet.targets.grid import build_grid_targets, iou_targets, sample_rois, select_stage_rois
 
@@ -40,12 +40,14 @@ class CPMRoIHeads(nn.Module):
         num_classes: C.
         hidden: width of the FC layers (1024).
         point_channels: channels per grid point (64).
+        grid_convs: 3x3 convs of each grid branch (8).
         mapping_ratios: m of each grid stage; (2.0,) is Grid R-CNN Plus, (2, 1.5, 1.25) the cascade (CMM).
         stage_ious: IoU a stage's training RoIs need with their GT (0.5, 0.6, 0.7).
         stage_weights: β of each stage (1, 0.5, 0.25).
         iou_scoring: ISM on; rescoring: RSM on.
         roi_batch, positive_fraction: RoIs sampled per image for the classifier and the RSM (512, 0.25).
         max_grid_rois: at most this many training RoIs per image and grid stage (96).
+        sampling_ratio: RoIAlign's bilinear samples per bin and axis (2).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class CPMRoIHeads(nn.Module):
         *,
         hidden: int = 1024,
         point_channels: int = 64,
+        grid_convs: int = 8,
         mapping_ratios: Sequence[float] = (2.0, 1.5, 1.25),
         stage_ious: Sequence[float] = (0.5, 0.6, 0.7),
         stage_weights: Sequence[float] = (1.0, 0.5, 0.25),
@@ -64,6 +67,7 @@ class CPMRoIHeads(nn.Module):
         roi_batch: int = 512,
         positive_fraction: float = 0.25,
         max_grid_rois: int = 96,
+        sampling_ratio: int = SAMPLING_RATIO,
     ) -> None:
         super().__init__()
         if not len(mapping_ratios) == len(stage_ious) == len(stage_weights):
@@ -73,11 +77,11 @@ class CPMRoIHeads(nn.Module):
             )
         self.mapping_ratios, self.stage_ious = tuple(mapping_ratios), tuple(stage_ious)
         self.stage_weights, self.max_grid_rois = tuple(stage_weights), max_grid_rois
-        self.classifier_pool = RoIPooler(level_names, CLASSIFIER_ROI)
-        self.grid_pool = RoIPooler(level_names, GRID_ROI)
+        self.classifier_pool = RoIPooler(level_names, CLASSIFIER_ROI, sampling_ratio)
+        self.grid_pool = RoIPooler(level_names, GRID_ROI, sampling_ratio)
         pooled = in_channels * CLASSIFIER_ROI**2
         self.classifier = MLPClassifier(pooled, hidden, num_classes + 1)
-        self.grids = nn.ModuleList(GridBranch(in_channels, point_channels) for _ in self.mapping_ratios)
+        self.grids = nn.ModuleList(GridBranch(in_channels, point_channels, grid_convs) for _ in self.mapping_ratios)
         grid_features = 9 * point_channels * (GRID_ROI // 2) ** 2
         self.iou_scorer = MLPClassifier(grid_features, hidden, 2) if iou_scoring else None
         self.rescorer = MLPClassifier(pooled, hidden, num_classes + 1) if rescoring else None
