@@ -24,6 +24,7 @@ from pointdet.configs.schema import (
     DenseRepPointsV2Config,
     EvalConfig,
     ExperimentConfig,
+    FPNBackboneConfig,
     LSNetConfig,
     OptimConfig,
     RepPointsConfig,
@@ -313,7 +314,7 @@ def reppoints_lite0_shapes() -> ExperimentConfig:
     )
 
 
-def _on_shapes(name: str, model: RepPointsV2Config | LSNetConfig) -> ExperimentConfig:
+def _on_shapes(name: str, model: FPNBackboneConfig) -> ExperimentConfig:
     """The shapes job's data, schedule (Adam 1e-3 at batch 8, a cosine over 11 epochs) and flip-tested evaluation
     for another family's model, so that the families compare on equal terms."""
     return replace(reppoints_lite0_shapes(), name=name, model=model)
@@ -437,17 +438,8 @@ def dense_reppoints_v2_shapes() -> ExperimentConfig:
     ImageNet EfficientNet-Lite0 offline, 64-channel FPN and head, Adam 1e-3 at batch 8, a cosine over 11 epochs,
     flip-tested evaluation) with a smaller point set: 81 points in 9 groups, 25 score maps, a 3-conv mask branch.
     """
-    base = reppoints_lite0_shapes()
-    backbone = {name: getattr(base.model, name) for name in ("backbone", "backbone_weights", "frozen_stages")}
-    model = DenseRepPointsV2Config(
-        **backbone,
-        frozen_bn=base.model.frozen_bn,
-        channels=base.model.channels,
-        num_points=81,
-        num_score_groups=25,
-        stacked_mask_convs=3,
-    )
-    return replace(base, name="dense_reppoints_v2_shapes", model=model)
+    model = DenseRepPointsV2Config(**_LITE0_SHAPES, num_points=81, num_score_groups=25, stacked_mask_convs=3)
+    return _on_shapes("dense_reppoints_v2_shapes", model)
 
 
 def lsnet_r50_fpn() -> ExperimentConfig:
@@ -504,13 +496,11 @@ def cpm_rcnn_shapes() -> ExperimentConfig:
     (72 = 9 x 8) on at most 8 training RoIs per image and stage, 32 after the test-time NMS, one RoIAlign sample per
     bin (RoIAlign's backward, single-threaded on a CPU, was a quarter of a step with 2 x 2); the three stages, the
     mapping ratios, ISM and RSM as the paper."""
-    base = reppoints_lite0_shapes()
     model = CPMRCNNConfig(
-        backbone="timm:efficientnet_lite0", backbone_weights="imagenet", frozen_stages=1, frozen_bn=False, channels=64,
-        anchor_sizes=(8, 16, 32, 64, 128), rpn_train_rois=300, rpn_test_rois=300, roi_batch=64, hidden=256,
-        point_channels=8, grid_convs=4, max_grid_rois=32, train_grid_rois=8, roi_sampling_ratio=1,
+        **_LITE0_SHAPES, anchor_sizes=(8, 16, 32, 64, 128), rpn_train_rois=300, rpn_test_rois=300, roi_batch=64,
+        hidden=256, point_channels=8, grid_convs=4, max_grid_rois=32, train_grid_rois=8, roi_sampling_ratio=1,
     )  # fmt: skip
-    return replace(base, name="cpm_rcnn_shapes", model=model)
+    return _on_shapes("cpm_rcnn_shapes", model)
 
 
 def lsnet_segm_r50_fpn() -> ExperimentConfig:
