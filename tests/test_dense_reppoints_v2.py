@@ -185,16 +185,18 @@ def test_cli_dense_reppoints_v2_train_eval_predict_load_and_export_refusal(tiny_
     run, image = cli_train_eval_predict(
         "dense_reppoints_v2_shapes", tiny_shapes, tmp_path, capsys, "model.contour_threshold=0.5"
     )
-    from pointdet.cli import main
+    from pointdet.data.images import read_image
+    from pointdet.evaluation import prediction_records
 
-    main(["predict", str(image), "--weights", str(run), "--out", str(tmp_path / "p0"), "--score-threshold", "0"])
-    records = json.loads((tmp_path / "p0" / "detections.json").read_text())  # 2 steps: scores near the prior
-    assert records and all("counts" in record["segmentation"] for record in records)
     predictor = pointdet.load(run, device="cpu")
     assert isinstance(predictor.model.head, DenseRepPointsV2Head)
-    predictor.model.postprocess.score_threshold = 0.0
+    predictor.model.postprocess.score_threshold = 0.0  # 2 steps: every score is still near the prior
     (detections,) = predictor.predict(image, flip=True)
     assert 0 < len(detections) <= 100 and detections.masks.shape[1:] == (56, 56)
+    size = tuple(read_image(image).shape[-2:])
+    records = prediction_records(detections, 0, predictor.category_ids, predictor.class_names, size)
+    assert records and all("counts" in record["segmentation"] for record in records)  # predict's JSON records
+    json.dumps(records)
     with pytest.raises(ValueError, match=r"Delaunay triangulation \(scipy.interpolate.griddata\), which has no ONNX"):
         export_onnx(predictor.model, tmp_path / "m.onnx", 64, 64)
 

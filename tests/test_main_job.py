@@ -23,6 +23,7 @@ SHAPES_TARGETS = [
     ("reppoints_v2_shapes", "AP", 0.8),
     ("lsnet_shapes", "AP", 0.8),
     ("lsnet_segm_shapes", "segm_AP", 0.6),
+    ("cpm_rcnn_shapes", "AP", 0.8),
 ]
 
 
