@@ -47,7 +47,7 @@ def test_presets_build_the_v2_family_with_the_recipes_settings():
         model = config.model
         assert isinstance(model, RepPointsV2Config) and model.method == "reppoints_v2"
         assert (model.transform, model.box_loss, model.refine_assigner, model.nms_iou) == (
-            "exact_minmax",
+            "corner_minmax",
             "giou",
             "atss",
             0.6,
@@ -61,7 +61,7 @@ def test_presets_build_the_v2_family_with_the_recipes_settings():
     assert cpu.data == shapes_job.data and cpu.optim == shapes_job.optim
     model = build_model(cpu.model, num_classes=3, with_backbone_weights=False)
     assert isinstance(model.head, RepPointsV2Head) and isinstance(model.postprocess, RepPointsV2Postprocess)
-    assert model.postprocess.nms_iou == 0.6 and model.postprocess.transform == "exact_minmax"
+    assert model.postprocess.nms_iou == 0.6 and model.postprocess.transform == "corner_minmax"
 
 
 def test_joint_inference_switches_at_eval_and_architecture_keys_do_not():
