@@ -130,23 +130,15 @@ class DenseRepPointsV2Postprocess(RepPointsPostprocess):
             added, added_values = points, torch.zeros_like(values)
         return torch.cat([boxes, points.flatten(2), values, added.flatten(2), added_values], dim=-1)
 
-    def merged_candidates(
-        self, outputs: DenseRepPointsV2Outputs, flipped: DenseRepPointsV2Outputs | None, frame: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """``candidates`` of ``outputs``, followed by those of ``flipped`` with boxes and points mapped back."""
-        boxes, scores = self.candidates(outputs, frame)
-        if flipped is None:
-            return boxes, scores
-        mirrored, mirrored_scores = self.candidates(flipped, frame)
-        width = frame[:, None, 1]  # (B, 1)
-        num_points = (mirrored.shape[-1] - 4) // 6
-        columns = torch.arange(mirrored.shape[-1], device=mirrored.device)
+    def mirror_candidates(self, candidates: Tensor, width: Tensor) -> Tensor:
+        """The mirrored pass's rows mapped back: the box, and the x of its own and its added points."""
+        num_points = (candidates.shape[-1] - 4) // 6
+        columns = torch.arange(candidates.shape[-1], device=candidates.device)
         blocks = (columns >= 4) & (columns < 4 + 2 * num_points)
         blocks |= (columns >= 4 + 3 * num_points) & (columns < 4 + 5 * num_points)
         is_x = blocks & (columns % 2 == 0)
-        mirrored = torch.where(is_x, width[..., None] - mirrored, mirrored)
-        mirrored = torch.cat([mirror_boxes(mirrored[..., :4], width), mirrored[..., 4:]], dim=-1)
-        return torch.cat([boxes, mirrored], dim=1), torch.cat([scores, mirrored_scores], dim=1)
+        mirrored = torch.where(is_x, width[..., None] - candidates, candidates)
+        return torch.cat([mirror_boxes(mirrored[..., :4], width), mirrored[..., 4:]], dim=-1)
 
     def detections(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Detections:
         """The kept candidates with their point-set masks."""

@@ -212,9 +212,12 @@ class RepPointsPostprocess:
         if flipped is None:
             return boxes, scores
         mirrored, mirrored_scores = self.candidates(flipped, frame)
-        width = frame[:, None, 1]  # (B, 1)
-        mirrored = mirror_boxes(mirrored, width)
+        mirrored = self.mirror_candidates(mirrored, frame[:, None, 1])
         return torch.cat([boxes, mirrored], dim=1), torch.cat([scores, mirrored_scores], dim=1)
+
+    def mirror_candidates(self, candidates: Tensor, width: Tensor) -> Tensor:
+        """(B, N, D) candidate rows of the mirrored pass mapped back by ``x -> W - x``, ``width`` (B, 1)."""
+        return mirror_boxes(candidates, width)
 
     def candidates(self, outputs: RepPointsOutputs, frame: Tensor) -> tuple[Tensor, Tensor]:
         """Every image's per-level top ``pre_nms`` priors by max class probability, tensor ops only.
