@@ -63,7 +63,7 @@ def test_offline_with_an_empty_cache_says_which_file_to_place_where(torch_cache,
 PAPER_IMAGENET_PRESETS = [
     "centernet_r18", "centernet_r50", "centernet_r101", "centernet_dla34", "centernet_dla34_2x",
     "centernet_pose_dla34", "centernet_pose_r18", "centernet_3d_dla34", "reppoints_r50_fpn", "reppoints_v2_r50_fpn",
-    "reppoints_v2_r50_fpn_2x_ms", "lsnet_r50_fpn",
+    "reppoints_v2_r50_fpn_2x_ms", "lsnet_r50_fpn", "lsnet_r50_fpn_2x_ms", "lsnet_cpv_r50_fpn",
 ]  # fmt: skip
 
 

@@ -240,6 +240,23 @@ class RepPointsConfig(FPNBackboneConfig):
         return False
 
 
+# The loss weights of RepPoints v2's verification branches, in RepPoints v2 and LSNet-CPV.
+VERIFICATION_RANGES: dict[str, Rule] = {
+    "heatmap_weight": at_least(0),
+    "corner_offset_weight": at_least(0),
+    "foreground_weight": at_least(0),
+}
+
+
+def check_joint_inference(config: RepPointsV2Config | LSNetConfig) -> None:
+    """Joint inference reads the corner maps: refuse it without them."""
+    if config.joint_inference and not config.corner_verification:
+        raise ConfigError(
+            "model.joint_inference=true needs the corner maps, but model.corner_verification=false: "
+            "set model.joint_inference=false too"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class RepPointsV2Config(RepPointsConfig):
     """RepPoints v2 (METHODS.md CARD 5 §5.1): RepPoints plus corner and within-box foreground verification, fused
@@ -264,12 +281,7 @@ class RepPointsV2Config(RepPointsConfig):
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (*RepPointsConfig.DECODE_OPTIONS, "joint_inference")
-    RANGES: ClassVar[dict[str, Rule]] = {
-        **RepPointsConfig.RANGES,
-        "heatmap_weight": at_least(0),
-        "corner_offset_weight": at_least(0),
-        "foreground_weight": at_least(0),
-    }
+    RANGES: ClassVar[dict[str, Rule]] = {**RepPointsConfig.RANGES, **VERIFICATION_RANGES}
 
     method: Literal["reppoints_v2"] = "reppoints_v2"
     transform: Literal["minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax"] = "corner_minmax"
@@ -289,11 +301,7 @@ class RepPointsV2Config(RepPointsConfig):
 
     def check_verification(self) -> None:
         """Joint inference reads the corner maps: refuse it without them."""
-        if self.joint_inference and not self.corner_verification:
-            raise ConfigError(
-                "model.joint_inference=true needs the corner maps, but model.corner_verification=false: "
-                "set model.joint_inference=false too"
-            )
+        check_joint_inference(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,9 +433,19 @@ class LSNetConfig(FPNBackboneConfig):
         stacked_convs: layers per tower (3).
         nms_iou, score_threshold, pre_nms: test-time post-processing (0.6, 0.05, 1000 per level; 100 per image).
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
+        corner_verification, foreground_verification: LSNet-CPV (METHODS.md CARD 4 (d) 9; ``task=detection`` only,
+            as the official ``LSCPVHead``): RepPoints v2's corner and within-box foreground verification branches,
+            their losses and their fusion into the classifier and the refine stage (``RepPointsV2Config``'s keys of
+            the same names; both off: LSNet).
+        heatmap_weight, corner_offset_weight, foreground_weight: the verification loss weights, LSNet-CPV's
+            (0.25, 1.0, 0.1, those of RepPoints v2's code).
+        joint_inference: refine the P4-P7 boxes with the P3 / P4 corner maps at test time (on in LSNet-CPV's code);
+            a decoding option. Needs ``corner_verification``.
     """
 
-    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms", "decode_stage")
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "score_threshold", "nms_iou", "pre_nms", "decode_stage", "joint_inference",
+    )  # fmt: skip
     SECTION: ClassVar[str] = "model"
     RANGES: ClassVar[dict[str, Rule]] = {
         "nms_iou": fraction(low_open=True),
@@ -439,6 +457,7 @@ class LSNetConfig(FPNBackboneConfig):
         "stacked_convs": at_least(1),
         "frozen_stages": within(0, 4),
         "channels": Rule(lambda n: n >= 32 and n % 32 == 0, "a multiple of 32 (GroupNorm 32 in the head)"),
+        **VERIFICATION_RANGES,
     }
 
     method: Literal["lsnet"] = "lsnet"
@@ -456,6 +475,12 @@ class LSNetConfig(FPNBackboneConfig):
     nms_iou: float = 0.6
     score_threshold: float = 0.05
     pre_nms: int = 1000
+    corner_verification: bool = False
+    foreground_verification: bool = False
+    heatmap_weight: float = 0.25
+    corner_offset_weight: float = 1.0
+    foreground_weight: float = 0.1
+    joint_inference: bool = False
 
     @property
     def needs_polygons(self) -> bool:
@@ -476,6 +501,12 @@ class LSNetConfig(FPNBackboneConfig):
             raise ConfigError(
                 f"model.init_loss={self.init_loss} is the extreme-point ablation: it needs model.task=detection"
             )
+        if (self.corner_verification or self.foreground_verification) and self.task != "detection":
+            raise ConfigError(
+                f"model.corner_verification / model.foreground_verification (LSNet-CPV) need model.task=detection, "
+                f"as the official LSCPVHead (task is {self.task})"
+            )
+        check_joint_inference(self)
 
 
 @dataclass(frozen=True, kw_only=True)

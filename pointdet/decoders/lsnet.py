@@ -9,6 +9,10 @@ every prior, the clipped box followed by the flattened landmarks, and unpacks th
 (``landmarks`` for the extreme points, ``contours`` for the contour, per ``LandmarkTask.detection_fields``). The
 landmarks themselves are not clipped. ``batched`` (the ONNX export) gathers the first 4 columns, the boxes.
 
+LSNet-CPV (``joint_inference``): the clipped boxes of P4-P7 are corner-refined by the P3 / P4 corner-verification
+maps before the selection, RepPoints v2's ``decoders.reppoints_v2.joint_inference`` (Duankaiwen/LSNet
+lscpvnet_head.py ``_get_bboxes_single`` does the same); the landmarks keep their regressed positions.
+
 Multi-scale test (``merge_scales``, which ``engine.inference.predict_images`` calls when a post-processor has one):
 the detections of every scale, in the same pixels, merged by class-wise **box voting** (IoU 0.66, METHODS.md §1.11,
 ``ops.nms.box_voting``) with the landmarks voted alongside the boxes, as the code's ATSS-style test (CARD 4 (d) 8).
@@ -24,13 +28,14 @@ import torch
 from torch import Tensor
 
 from pointdet.decoders.reppoints import RepPointsPostprocess, clip_boxes
+from pointdet.decoders.reppoints_v2 import joint_inference
 from pointdet.decoders.tta import mirror_boxes
 from pointdet.ops.nms import box_voting
 from pointdet.structures import Detections
 from pointdet.targets.lsnet_tasks import ExtremePoints, LandmarkTask
 
 if TYPE_CHECKING:
-    from pointdet.models.heads.lsnet import LSNetOutputs
+    from pointdet.models.heads.lsnet import LSNetCPVOutputs, LSNetOutputs
 
 
 class LSNetPostprocess(RepPointsPostprocess):
@@ -43,6 +48,8 @@ class LSNetPostprocess(RepPointsPostprocess):
         pre_nms: priors kept per level and image before NMS (1000).
         vote_iou: box-voting IoU of the multi-scale merge (0.66).
         stage: decode the ``refine`` vectors (LSNet) or the ``init`` ones (first-stage boxes, the paper's Table 2).
+        joint_inference: LSNet-CPV: refine the P4-P7 boxes with the P3 / P4 corner maps (``LSNetCPVOutputs``), as
+            RepPoints v2 (``decoders.reppoints_v2.joint_inference``); the landmarks stay as regressed.
     """
 
     def __init__(
@@ -53,21 +60,25 @@ class LSNetPostprocess(RepPointsPostprocess):
         pre_nms: int = 1000,
         vote_iou: float = 0.66,
         stage: Literal["refine", "init"] = "refine",
+        joint_inference: bool = False,
     ) -> None:
         super().__init__("exact_minmax", score_threshold, nms_iou, pre_nms)
         if stage not in ("refine", "init"):
             raise ValueError(f"stage must be 'refine' or 'init', got {stage!r}")
         self.task = ExtremePoints() if task is None else task
-        self.vote_iou, self.stage = vote_iou, stage
+        self.vote_iou, self.stage, self.joint_inference = vote_iou, stage, joint_inference
 
-    def boxes(self, outputs: LSNetOutputs, frame: Tensor) -> Tensor:
-        """(B, P, 4 + 2V): every prior's box, clipped to ``frame`` (B, 2) ``(height, width)``, then its V landmarks
-        of the decoded ``stage`` flattened ``x0, y0, x1, y1, ...`` (input pixels)."""
+    def boxes(self, outputs: LSNetOutputs | LSNetCPVOutputs, frame: Tensor) -> Tensor:
+        """(B, P, 4 + 2V): every prior's box, clipped to ``frame`` (B, 2) ``(height, width)`` (and corner-refined
+        with ``joint_inference``), then its V landmarks of the decoded ``stage`` flattened ``x0, y0, x1, y1, ...``
+        (input pixels)."""
         from pointdet.models.heads.lsnet import landmarks_of
 
         components = outputs.components_refine if self.stage == "refine" else outputs.components_init
         landmarks = landmarks_of(components.detach().float(), outputs.priors.float())  # (B, P, V, 2)
         boxes = clip_boxes(self.task.boxes(landmarks), frame)
+        if self.joint_inference:
+            boxes = joint_inference(boxes, outputs, frame)
         return torch.cat([boxes, landmarks.flatten(2)], dim=-1)
 
     def merged_candidates(

@@ -24,7 +24,7 @@ from torch import Tensor
 from pointdet.decoders.reppoints import RepPointsPostprocess, Transform, clip_boxes, level_strides
 
 if TYPE_CHECKING:
-    from pointdet.models.heads.reppoints_v2 import RepPointsV2Outputs
+    from pointdet.models.heads.reppoints_v2 import RepPointsV2Outputs, VerificationOutputs
 
 WINDOW = ((0, 0), (1, 0), (0, 1), (1, 1))  # (dx, dy) of the 2x2 window, row-major
 
@@ -71,12 +71,12 @@ def snap_points(
     return (chosen.to(point.dtype) + offset) * stride, best_score
 
 
-def joint_inference(boxes: Tensor, outputs: RepPointsV2Outputs, frame: Tensor) -> Tensor:
+def joint_inference(boxes: Tensor, outputs: VerificationOutputs, frame: Tensor) -> Tensor:
     """Boxes of P4-P7 refined by the P3 / P4 corner maps (module docstring).
 
     Args:
         boxes: (B, P, 4) xyxy boxes of every prior, clipped to ``frame``.
-        outputs: the head outputs they came from.
+        outputs: the head outputs they came from (RepPoints v2's, LSNet-CPV's).
         frame: (B, 2) ``(height, width)`` of the input.
 
     Returns:

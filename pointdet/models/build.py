@@ -132,7 +132,10 @@ def build_postprocess(
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, LSNetConfig):
         task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box)
-        return LSNetPostprocess(task, config.score_threshold, config.nms_iou, config.pre_nms, stage=config.decode_stage)
+        return LSNetPostprocess(
+            task, config.score_threshold, config.nms_iou, config.pre_nms, stage=config.decode_stage,
+            joint_inference=config.joint_inference,
+        )  # fmt: skip
     if isinstance(config, CPMRCNNConfig):
         return CPMPostprocess(**{name: getattr(config, name) for name in config.DECODE_OPTIONS})
     raise TypeError(f"no post-processor for {type(config).__name__}")
@@ -309,7 +312,8 @@ def _build_lsnet(
     flip_pairs: Sequence[tuple[int, int]],
     weights: str | None,
 ) -> Detector:
-    """LSNet: ``_fpn_backbone`` + landmark head of the config's task (extreme points, contours or keypoints)."""
+    """LSNet: ``_fpn_backbone`` + landmark head of the config's task (extreme points, contours or keypoints), with
+    RepPoints v2's verification branches for LSNet-CPV."""
     if config.task == "pose" and not num_joints:
         raise ConfigError("model.task=pose needs keypoints: the data set's categories define none")
     backbone, neck = _fpn_backbone(config, weights)
@@ -319,6 +323,9 @@ def _build_lsnet(
         channels=config.channels, landmark_features=config.landmark_features, stacked_convs=config.stacked_convs,
         box_penalty=config.box_penalty, gradient_mul=config.gradient_mul, init_weight=config.init_weight,
         refine_weight=config.refine_weight, init_loss=config.init_loss,
+        corner_verification=config.corner_verification, foreground_verification=config.foreground_verification,
+        heatmap_weight=config.heatmap_weight, corner_offset_weight=config.corner_offset_weight,
+        foreground_weight=config.foreground_weight,
     )  # fmt: skip
     postprocess = build_postprocess(config, neck.feature_shapes, flip_pairs, num_joints)
     return Detector(backbone, neck, head, postprocess, **_normalisation(config, backbone))

@@ -20,6 +20,17 @@ same make (``BoxBranch``: its own tower, init convs regressing the box's 4 borde
 its own landmark-feature conv); its vectors follow the task's main ones in the outputs. The classifier reads the main
 (keypoint) branch's DCN offsets, as the code's ``pose_bbox`` head.
 
+**LSNet-CPV** (detection only, ``corner_verification`` / ``foreground_verification``; METHODS.md CARD 4 (d) 9):
+RepPoints v2's verification (``heads.reppoints_v2``: ``verify``, ``VerificationLoss``) on LSNet. Per level a shared
+layer of the tower's make (DCNv2 or conv 3x3, GN, ReLU) reads the landmark tower; the foreground branch's embedding
+is added to both towers (the init stage reads the landmark tower with it), the corner branch reads shared +
+embedding, and its 6 maps (``hm_score``, ``hm_offset``) are concatenated to both towers wherever the classifier and
+the refine stage read them: the pyramid DCN on every level it samples and the 3x3 conv of the level (D + 6 input
+channels). Extra losses: 0.25 x corner heatmap + 1.0 x corner offset + 0.1 x foreground, as RepPoints v2. The
+corner maps also refine the P4-P7 boxes at test time (``decoders.lsnet``'s joint inference). Facts derived from
+Duankaiwen/LSNet code/mmdet/models/dense_heads/lscpvnet_head.py (``LSCPVHead``: ``_init_layers``,
+``forward_single1/2``, ``loss``, ``_get_bboxes_single``) and configs/lsnet/lsnet_bbox_cpv_*_mstrain_2x_coco.py.
+
 Loss: sigmoid focal (alpha 0.25, gamma 2, / #refine positives) + 1 x cross-IoU(init, / #init positives) +
 2 x cross-IoU(refine, / #refine positives), the task's ``landmark_loss`` (``bbox`` / ``polygon`` / ``keypoint``
 aggregation; pose obj-box adds 0.1 x its box branch's ``bbox`` loss); init positives by
@@ -56,6 +67,13 @@ from pointdet.models.heads.reppoints import (
     SMOOTH_L1_BETA,
     conv_tower,
     dcn_base_offset,
+)
+from pointdet.models.heads.reppoints_v2 import (
+    VERIFICATION_CHANNELS,
+    VerificationLoss,
+    flatten_levels,
+    verification_branches,
+    verify,
 )
 from pointdet.ops.dcn import ModulatedDeformConv2d, deform_conv
 from pointdet.ops.priors import level_points
@@ -97,6 +115,26 @@ class LSNetOutputs(NamedTuple):
     strides: Tensor
 
 
+LSNetCPVOutputs = NamedTuple(  # noqa: UP014 - the fields extend LSNetOutputs' without restating them
+    "LSNetCPVOutputs",
+    [
+        *((name, Tensor) for name in LSNetOutputs._fields),
+        ("corner_scores", Tensor),
+        ("corner_offsets", Tensor),
+        ("foreground", Tensor),
+    ],
+)
+LSNetCPVOutputs.__doc__ = """LSNet-CPV's outputs: ``LSNetOutputs``' fields (same meaning) followed by RepPoints v2's
+verification maps, flattened over levels like ``scores`` (0 channels for a branch switched off).
+
+Attributes:
+    corner_scores: (B, P, 2) top-left and bottom-right corner logits (``hm_score``).
+    corner_offsets: (B, P, 4) ``(dx, dy)`` of the top-left then the bottom-right corner from the location, in
+        stride units (``hm_offset``).
+    foreground: (B, P, C) within-box foreground logits (``sem_score``).
+"""
+
+
 def landmarks_of(components: Tensor, priors: Tensor) -> Tensor:
     """(B, P, V, 4) pixel components and (B, P, 2) priors -> (B, P, V, 2) xy landmarks in image pixels."""
     return decode_components(components) + priors[:, :, None]
@@ -126,6 +164,17 @@ def dcn_tower(in_channels: int, channels: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def normal_init_towers(towers: Sequence[nn.Sequential]) -> nn.Sequential:
+    """Every conv and DCN of ``towers`` at normal(0, 0.01) with a zero bias (a DCN's offset conv stays at zero, as
+    mmcv's); returns the last tower."""
+    for layer in (layer for tower_layers in towers for layer in tower_layers):
+        if isinstance(layer, nn.Conv2d | ModulatedDeformConv2d):
+            nn.init.normal_(layer.weight, std=0.01)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return towers[-1]
+
+
 def pyramid_levels(level: int, num_levels: int) -> list[int]:
     """The levels a pyramid DCN reads for ``level``: itself and its neighbours, {0, 1, 2} at the bottom and
     {L-1, L-2, L-3} at the top (the code's order)."""
@@ -141,26 +190,33 @@ class LandmarkFeatureConv(nn.Module):
     output 1x1 conv.
 
     Args:
-        channels: D, of the tower maps and of the hidden layers.
+        channels: D, of the hidden layers (and of the tower maps read, unless ``in_channels``).
         out_channels: outputs of the final 1x1 conv.
         mode: ``pyramid`` (read levels l-1, l, l+1, LSNet), ``single`` (level l alone) or ``none`` (no DCN, the 3x3
             conv of the level alone): the paper's Table 3 ablation.
         out_bias: initial bias of the output conv.
+        in_channels: channels of the maps read, when not D (LSNet-CPV: D + the 6 corner-verification maps).
     """
 
     def __init__(
-        self, channels: int, out_channels: int, mode: LandmarkFeatures = "pyramid", out_bias: float = 0.0
+        self,
+        channels: int,
+        out_channels: int,
+        mode: LandmarkFeatures = "pyramid",
+        out_bias: float = 0.0,
+        in_channels: int | None = None,
     ) -> None:
         super().__init__()
         if mode not in LANDMARK_FEATURES:
             raise ValueError(f"landmark features must be one of {LANDMARK_FEATURES}, got {mode!r}")
         self.mode = mode
-        self.level_conv = nn.Conv2d(channels, channels, 3, padding=1)
+        in_channels = channels if in_channels is None else in_channels
+        self.level_conv = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.norm = nn.GroupNorm(GROUPS, channels)
         self.out = nn.Conv2d(channels, out_channels, 1)
         convs = [self.level_conv, self.out]
         if mode != "none":
-            self.dcn_weight = nn.Parameter(torch.empty(channels, channels, KERNEL, KERNEL))
+            self.dcn_weight = nn.Parameter(torch.empty(channels, in_channels, KERNEL, KERNEL))
             self.fuse = nn.Conv2d((3 if mode == "pyramid" else 1) * channels, channels, 1)
             nn.init.kaiming_uniform_(self.dcn_weight, a=math.sqrt(5))  # mmcv's kaiming_init of the DCN
             convs.append(self.fuse)
@@ -170,8 +226,8 @@ class LandmarkFeatureConv(nn.Module):
         nn.init.constant_(self.out.bias, out_bias)
 
     def forward(self, features: Sequence[Tensor], level: int, offset_yx: Tensor) -> Tensor:
-        """Tower maps of every level [(B, D, H_l, W_l)], this level's index and its (B, 18, H, W) DCN offsets ->
-        (B, out_channels, H, W)."""
+        """Tower maps of every level [(B, in_channels, H_l, W_l)], this level's index and its (B, 18, H, W) DCN
+        offsets -> (B, out_channels, H, W)."""
         hidden = self.level_conv(features[level])
         if self.mode != "none":
             height, width = features[level].shape[-2:]
@@ -259,6 +315,10 @@ class LSNetHead(nn.Module):
             offsets / (4 x stride), as RepPoints' box loss) or ``giou`` on a box read as 4 side distances
             (``box_from_sides``, the paper's "rect").
         point_base_scale: the init point assigner's scale.
+        corner_verification, foreground_verification: LSNet-CPV (extreme points only): RepPoints v2's corner and
+            within-box foreground verification branches on a shared conv of the landmark tower (module docstring);
+            both off: plain LSNet, its parameters and ``LSNetOutputs`` as they are.
+        heatmap_weight, corner_offset_weight, foreground_weight: the verification loss weights (0.25, 1.0, 0.1).
     """
 
     def __init__(
@@ -278,6 +338,11 @@ class LSNetHead(nn.Module):
         refine_weight: float = 2.0,
         init_loss: InitLoss = "cross_iou",
         point_base_scale: int = 4,
+        corner_verification: bool = False,
+        foreground_verification: bool = False,
+        heatmap_weight: float = 0.25,
+        corner_offset_weight: float = 1.0,
+        foreground_weight: float = 0.1,
     ) -> None:
         super().__init__()
         if init_loss not in INIT_LOSSES:
@@ -289,6 +354,9 @@ class LSNetHead(nn.Module):
         self.task = ExtremePoints() if task is None else task
         if init_loss != "cross_iou" and not isinstance(self.task, ExtremePoints):
             raise ValueError(f"init_loss={init_loss} is an extreme-point ablation; the task is {self.task}")
+        self.verified = corner_verification or foreground_verification
+        if self.verified and not isinstance(self.task, ExtremePoints):
+            raise ValueError(f"the CPV verification branches are LSNet's detection variant; the task is {self.task}")
         self.init_loss = init_loss
         if len(self.task.dcn_vectors) + self.task.free_points != DCN_POINTS:
             raise ValueError(f"the landmark DCN samples {DCN_POINTS} points, the task gives another number")
@@ -304,20 +372,25 @@ class LSNetHead(nn.Module):
             if self.task.box_branch_vectors != BOX_BRANCH_VECTORS:
                 raise ValueError(f"a box branch regresses {BOX_BRANCH_VECTORS} vectors")
             towers.append(make_tower(in_channels, channels, stacked_convs))
-        for layer in (layer for tower_layers in towers for layer in tower_layers):  # normal(0, 0.01); a DCN's
-            if isinstance(layer, nn.Conv2d | ModulatedDeformConv2d):  # offset conv stays at zero
-                nn.init.normal_(layer.weight, std=0.01)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
+        normal_init_towers(towers)
         self.num_main_vectors = self.task.num_vectors - self.task.box_branch_vectors
         self.init_conv, self.init_out = init_convs(channels, 4 * self.num_main_vectors + 2 * self.task.free_points)
         prior_bias = -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR)
-        self.cls_refine = LandmarkFeatureConv(channels, num_classes, landmark_features, out_bias=prior_bias)
-        self.reg_refine = LandmarkFeatureConv(channels, 4 * self.num_main_vectors, landmark_features)
+        fused = channels + (VERIFICATION_CHANNELS if corner_verification else 0)  # the corner maps join the towers
+        self.cls_refine = LandmarkFeatureConv(channels, num_classes, landmark_features, prior_bias, fused)
+        self.reg_refine = LandmarkFeatureConv(channels, 4 * self.num_main_vectors, landmark_features, 0.0, fused)
         if len(towers) == 3:
             self.box_branch = BoxBranch(towers[2], channels, landmark_features, gradient_mul)
         self.register_buffer("dcn_base_offset", dcn_base_offset(KERNEL).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("dcn_vectors", torch.tensor(self.task.dcn_vectors), persistent=False)
+        self.shared, self.foreground, self.corners = verification_branches(
+            lambda: normal_init_towers([make_tower(channels, channels, 1)]), channels, num_classes, "gn",
+            corner_verification, foreground_verification,
+        )  # fmt: skip
+        self.verification_loss = VerificationLoss(
+            num_classes, corner_verification, foreground_verification, heatmap_weight, corner_offset_weight,
+            foreground_weight,
+        )  # fmt: skip
 
     def init_level(self, reg_features: Tensor) -> tuple[Tensor, Tensor]:
         """(B, D, H, W) landmark-tower map -> ``init_landmarks`` of the task's main vectors: init components
@@ -334,9 +407,15 @@ class LSNetHead(nn.Module):
         cls_features = [self.cls_tower(x) for x in features]
         reg_features = [self.reg_tower(x) for x in features]
         box_features = [self.box_branch.tower(x) for x in features] if self.box_branch is not None else []
+        init_features, verification = reg_features, []
+        if self.verified:  # LSNet-CPV: fuse the verification maps into both towers (module docstring)
+            verification = [verify(x, self.shared, self.foreground, self.corners) for x in reg_features]
+            init_features = [maps.embed(x) for maps, x in zip(verification, reg_features, strict=True)]
+            cls_features = [maps.fuse(x) for maps, x in zip(verification, cls_features, strict=True)]
+            reg_features = [maps.fuse(x) for maps, x in zip(verification, reg_features, strict=True)]
         scores, components_init, components_refine = [], [], []
         for level, stride in enumerate(self.strides):
-            init, offset_yx = self.init_level(reg_features[level])
+            init, offset_yx = self.init_level(init_features[level])
             logits = self.cls_refine(cls_features, level, offset_yx)
             refine = F.softplus(self.reg_refine(reg_features, level, offset_yx) + init.detach())
             if self.box_branch is not None:  # its vectors follow the main ones
@@ -347,9 +426,13 @@ class LSNetHead(nn.Module):
             components_refine.append(self._per_prior(refine) * stride)
         batch = features[0].shape[0]
         per_level = (scores, components_init, components_refine)
-        return LSNetOutputs(
+        outputs = LSNetOutputs(
             *(torch.cat(parts, dim=1) for parts in per_level), priors.expand(batch, -1, -1), strides.expand(batch, -1)
         )
+        if not self.verified:
+            return outputs
+        maps = (flatten_levels([level[i] for level in verification]) for i in (1, 2, 3))
+        return LSNetCPVOutputs(*outputs, *maps)
 
     @staticmethod
     def _per_prior(components: Tensor) -> Tensor:
@@ -357,9 +440,10 @@ class LSNetHead(nn.Module):
         batch, channels, height, width = components.shape
         return components.view(batch, channels // 4, 4, height * width).permute(0, 3, 1, 2)
 
-    def loss(self, outputs: LSNetOutputs, instances: list[Instances]) -> dict[str, Tensor]:
+    def loss(self, outputs: LSNetOutputs | LSNetCPVOutputs, instances: list[Instances]) -> dict[str, Tensor]:
         """``loss_cls`` (focal / #refine positives), ``loss_landmarks_init`` and ``loss_landmarks_refine``
-        (weighted cross-IoU, each averaged over its stage's positives), in float32.
+        (weighted cross-IoU, each averaged over its stage's positives), LSNet-CPV's ``VerificationLoss`` terms, in
+        float32.
 
         A normaliser is the batch's ``sum over images of max(#positives, 1)`` (mmdetection), averaged over
         processes and clamped at 1.
@@ -396,6 +480,7 @@ class LSNetHead(nn.Module):
             "loss_cls": loss_cls / num_refine,
             "loss_landmarks_init": self.init_weight * loss_init / num_init,
             "loss_landmarks_refine": self.refine_weight * loss_refine / num_refine,
+            **self.verification_loss(outputs, list(instances)),
         }
 
     def _landmark_loss(

@@ -30,8 +30,9 @@ Facts derived from Scalsol/RepPointsV2 ``mmdet/models/dense_heads/reppoints_v2_h
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -122,6 +123,145 @@ class CornerVerification(nn.Module):
         return scores, offsets
 
 
+def normal_init_tower(tower: nn.Sequential) -> nn.Sequential:
+    """``tower`` with its first conv's weight drawn from normal(0, 0.01) (mmcv's ``normal_init`` of a ConvModule)."""
+    nn.init.normal_(tower[0].weight, std=0.01)
+    return tower
+
+
+def verification_branches(
+    make_shared: Callable[[], nn.Module],
+    channels: int,
+    num_classes: int,
+    norm: Literal["gn", "none"],
+    corner_verification: bool,
+    foreground_verification: bool,
+) -> tuple[nn.Module | None, ForegroundVerification | None, CornerVerification | None]:
+    """The modules ``verify`` runs: the shared conv (``make_shared()``, built only when a branch is), the foreground
+    branch and the corner branch, each None when switched off."""
+    shared = make_shared() if corner_verification or foreground_verification else None
+    foreground = ForegroundVerification(channels, num_classes, norm) if foreground_verification else None
+    corners = CornerVerification(channels, norm) if corner_verification else None
+    return shared, foreground, corners
+
+
+class VerificationMaps(NamedTuple):
+    """One level's verification maps (``verify``) and what they fuse back into the detector's features.
+
+    Attributes:
+        embedding: (B, D, H, W) foreground embedding ``sem_f`` added to the towers, or None without that branch.
+        corner_scores: (B, 2, H, W) ``hm_score`` logits (0 channels without the corner branch).
+        corner_offsets: (B, 4, H, W) ``hm_offset`` (0 channels without the corner branch).
+        foreground: (B, C, H, W) ``sem_score`` logits (0 channels without the foreground branch).
+        guide: (B, 6, H, W) ``cat(hm_score, hm_offset)``, concatenated to the classifier's and the refine stage's
+            inputs, or None without the corner branch.
+    """
+
+    embedding: Tensor | None
+    corner_scores: Tensor
+    corner_offsets: Tensor
+    foreground: Tensor
+    guide: Tensor | None
+
+    def embed(self, features: Tensor) -> Tensor:
+        """(B, D, H, W) tower features plus the foreground embedding (unchanged without it)."""
+        return features if self.embedding is None else features + self.embedding
+
+    def fuse(self, features: Tensor) -> Tensor:
+        """``embed(features)`` with the guide maps concatenated: (B, D + 6, H, W) (D without the corner branch)."""
+        embedded = self.embed(features)
+        return embedded if self.guide is None else torch.cat([embedded, self.guide], dim=1)
+
+
+def verify(
+    reg_features: Tensor,
+    shared: nn.Module | None,
+    foreground: ForegroundVerification | None,
+    corners: CornerVerification | None,
+) -> VerificationMaps:
+    """The card's verification dataflow on one level's (B, D, H, W) regression-tower map: ``shared`` conv, the
+    foreground branch on it, the corner branch on ``shared + sem_f``; a branch given as None is skipped."""
+    empty = reg_features.new_zeros(reg_features.shape[0], 0, *reg_features.shape[2:])
+    hidden = shared(reg_features) if shared is not None else reg_features
+    scores, embedding = foreground(hidden) if foreground is not None else (empty, None)
+    if corners is None:
+        return VerificationMaps(embedding, empty, empty, scores, None)
+    corner_scores, corner_offsets = corners(hidden if embedding is None else hidden + embedding)
+    guide = torch.cat([corner_scores, corner_offsets], dim=1)
+    return VerificationMaps(embedding, corner_scores, corner_offsets, scores, guide)
+
+
+class VerificationOutputs(Protocol):
+    """What ``VerificationLoss`` and joint inference read of a verified head's outputs (``RepPointsV2Outputs``,
+    ``LSNetCPVOutputs``): (B, P, 2) ``priors``, (B, P) ``strides``, and the flattened maps of ``VerificationMaps``:
+    (B, P, 2) ``corner_scores``, (B, P, 4) ``corner_offsets``, (B, P, C) ``foreground``."""
+
+    priors: Tensor
+    strides: Tensor
+    corner_scores: Tensor
+    corner_offsets: Tensor
+    foreground: Tensor
+
+
+@dataclass(frozen=True)
+class VerificationLoss:
+    """The verification terms of a head's loss (module docstring): ``loss_corner_heatmap`` and
+    ``loss_corner_offset`` with the corner branch, ``loss_foreground`` with the foreground branch.
+
+    Args:
+        num_classes: C.
+        corners, foreground: which branches the head has.
+        heatmap_weight: λ1 of the corner heatmap loss (0.25).
+        corner_offset_weight: weight of the corner offset loss (1.0).
+        foreground_weight: λ2 of the foreground loss (0.1 code, 1.0 paper).
+    """
+
+    num_classes: int
+    corners: bool
+    foreground: bool
+    heatmap_weight: float = 0.25
+    corner_offset_weight: float = 1.0
+    foreground_weight: float = 0.1
+
+    def __call__(self, outputs: VerificationOutputs, instances: list[Instances]) -> dict[str, Tensor]:
+        """The weighted terms of the branches built, in float32."""
+        losses = self.corner_loss(outputs, instances) if self.corners else {}
+        if self.foreground:
+            losses["loss_foreground"] = self.foreground_weight * self.foreground_loss(outputs, instances)
+        return losses
+
+    def corner_loss(self, outputs: VerificationOutputs, instances: list[Instances]) -> dict[str, Tensor]:
+        """Corner heatmap and offset terms, each the mean over the two corners (module docstring)."""
+        priors, strides = outputs.priors[0].float(), outputs.strides[0].float()
+        targets = build_corner_targets(priors, strides, instances)
+        scores, offsets = outputs.corner_scores.float(), outputs.corner_offsets.float()
+        heatmap, offset = 0.0, 0.0
+        for k in range(2):
+            positive = targets.positive[..., k]  # (B, P)
+            count = mean_over_processes(positive.sum(dim=1).clamp(min=1).sum().float()).clamp(min=1)
+            heat = penalty_reduced_focal_loss(scores[..., k], targets.heatmap[..., k], count)
+            heatmap = heatmap + heat / 2
+            pair = slice(2 * k, 2 * k + 2)
+            smooth = masked_smooth_l1(
+                offsets[..., pair], targets.offset[..., pair], positive, count, CORNER_OFFSET_BETA
+            )
+            offset = offset + smooth / 2
+        return {
+            "loss_corner_heatmap": self.heatmap_weight * heatmap,
+            "loss_corner_offset": self.corner_offset_weight * offset,
+        }
+
+    def foreground_loss(self, outputs: VerificationOutputs, instances: list[Instances]) -> Tensor:
+        """§1.4 over every level and class at once; the maps are built at the finest level (stride 8, P3)."""
+        priors, strides = outputs.priors[0], outputs.strides[0]
+        sizes = level_sizes(priors, strides)
+        finest = int(strides[0].item())
+        target, weight = build_foreground_targets(instances, self.num_classes, sizes[0], finest)
+        target, weight = resize_to_levels(target, sizes), resize_to_levels(weight, sizes)  # (B, P, C)
+        count = mean_over_processes((target > 0).sum().float()).clamp(min=1)
+        return normalized_focal_loss(outputs.foreground.float(), target, weight, count)
+
+
 class RepPointsV2Head(nn.Module):
     """RepPoints v2 head with its loss (decoding: ``decoders.reppoints_v2.RepPointsV2Postprocess``).
 
@@ -158,31 +298,22 @@ class RepPointsV2Head(nn.Module):
                 f"(guide_channels={guide_channels}), got {points.cls_dcn_weight.shape[1]}"
             )
         self.points, self.num_classes = points, points.num_classes
-        self.heatmap_weight, self.corner_offset_weight = heatmap_weight, corner_offset_weight
-        self.foreground_weight = foreground_weight
-        self.shared = (
-            conv_tower(channels, channels, 1, norm) if corner_verification or foreground_verification else None
-        )
-        if self.shared is not None:
-            nn.init.normal_(self.shared[0].weight, std=0.01)
-        self.foreground = (
-            ForegroundVerification(channels, points.num_classes, norm) if foreground_verification else None
-        )
-        self.corners = CornerVerification(channels, norm) if corner_verification else None
+        self.verification_loss = VerificationLoss(
+            points.num_classes, corner_verification, foreground_verification, heatmap_weight, corner_offset_weight,
+            foreground_weight,
+        )  # fmt: skip
+        self.shared, self.foreground, self.corners = verification_branches(
+            lambda: normal_init_tower(conv_tower(channels, channels, 1, norm)), channels, points.num_classes, norm,
+            corner_verification, foreground_verification,
+        )  # fmt: skip
 
     def forward_level(self, x: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
         """One level (B, D, H, W) -> ``RepPointsHead.forward_level``'s maps and (``hm_score`` (B, 2, H, W),
         ``hm_offset`` (B, 4, H, W), ``sem_score`` (B, C, H, W)); a branch switched off gives 0-channel maps."""
         cls_features, reg_features = self.points.cls_tower(x), self.points.reg_tower(x)
-        shared = self.shared(reg_features) if self.shared is not None else None
-        empty = x.new_zeros(x.shape[0], 0, *x.shape[2:])
-        foreground, embedding = self.foreground(shared) if self.foreground is not None else (empty, 0.0)
-        corner_scores, corner_offsets, guide = empty, empty, None
-        if self.corners is not None:
-            corner_scores, corner_offsets = self.corners(shared + embedding)
-            guide = torch.cat([corner_scores, corner_offsets], dim=1)
-        points = self.points.point_stage(cls_features + embedding, reg_features + embedding, guide)
-        return points, (corner_scores, corner_offsets, foreground)
+        maps = verify(reg_features, self.shared, self.foreground, self.corners)
+        points = self.points.point_stage(maps.embed(cls_features), maps.embed(reg_features), maps.guide)
+        return points, (maps.corner_scores, maps.corner_offsets, maps.foreground)
 
     def forward(self, features: list[Tensor]) -> RepPointsV2Outputs:
         """FPN levels [(B, D, H_l, W_l)], finest first -> ``RepPointsV2Outputs``."""
@@ -196,42 +327,8 @@ class RepPointsV2Head(nn.Module):
         return RepPointsV2Outputs(*points, *verification)
 
     def loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> dict[str, Tensor]:
-        """RepPoints' ``loss_cls``, ``loss_box_init``, ``loss_box_refine`` plus ``loss_corner_heatmap``,
-        ``loss_corner_offset`` and ``loss_foreground`` (those of the branches built), weighted, in float32."""
+        """RepPoints' ``loss_cls``, ``loss_box_init``, ``loss_box_refine`` plus ``VerificationLoss``' terms (those of
+        the branches built), weighted, in float32."""
         losses = self.points.loss(points_outputs(outputs), instances)
-        if self.corners is not None:
-            losses.update(self.corner_loss(outputs, instances))
-        if self.foreground is not None:
-            losses["loss_foreground"] = self.foreground_weight * self.foreground_loss(outputs, instances)
+        losses.update(self.verification_loss(outputs, instances))
         return losses
-
-    def corner_loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> dict[str, Tensor]:
-        """Corner heatmap and offset terms, each the mean over the two corners (module docstring)."""
-        priors, strides = outputs.priors[0].float(), outputs.strides[0].float()
-        targets = build_corner_targets(priors, strides, instances)
-        scores, offsets = outputs.corner_scores.float(), outputs.corner_offsets.float()
-        heatmap, offset = 0.0, 0.0
-        for k in range(2):
-            positive = targets.positive[..., k]  # (B, P)
-            count = mean_over_processes(positive.sum(dim=1).clamp(min=1).sum().float()).clamp(min=1)
-            heat = penalty_reduced_focal_loss(scores[..., k], targets.heatmap[..., k], count)
-            heatmap = heatmap + heat / 2
-            pair = slice(2 * k, 2 * k + 2)
-            smooth = masked_smooth_l1(
-                offsets[..., pair], targets.offset[..., pair], positive, count, CORNER_OFFSET_BETA
-            )
-            offset = offset + smooth / 2
-        return {
-            "loss_corner_heatmap": self.heatmap_weight * heatmap,
-            "loss_corner_offset": self.corner_offset_weight * offset,
-        }
-
-    def foreground_loss(self, outputs: RepPointsV2Outputs, instances: list[Instances]) -> Tensor:
-        """§1.4 over every level and class at once; the maps are built at the finest level (stride 8, P3)."""
-        priors, strides = outputs.priors[0], outputs.strides[0]
-        sizes = level_sizes(priors, strides)
-        finest = int(strides[0].item())
-        target, weight = build_foreground_targets(instances, self.num_classes, sizes[0], finest)
-        target, weight = resize_to_levels(target, sizes), resize_to_levels(weight, sizes)  # (B, P, C)
-        count = mean_over_processes((target > 0).sum().float()).clamp(min=1)
-        return normalized_focal_loss(outputs.foreground.float(), target, weight, count)
