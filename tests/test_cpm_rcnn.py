@@ -26,8 +26,8 @@ from pointdet.targets.grid import (
     expand_boxes,
     grid_points,
     iou_targets,
-    select_stage_rois,
 )
+from pointdet.targets.roi_sampling import select_matched_rois
 
 TINY = CPMRCNNConfig(
     backbone="resnet18", channels=32, hidden=64, point_channels=4, anchor_sizes=(8, 16, 32, 64, 128),
@@ -140,15 +140,15 @@ def test_cascade_stages_keep_rois_above_0_5_0_6_0_7_and_append_the_gt():
     gt = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
     rois = torch.stack([roi_with_iou(gt[0], iou) for iou in (0.45, 0.55, 0.65, 0.75)])
     assert torch.allclose(box_iou(rois, gt)[:, 0], torch.tensor([0.45, 0.55, 0.65, 0.75]))
-    first, matched = select_stage_rois(rois, gt, 0.5, 96, append_gt=False)
+    first, matched = select_matched_rois(rois, gt, 0.5, append_gt=False, max_rois=96)
     assert torch.equal(first, rois[1:]) and torch.equal(matched, torch.zeros(3, dtype=torch.long))
-    second, _ = select_stage_rois(rois, gt, 0.6, 96, append_gt=True)
+    second, _ = select_matched_rois(rois, gt, 0.6, append_gt=True, max_rois=96)
     assert torch.equal(second, torch.cat([rois[2:], gt]))
-    third, _ = select_stage_rois(rois, gt, 0.7, 96, append_gt=True)
+    third, _ = select_matched_rois(rois, gt, 0.7, append_gt=True, max_rois=96)
     assert torch.equal(third, torch.cat([rois[3:], gt]))
-    capped, _ = select_stage_rois(rois, gt, 0.5, 2, append_gt=True)
+    capped, _ = select_matched_rois(rois, gt, 0.5, append_gt=True, max_rois=2)
     assert len(capped) == 2
-    none, _ = select_stage_rois(rois, gt[:0], 0.5, 96, append_gt=True)
+    none, _ = select_matched_rois(rois, gt[:0], 0.5, append_gt=True, max_rois=96)
     assert none.shape == (0, 4)
 
 

@@ -4,12 +4,15 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou, roi_align
 
 from pointdet.data.coco import CocoDataset
 from pointdet.evaluation import evaluate_coco, masks_to_coco
-from pointdet.models.heads import MaskHead
+from pointdet.models.roi_heads.mask import MaskHead
 from pointdet.ops.masks import crop_masks, paste_masks
 from pointdet.structures import Detections, Instances
+from pointdet.targets.roi_sampling import select_matched_rois
 
 from .conftest import shared_data
 
@@ -66,6 +69,43 @@ def test_mask_head_trains_on_matched_proposals_only():
     assert loss.item() < 0.1 * alone.item()
     dets = head.predict(features, [Detections(inst.boxes, torch.ones(1), inst.labels)])
     assert dets[0].masks.shape == (1, 28, 28) and dets[0].masks[0, 2:-2, 2:-2].min() > 0.9  # soft at the border
+
+
+def test_mask_loss_trains_on_the_proposal_at_iou_0_6_and_the_gt_and_equals_a_hand_computed_bce():
+    """The shared matching keeps the proposal at IoU 0.6 and the appended GT, drops the one at 0.4; the loss is
+    recomputed here from torchvision's ``roi_align`` (features at stride 4, half-pixel aligned; the GT mask in image
+    pixels) and the binary cross-entropy written out."""
+    torch.manual_seed(0)
+    head = MaskHead(8, num_classes=3, stride=4, hidden=16)
+    feature = torch.randn(1, 8, 16, 16)
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 8:40, 8:44] = 1
+    gt = torch.tensor([[8.0, 8, 48, 48]])
+    inst = Instances(gt, torch.tensor([2]), torch.zeros(1, 0, 3), masks=masks)
+    proposals = torch.tensor([[8.0, 8, 48, 32], [8.0, 8, 48, 24]])
+    assert torch.allclose(box_iou(proposals, gt)[:, 0], torch.tensor([0.6, 0.4]))
+    rois, matched = select_matched_rois(proposals, gt, 0.5, append_gt=True)
+    expected_rois = torch.cat([proposals[:1], gt])
+    assert torch.equal(rois, expected_rois) and matched.tolist() == [0, 0]
+
+    loss = head.loss([feature], [proposals], [inst])["loss_mask"]
+    pooled = roi_align(feature, [expected_rois], 14, spatial_scale=0.25, sampling_ratio=2, aligned=True)
+    logits = head.predictor(F.relu(head.upsample(head.convs(pooled))))[:, 2]  # the GT's class, 2
+    targets = roi_align(masks[None].float(), [expected_rois], 28)[:, 0]  # the GT mask resampled inside each RoI
+    bce = -(targets * F.logsigmoid(logits) + (1 - targets) * F.logsigmoid(-logits)).mean()
+    assert loss.item() == pytest.approx(bce.item(), rel=1e-5)
+    with_all = torch.cat([proposals, gt])
+    pooled_all = roi_align(feature, [with_all], 14, spatial_scale=0.25, sampling_ratio=2, aligned=True)
+    logits_all = head.predictor(F.relu(head.upsample(head.convs(pooled_all))))[:, 2]
+    targets_all = roi_align(masks[None].float(), [with_all], 28)[:, 0]
+    assert loss.item() != pytest.approx(F.binary_cross_entropy_with_logits(logits_all, targets_all).item())
+
+
+def test_mask_head_state_dict_keeps_its_checkpoint_names():
+    """Pooling moved into a parameter-free ``MapRoIPooler``: the saved names (checkpoints, the converter) stay."""
+    names = set(MaskHead(8, num_classes=2, hidden=16).state_dict())
+    convs = {f"convs.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")}
+    assert names == convs | {f"{m}.{p}" for m in ("upsample", "predictor") for p in ("weight", "bias")}
 
 
 def test_mask_head_needs_ground_truth_masks():

@@ -39,7 +39,6 @@ from pointdet.models.heads import (
     CenterNetHead,
     CornerHead,
     LSNetHead,
-    MaskHead,
     Mono3DHead,
     PoseHead,
     RepPointsHead,
@@ -50,6 +49,7 @@ from pointdet.models.heads.reppoints_v2 import VERIFICATION_CHANNELS, RepPointsV
 from pointdet.models.init_from import initialise_from
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.models.roi_heads.cpm import PLAIN_GRID_MAPPING, CPMRoIHeads
+from pointdet.models.roi_heads.mask import MaskHead
 from pointdet.models.two_stage import TwoStageDetector
 from pointdet.structures import FeatureShape
 from pointdet.targets.lsnet_tasks import landmark_task

@@ -1,4 +1,5 @@
-"""Grid R-CNN (Plus) point targets and the RoI sampling of CPM R-CNN (METHODS.md CARD 6 (b)).
+"""Grid R-CNN (Plus) point targets and CPM R-CNN's ISM targets (METHODS.md CARD 6 (b)); the RoI sampling is
+``pointdet.targets.roi_sampling``.
 
 Nine grid points per box, point ``j`` at column ``j // 3`` and row ``j % 3`` of a 3x3 grid over the box. A
 heatmap refers to the RoI expanded about its centre by the stage's *mapping ratio* m (2, 1.5, 1.25 in the cascade;
@@ -7,14 +8,13 @@ whose origin is ``14 * (column, row)`` (Grid R-CNN Plus). Positives are the pixe
 point on the 56x56 map (a plus shape).
 
 Facts derived from zhubinQAQ/CPM-R-CNN ``pet/rcnn/modeling/grid_rcnn/loss.py`` (``prepare_target``,
-``subsample``, ``prepare_iou_target``) as summarised in METHODS.md CARD 6; no code of theirs was copied.
+``prepare_iou_target``) as summarised in METHODS.md CARD 6; no code of theirs was copied.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, Matcher
 from torchvision.ops import box_iou
 
 GRID_POINTS = 9
@@ -83,66 +83,7 @@ def build_grid_targets(rois: Tensor, gt_boxes: Tensor, mapping_ratio: float) -> 
     return crop_subregions(virtual * valid[:, None, None, None])
 
 
-def match_rois(rois: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """(R, 4) RoIs and (M, 4) GT boxes -> (R,) best IoU and (R,) index of the best GT (0 where M = 0)."""
-    if len(gt_boxes) == 0:
-        zeros = rois.new_zeros(len(rois))
-        return zeros, zeros.long()
-    return box_iou(rois, gt_boxes).max(dim=1)
-
-
-def sample_rois(
-    rois: Tensor, gt_boxes: Tensor, gt_labels: Tensor, matcher: Matcher, sampler: BalancedPositiveNegativeSampler
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Faster R-CNN's RoI sampling of one image: match (IoU >= fg threshold, else background), then draw a batch
-    with a bounded positive fraction.
-
-    Args:
-        rois: (R, 4) candidate boxes (proposals with the GT boxes appended).
-        gt_boxes: (M, 4); gt_labels: (M,) contiguous ids ``0..C-1``.
-        matcher: torchvision ``Matcher`` (fg and bg thresholds).
-        sampler: torchvision ``BalancedPositiveNegativeSampler`` (batch size, positive fraction).
-
-    Returns:
-        (S,) indices into ``rois`` of the sampled RoIs, (S,) their labels (``1 + class``, 0 = background) and (S,)
-        the index of their matched GT (meaningful for positives only).
-    """
-    if len(gt_boxes) == 0:
-        labels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
-        matched = torch.zeros_like(labels)
-    else:
-        matches = matcher(box_iou(gt_boxes, rois))  # (R,) GT index, or BELOW_LOW / BETWEEN_THRESHOLDS
-        matched = matches.clamp(min=0)
-        labels = gt_labels[matched] + 1
-        labels[matches == Matcher.BELOW_LOW_THRESHOLD] = 0
-        labels[matches == Matcher.BETWEEN_THRESHOLDS] = -1  # ignored
-    positive, negative = sampler([labels])
-    chosen = torch.where(positive[0] | negative[0])[0]
-    return chosen, labels[chosen], matched[chosen]
-
-
-def select_stage_rois(
-    rois: Tensor, gt_boxes: Tensor, iou_threshold: float, max_rois: int, append_gt: bool
-) -> tuple[Tensor, Tensor]:
-    """The training RoIs of one cascade stage in one image: the previous stage's boxes (plus the GT boxes when
-    ``append_gt``) whose IoU with their best GT is >= ``iou_threshold``, at most ``max_rois`` drawn at random.
-
-    Args:
-        rois: (R, 4) the previous stage's boxes (detached), or the classification branch's sampled RoIs.
-        gt_boxes: (M, 4).
-
-    Returns:
-        (S, 4) kept RoIs and (S,) the index of their matched GT.
-    """
-    candidates = torch.cat([rois, gt_boxes]) if append_gt else rois
-    iou, matched = match_rois(candidates, gt_boxes)
-    keep = torch.where(iou >= iou_threshold)[0] if len(gt_boxes) else iou.new_zeros(0, dtype=torch.int64)
-    if len(keep) > max_rois:
-        keep = keep[torch.randperm(len(keep), device=keep.device)[:max_rois]]
-    return candidates[keep], matched[keep]
-
-
 def iou_targets(rois: Tensor, gt_boxes: Tensor) -> Tensor:
     """ISM targets: (R, 4) RoIs -> (R, 2) ``[1 - IoU, IoU]`` with their best-matching GT (IoU 0 without GT)."""
-    iou, _ = match_rois(rois, gt_boxes)
+    iou = box_iou(rois, gt_boxes).max(dim=1).values if len(gt_boxes) else rois.new_zeros(len(rois))
     return torch.stack([1 - iou, iou], dim=1)

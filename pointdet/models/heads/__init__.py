@@ -3,7 +3,6 @@
 from pointdet.models.heads.centernet import CenterNetHead, CenterNetOutputs
 from pointdet.models.heads.corner import CornerHead
 from pointdet.models.heads.lsnet import LSNetHead, LSNetOutputs
-from pointdet.models.heads.mask import MaskHead
 from pointdet.models.heads.mono3d import Mono3DHead, Mono3DOutputs
 from pointdet.models.heads.pose import PoseHead, PoseOutputs
 from pointdet.models.heads.reppoints import RepPointsHead, RepPointsOutputs
@@ -15,7 +14,6 @@ __all__ = [
     "CornerHead",
     "LSNetHead",
     "LSNetOutputs",
-    "MaskHead",
     "Mono3DHead",
     "Mono3DOutputs",
     "PoseHead",

@@ -15,14 +15,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, Matcher
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 from torchvision.ops import clip_boxes_to_image
 
 from pointdet.decoders.grid import CPMPostprocess, decode_grid_boxes, fused_score
 from pointdet.models.roi_heads.grid import GridBranch
 from pointdet.models.roi_heads.pooling import SAMPLING_RATIO, MLPClassifier, RoIPooler
 from pointdet.structures import Detections, Instances
-from pointdet.targets.grid import build_grid_targets, iou_targets, sample_rois, select_stage_rois
+from pointdet.targets.grid import build_grid_targets, iou_targets
+from pointdet.targets.roi_sampling import sample_rois, select_matched_rois, threshold_matcher
 
 CLASSIFIER_ROI = 7
 GRID_ROI = 14
@@ -85,7 +86,7 @@ class CPMRoIHeads(nn.Module):
         grid_features = 9 * point_channels * (GRID_ROI // 2) ** 2
         self.iou_scorer = MLPClassifier(grid_features, hidden, 2) if iou_scoring else None
         self.rescorer = MLPClassifier(pooled, hidden, num_classes + 1) if rescoring else None
-        self.matcher = Matcher(FOREGROUND_IOU, FOREGROUND_IOU, allow_low_quality_matches=False)
+        self.matcher = threshold_matcher(FOREGROUND_IOU)
         self.sampler = BalancedPositiveNegativeSampler(roi_batch, positive_fraction)
 
     def _classify(self, head: nn.Module, features: Sequence[Tensor], rois: list[Tensor], sizes: list) -> Tensor:
@@ -119,7 +120,9 @@ class CPMRoIHeads(nn.Module):
         final_rois, grid_features = stage_rois, None
         for stage, grid in enumerate(self.grids):
             picked = [
-                select_stage_rois(rois, inst.boxes, self.stage_ious[stage], self.max_grid_rois, append_gt=stage > 0)
+                select_matched_rois(
+                    rois, inst.boxes, self.stage_ious[stage], append_gt=stage > 0, max_rois=self.max_grid_rois
+                )
                 for rois, inst in zip(stage_rois, instances, strict=True)
             ]
             final_rois = [rois for rois, _ in picked]

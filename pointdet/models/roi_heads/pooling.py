@@ -1,4 +1,5 @@
-"""RoI feature pooling over FPN levels and the two-FC heads of the R-CNN branches."""
+"""RoI feature pooling (over FPN levels, or on one map of known stride) and the two-FC heads of the R-CNN
+branches."""
 
 from __future__ import annotations
 
@@ -7,15 +8,25 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign, RoIAlign
 
 SAMPLING_RATIO = 2  # bilinear samples per bin and axis (Detectron's and the CPM R-CNN code's)
 ROI_LEVELS = ("p2", "p3", "p4", "p5")  # RoIs are pooled from P2-P5 (Detectron's level mapping; P6 is RPN-only)
 
 
+def _pool_in_float32(pool: nn.Module, features: Tensor | dict[str, Tensor], boxes: list[Tensor], *args) -> Tensor:
+    """``pool(features, boxes, *args)`` in float32 outside autocast: torchvision has no CPU bfloat16 RoIAlign, and
+    boxes in bfloat16 would be rounded by 2-4 pixels at 256-1024 px."""
+    if isinstance(features, Tensor):
+        device, floats = features.device, features.float()
+    else:
+        device, floats = next(iter(features.values())).device, {name: f.float() for name, f in features.items()}
+    with torch.autocast(device.type, enabled=False):
+        return pool(floats, [b.float() for b in boxes], *args)
+
+
 class RoIPooler(nn.Module):
-    """torchvision ``MultiScaleRoIAlign`` on the named pyramid maps, run in float32 outside autocast (torchvision
-    has no CPU bfloat16 RoIAlign, and bfloat16 boxes would be rounded by pixels).
+    """torchvision ``MultiScaleRoIAlign`` on the named pyramid maps, in float32 (``_pool_in_float32``).
 
     Args:
         level_names: names of the maps the detector passes (its ``feature_shapes`` names), finest first.
@@ -31,9 +42,27 @@ class RoIPooler(nn.Module):
 
     def forward(self, features: Sequence[Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
         """Maps in ``level_names`` order and B lists of (N_b, 4) xyxy boxes -> (ΣN_b, D, S, S)."""
-        named = {name: f.float() for name, f in zip(self.level_names, features, strict=True)}
-        with torch.autocast(features[0].device.type, enabled=False):
-            return self.pool(named, [b.float() for b in boxes], image_sizes)
+        named = dict(zip(self.level_names, features, strict=True))
+        return _pool_in_float32(self.pool, named, boxes, image_sizes)
+
+
+class MapRoIPooler(nn.Module):
+    """torchvision ``RoIAlign`` on one feature map of known stride, half-pixel aligned (``aligned=True``), in float32
+    (``_pool_in_float32``). (``MultiScaleRoIAlign`` is not aligned and infers the stride from the image size.)
+
+    Args:
+        stride: input pixels per feature pixel.
+        output_size: side of the pooled features.
+        sampling_ratio: bilinear samples per bin and axis.
+    """
+
+    def __init__(self, stride: int, output_size: int, sampling_ratio: int = SAMPLING_RATIO) -> None:
+        super().__init__()
+        self.pool = RoIAlign(output_size, 1 / stride, sampling_ratio, aligned=True)
+
+    def forward(self, feature: Tensor, boxes: list[Tensor]) -> Tensor:
+        """(B, D, H, W) map and B lists of (N_b, 4) xyxy input-pixel boxes -> (ΣN_b, D, S, S)."""
+        return _pool_in_float32(self.pool, feature, boxes)
 
 
 class MLPClassifier(nn.Module):

@@ -5,7 +5,8 @@ RoIAlign 14x14 on the last stack's stride-4 feature, four 3x3 conv + ReLU, a str
 class's map. Training RoIs are the detector's own top-scoring pairs (before soft-NMS) whose IoU with a
 ground-truth box is >= 0.5, plus the ground-truth boxes themselves (Mask R-CNN's practice): with them the head
 trains from the first step, which replaces the paper's "pre-train detection for a few epochs" (whose length
-it does not give).
+it does not give). The matching and the pooling are the RoI pieces CPM R-CNN's heads use too
+(``pointdet.targets.roi_sampling.select_matched_rois``, ``pooling.MapRoIPooler``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, roi_align
 
+from pointdet.models.roi_heads.pooling import MapRoIPooler
 from pointdet.ops.masks import crop_masks
 from pointdet.structures import Detections, Instances
+from pointdet.targets.roi_sampling import select_matched_rois
 
 ROI_SIZE = 14
 MASK_SIZE = 2 * ROI_SIZE
@@ -38,7 +40,7 @@ class MaskHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, stride: int = 4, hidden: int = 256) -> None:
         super().__init__()
-        self.stride = stride
+        self.pooler = MapRoIPooler(stride, ROI_SIZE)
         layers: list[nn.Module] = []
         for index in range(4):
             layers += [nn.Conv2d(in_channels if index == 0 else hidden, hidden, 3, padding=1), nn.ReLU(inplace=True)]
@@ -51,16 +53,8 @@ class MaskHead(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
-        """Features [..., (B, D, H, W)] and B lists of (N_b, 4) xyxy input-pixel boxes -> (ΣN_b, C, 28, 28) logits.
-
-        RoIAlign runs in float32 outside autocast: torchvision has no CPU bfloat16 kernel for it, and boxes in
-        bfloat16 would be rounded by 2-4 pixels at 256-1024 px.
-        """
-        feature = features[-1]
-        with torch.autocast(feature.device.type, enabled=False):
-            pooled = roi_align(
-                feature.float(), [b.float() for b in boxes], ROI_SIZE, 1 / self.stride, sampling_ratio=2, aligned=True
-            )
+        """Features [..., (B, D, H, W)] and B lists of (N_b, 4) xyxy input-pixel boxes -> (ΣN_b, C, 28, 28) logits."""
+        pooled = self.pooler(features[-1], boxes)
         return self.predictor(F.relu(self.upsample(self.convs(pooled))))
 
     def loss(self, features: list[Tensor], proposals: list[Tensor], instances: list[Instances]) -> dict[str, Tensor]:
@@ -79,16 +73,11 @@ class MaskHead(nn.Module):
                     "the mask head needs ground-truth masks: load the dataset with masks (model.mask_head=true "
                     "does this for COCO data with 'segmentation' fields)"
                 )
-            candidates = torch.cat([boxes.to(inst.boxes), inst.boxes])
-            if len(inst) == 0:
-                rois.append(candidates[:0])
-                continue
-            best_iou, match = box_iou(candidates, inst.boxes).max(dim=1)
-            positive = best_iou >= POSITIVE_IOU
-            rois.append(candidates[positive])
-            labels.append(inst.labels[match[positive]])
-            targets.append(crop_masks(inst.masks, candidates[positive], match[positive], MASK_SIZE))
-        if not labels:  # no objects: a zero loss still connected to every parameter (DDP expects their gradients)
+            image_rois, matched = select_matched_rois(boxes.to(inst.boxes), inst.boxes, POSITIVE_IOU, append_gt=True)
+            rois.append(image_rois)
+            labels.append(inst.labels[matched])
+            targets.append(crop_masks(inst.masks, image_rois, matched, MASK_SIZE))
+        if sum(len(r) for r in rois) == 0:  # no objects: a zero loss still connected to every parameter (DDP)
             empty = [features[-1].new_zeros(1, 4)] + [features[-1].new_zeros(0, 4)] * (len(rois) - 1)
             return {"loss_mask": self(features, empty).sum() * 0.0}
         logits = self(features, rois)
