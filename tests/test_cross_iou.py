@@ -93,3 +93,34 @@ def test_cross_iou_loss_gradcheck(aggregation):
     else:
         function = lambda p, b: cross_iou_loss(p, target, aggregation, b, gt_boxes, groups=3)  # noqa: E731
         assert torch.autograd.gradcheck(function, (pred, pred_boxes))
+
+
+def test_vector_aggregation_with_invisible_vectors_hand_computed():
+    target = softened_targets(torch.tensor([[[3.0, -2.0], [0.0, 5.0]]]))  # [2, .4, .6, 3], [1, 5, 0, 0]
+    pred = torch.tensor([[[1.0, 1.0, 1.0, 1.0], [0.0, 4.0, 1.0, 0.0]]])
+    # the first vector invisible counts 0, the last (the centre) is always kept; divided by the 2 ratios
+    hidden = cross_iou(pred, target, "vector", visible=torch.zeros(1, 1)).item()
+    assert hidden == pytest.approx((0.0 + 4 / 7) / 2)
+    assert cross_iou(pred, target, "vector", visible=torch.ones(1, 1)).item() == pytest.approx((3 / 7 + 4 / 7) / 2)
+
+
+def test_a_zero_offset_axis_has_no_keypoint_gradient_but_a_vector_one():
+    """A keypoint straight above the anchor (dx = 0, dy = -10: target [10, 2, 0, 0]) predicted with its y components
+    right and both x components 3 (the hedge between left and right): the ``keypoint`` aggregation's x ratio is
+    0 / 6 = 0 whatever the x components, so they get no gradient and keep decoding 3 px off; the ``vector`` ratio
+    (10 + 2) / (10 + 2 + 3 + 3) = 2 / 3 pulls each down with d loss / d p = 12 / 18² = 1 / 27."""
+    target = softened_targets(torch.tensor([[[0.0, -10.0]]]))
+    for aggregation, loss_value, x_gradient in (("keypoint", 0.5, 0.0), ("vector", 1 / 3, 1 / 27)):
+        pred = torch.tensor([[[10.0, 2.0, 3.0, 3.0]]], dtype=torch.float64, requires_grad=True)
+        loss = cross_iou_loss(pred, target.double(), aggregation)
+        loss.sum().backward()
+        assert loss.item() == pytest.approx(loss_value)
+        assert pred.grad[0, 0, 2:].tolist() == pytest.approx([x_gradient, x_gradient])
+
+
+def test_vector_aggregation_with_visibility_gradcheck():
+    torch.manual_seed(0)
+    pred = (torch.rand(3, 10, 4, dtype=torch.float64) + 0.1).requires_grad_()
+    target = softened_targets(torch.randn(3, 10, 2, dtype=torch.float64) * 3)
+    visible = torch.tensor([[1.0] * 9, [0.0] * 9, [1.0, 0.0] * 4 + [2.0]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: cross_iou_loss(p, target, "vector", visible=visible), (pred,))

@@ -105,6 +105,30 @@ def test_keypoint_loss_ignores_invisible_keypoints_and_weighs_the_box_branch_a_t
     torch.testing.assert_close(perfect, torch.tensor([2 / 10]))  # 2 of the 10 per-axis ratios are invisible
 
 
+def test_vector_aggregation_option_scores_each_keypoint_vector_as_a_whole():
+    """``Keypoints(aggregation="vector")`` (``model.pose_aggregation=vector``): one ratio per keypoint vector, the
+    invisible one 0, plus the same box branch; the config builds it and rejects it outside pose."""
+    torch.manual_seed(0)
+    task = Keypoints(4, PAIRS, "object", aggregation="vector")
+    gt, landmarks = task.ground_truth_landmarks(person())
+    anchor = torch.tensor([[[26.0, 33.0]]])
+    pred = torch.rand(1, 10, 4) * 20 + 0.1
+    target = softened_targets(landmarks[..., :2] - anchor)
+    vector = cross_iou_loss(pred[:, :5], target[:, :5], "vector", visible=torch.tensor([[2.0, 2.0, 1.0, 0.0]]))
+    official = Keypoints(4, PAIRS, "object").landmark_loss(pred, landmarks, anchor, gt.boxes, box_penalty=True)
+    keypoint = cross_iou_loss(pred[:, :5], target[:, :5], "keypoint", visible=torch.tensor([[2.0, 2.0, 1.0, 0.0]]))
+    loss = task.landmark_loss(pred, landmarks, anchor, gt.boxes, box_penalty=True)
+    torch.testing.assert_close(loss - vector, official - keypoint)  # the same box-branch term
+    assert not torch.allclose(vector, keypoint)
+    config = LSNetConfig(backbone="resnet18", channels=32, stacked_convs=1, tower="conv", task="pose")
+    model = build_model(replace(config, pose_aggregation="vector"), 1, 4, PAIRS, with_backbone_weights=False)
+    assert model.head.task.aggregation == model.postprocess.task.aggregation == "vector"
+    with pytest.raises(ConfigError, match="pose_aggregation"):
+        LSNetConfig(pose_aggregation="vector")
+    with pytest.raises(ValueError, match="aggregation"):
+        Keypoints(4, PAIRS, aggregation="bbox")
+
+
 def _decoded(pred, anchor):
     from pointdet.losses.cross_iou import decode_components
 

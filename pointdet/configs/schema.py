@@ -413,6 +413,8 @@ class LSNetConfig(FPNBackboneConfig):
         pose_box: pose only: ``object`` (obj-box: assignment on the annotated box, a second branch regresses its
             border centres, detections take that box; its cross-IoU weighs 0.1 / 0.2) or ``keypoints`` (kps-box: the
             box is the visible keypoints' extent; objects without a visible keypoint are never positive).
+        pose_aggregation: pose only: the keypoints' cross-IoU aggregation, ``keypoint`` (a ratio per vector and
+            axis, the official code's) or ``vector`` (a ratio per vector over its 4 components, the paper's formula).
         tower: head towers of ``dcn`` (DCNv2 3x3 + GN + ReLU, LSNet) or ``conv`` (plain 3x3 convs, faster).
         landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet), ``single`` (level l only) or
             ``none`` (no landmark DCN: the refine stage and the classifier read a 3x3 conv of the tower): the paper's
@@ -463,6 +465,7 @@ class LSNetConfig(FPNBackboneConfig):
     method: Literal["lsnet"] = "lsnet"
     task: Literal["detection", "segmentation", "pose"] = "detection"
     pose_box: Literal["object", "keypoints"] = "object"
+    pose_aggregation: Literal["keypoint", "vector"] = "keypoint"
     tower: Literal["dcn", "conv"] = "dcn"
     landmark_features: Literal["pyramid", "single", "none"] = "pyramid"
     box_penalty: bool = True
@@ -497,6 +500,10 @@ class LSNetConfig(FPNBackboneConfig):
         check_ranges(self)
         if self.pose_box != "object" and self.task != "pose":
             raise ConfigError(f"model.pose_box={self.pose_box} applies to model.task=pose (task is {self.task})")
+        if self.pose_aggregation != "keypoint" and self.task != "pose":
+            raise ConfigError(
+                f"model.pose_aggregation={self.pose_aggregation} applies to model.task=pose (task is {self.task})"
+            )
         if self.init_loss != "cross_iou" and self.task != "detection":
             raise ConfigError(
                 f"model.init_loss={self.init_loss} is the extreme-point ablation: it needs model.task=detection"

@@ -14,7 +14,8 @@ official code (cross_iou_loss.py) aggregates per task, which is the default here
 - ``polygon``: the vectors split into ``groups`` interleaved groups (``i::groups``), one ratio per group, averaged;
 - ``keypoint``: one ratio per vector and axis (2 components), invisible vectors multiplied by 0, the sum divided
   by the number of ratios (the centre, the last vector, always kept);
-- ``vector``: one ratio per vector, averaged (the paper's formula).
+- ``vector``: one ratio per vector (its 4 components), averaged (the paper's formula); with ``visible``, invisible
+  vectors count 0 as in ``keypoint``.
 
 The code's extra CIoU-style penalty (``bbox`` and ``polygon``; App. A #12) is ``box_penalty``: with the boxes of
 the prediction and of the GT, ``loss = 1 - (cIoU - (rho²/c² + v²/(1 - cIoU + v)))``. Everything here is
@@ -73,7 +74,8 @@ def cross_iou(
         target: (Q, V, 4) softened targets (``softened_targets``).
         aggregation: one of ``AGGREGATIONS`` (module docstring).
         groups: interleaved vector groups of ``polygon``.
-        visible: (Q, V - 1) visibility of all vectors but the last (the centre), for ``keypoint``; None = all.
+        visible: (Q, V - 1) visibility of all vectors but the last (the centre), for ``keypoint`` and ``vector``;
+            None = all.
 
     Returns:
         (Q,) cross-IoU in [0, 1].
@@ -84,7 +86,8 @@ def cross_iou(
     if aggregation == "bbox":
         return low.sum(dim=(1, 2)) / high.sum(dim=(1, 2)).clamp(min=EPS)
     if aggregation == "vector":
-        return (low.sum(dim=2) / high.sum(dim=2).clamp(min=EPS)).mean(dim=1)
+        per_vector = low.sum(dim=2) / high.sum(dim=2).clamp(min=EPS)  # (Q, V)
+        return _visible_mean(per_vector[..., None], visible)
     if aggregation == "polygon":
         groups = min(groups, pred.shape[1])  # no empty group (37 vectors in 9 groups in the code)
         ratios = [
@@ -93,11 +96,17 @@ def cross_iou(
         return torch.stack(ratios, dim=1).mean(dim=1)
     if aggregation == "keypoint":
         per_axis = low.unflatten(-1, (2, 2)).sum(-1) / high.unflatten(-1, (2, 2)).sum(-1).clamp(min=EPS)  # (Q, V, 2)
-        if visible is not None:
-            keep = torch.cat([(visible > 0).to(per_axis.dtype), per_axis.new_ones(len(per_axis), 1)], dim=1)
-            per_axis = per_axis * keep[..., None]
-        return per_axis.flatten(1).mean(dim=1)
+        return _visible_mean(per_axis, visible)
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+
+
+def _visible_mean(ratios: Tensor, visible: Tensor | None) -> Tensor:
+    """(Q, V, R) ratios -> (Q,): invisible vectors (``visible`` (Q, V - 1) <= 0; the last vector always kept) count
+    as 0, and the sum is divided by the number of all ratios (the code's ``keypoint`` normalisation)."""
+    if visible is not None:
+        keep = torch.cat([(visible > 0).to(ratios.dtype), ratios.new_ones(len(ratios), 1)], dim=1)
+        ratios = ratios * keep[..., None]
+    return ratios.flatten(1).mean(dim=1)
 
 
 def box_penalty(overlap: Tensor, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:

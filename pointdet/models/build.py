@@ -131,7 +131,7 @@ def build_postprocess(
     if isinstance(config, RepPointsConfig):
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, LSNetConfig):
-        task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box)
+        task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation)
         return LSNetPostprocess(
             task, config.score_threshold, config.nms_iou, config.pre_nms, stage=config.decode_stage,
             joint_inference=config.joint_inference,
@@ -317,8 +317,9 @@ def _build_lsnet(
     if config.task == "pose" and not num_joints:
         raise ConfigError("model.task=pose needs keypoints: the data set's categories define none")
     backbone, neck = _fpn_backbone(config, weights)
+    task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation)
     head = LSNetHead(
-        config.channels, num_classes, task=landmark_task(config.task, num_joints, flip_pairs, config.pose_box),
+        config.channels, num_classes, task=task,
         strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
         channels=config.channels, landmark_features=config.landmark_features, stacked_convs=config.stacked_convs,
         box_penalty=config.box_penalty, gradient_mul=config.gradient_mul, init_weight=config.init_weight,

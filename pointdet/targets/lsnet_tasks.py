@@ -204,18 +204,22 @@ class Keypoints:
         count: keypoints per object (17 for COCO).
         flip_pairs: index pairs a horizontal flip swaps (left / right joints).
         box: ``object`` (obj-box) or ``keypoints`` (kps-box).
+        aggregation: cross-IoU aggregation of the keypoints (``losses.cross_iou``): ``keypoint``, one ratio per
+            vector and axis (the official code's), or ``vector``, one ratio per vector over its 4 components.
     """
 
     count: int = 17
     flip_pairs: tuple[tuple[int, int], ...] = ()
     box: PoseBox = "object"
+    aggregation: Aggregation = "keypoint"
     free_points: ClassVar[int] = 0
-    aggregation: ClassVar[Aggregation] = "keypoint"
     detection_field: ClassVar[str] = "keypoints"
 
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError(f"a pose task needs keypoints, got count={self.count}")
+        if self.aggregation not in ("keypoint", "vector"):
+            raise ValueError(f"a pose task's aggregation must be 'keypoint' or 'vector', got {self.aggregation!r}")
         if self.box not in ("object", "keypoints"):
             raise ValueError(f"box must be 'object' or 'keypoints', got {self.box!r}")
         if any(not (0 <= i < self.count and 0 <= j < self.count) for i, j in self.flip_pairs):
@@ -270,7 +274,7 @@ class Keypoints:
         pose = self.count + 1
         visible = gt_landmarks[:, : self.count, 2]
         loss = landmark_cross_iou(
-            pred[:, :pose], gt_landmarks[:, :pose, :2], anchors, gt_boxes, "keypoint", None, visible
+            pred[:, :pose], gt_landmarks[:, :pose, :2], anchors, gt_boxes, self.aggregation, None, visible
         )
         if self.box_branch_vectors:
             boxes_of = boxes_from_extremes if box_penalty else None
@@ -302,13 +306,18 @@ def visible_extent(keypoints: Tensor) -> Tensor:
 
 
 def landmark_task(
-    task: str, num_joints: int = 0, flip_pairs: Sequence[tuple[int, int]] = (), pose_box: PoseBox = "object"
+    task: str,
+    num_joints: int = 0,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    pose_box: PoseBox = "object",
+    pose_aggregation: Aggregation = "keypoint",
 ) -> LandmarkTask:
-    """The landmark task of an LSNet config's ``model.task``; pose reads the data set's keypoints and ``pose_box``."""
+    """The landmark task of an LSNet config's ``model.task``; pose reads the data set's keypoints, ``pose_box`` and
+    ``pose_aggregation``."""
     pairs = tuple((int(i), int(j)) for i, j in flip_pairs)
     tasks = {
         "detection": ExtremePoints,
         "segmentation": Contours,
-        "pose": partial(Keypoints, num_joints, pairs, pose_box),
+        "pose": partial(Keypoints, num_joints, pairs, pose_box, pose_aggregation),
     }
     return tasks[task]()
