@@ -119,6 +119,7 @@ OUT_OF_RANGE = [
     ("dense_reppoints_v2_shapes", "model.contour_offset_weight", -1.0, ">= 0"),
     ("dense_reppoints_v2_shapes", "model.contour_threshold", 1.5, "in [0, 1]"),
     ("dense_reppoints_v2_shapes", "model.mask_size", 1, ">= 2"),
+    ("dense_reppoints_v2_shapes", "model.band_distance", -1.0, ">= 0"),
     ("cpm_rcnn_shapes", "model.stage_ious", [0.5, 1.6, 0.7], "a non-empty list of numbers in [0, 1]"),
     ("cpm_rcnn_shapes", "model.stage_weights", [1, -0.5, 0.25], "a non-empty list of numbers >= 0"),
     ("cpm_rcnn_shapes", "model.max_grid_rois", 0, ">= 1"),

@@ -13,10 +13,15 @@ from pointdet.decoders.dense_reppoints_v2 import DenseRepPointsV2Postprocess, co
 from pointdet.losses import chamfer_distance
 from pointdet.models.build import build_model
 from pointdet.models.heads.dense_reppoints_v2 import DenseRepPointsV2Head, DenseRepPointsV2Outputs
-from pointdet.ops.masks import instance_masks, point_set_masks
+from pointdet.ops.masks import instance_masks, point_set_hulls, point_set_masks
 from pointdet.ops.priors import level_points
-from pointdet.structures import Detections
-from pointdet.targets.dense_reppoints_v2 import contour_image_targets
+from pointdet.structures import Detections, Instances
+from pointdet.targets.dense_reppoints_v2 import (
+    band_point_sets,
+    contour_image_targets,
+    contour_point_sets,
+    point_mask_labels,
+)
 
 from .helpers import overfit_four_shapes
 
@@ -114,6 +119,87 @@ def test_masks_from_the_points_of_a_hand_made_square_fill_the_square():
     assert torch.allclose(left[:, :8], torch.ones(20, 8)) and torch.all(left[:, 16:] <= 0.35 + 1e-6)
 
 
+def _disk(radius: float = 20.0, centre: float = 32.0, size: int = 64) -> torch.Tensor:
+    """(1, size, size) uint8 mask of the pixels whose centre lies within ``radius`` of ``(centre, centre)``."""
+    rows = torch.arange(size) + 0.5
+    inside = (rows[None, :] - centre) ** 2 + (rows[:, None] - centre) ** 2 <= radius**2
+    return inside.to(torch.uint8)[None]
+
+
+def test_band_targets_of_a_disk_lie_on_both_sides_of_its_contour_within_the_band():
+    """The disk of radius 20 in its box [12, 52]^2: a cell of the 56 grid is 40 / 56 px, the band reaches 2 cells
+    beyond the 2-px boundary, so every point lies within (2 + 1.5) cells (2.5 px) of the circle (with the crop's
+    staircase), about half of them inside the mask; 81 points of a band of K > 81 cells are 81 distinct cells."""
+    torch.manual_seed(0)
+    masks, box = _disk(), torch.tensor([[12.0, 12.0, 52.0, 52.0]])
+    points = band_point_sets(masks, box, 81)
+    assert points.shape == (1, 81, 2)
+    radii = (points[0] - 32.0).norm(dim=1)
+    assert torch.all((radii - 20.0).abs() <= 3.5 * 40 / 56 + 0.5)
+    labels = point_mask_labels(points, masks, torch.zeros(1, dtype=torch.long))[0]
+    assert 0.25 < labels.mean().item() < 0.75
+    cells = ((points[0] - 12.0) / (40 / 56)).floor()
+    assert len(torch.unique(cells, dim=0)) == 81
+
+
+def test_band_targets_of_a_box_filling_square_run_along_the_inside_of_its_box():
+    """A mask that fills its box has its boundary at the box's sides (outside the box is background): the points
+    lie inside the box, within 1 + 2 cells (+ the cell itself) of a side; with more points than band cells every
+    cell is drawn at least ``count // K`` times."""
+    torch.manual_seed(0)
+    masks = torch.zeros(1, 40, 40, dtype=torch.uint8)
+    masks[0, 10:31, 10:31] = 1
+    box = torch.tensor([[10.0, 10.0, 31.0, 31.0]])
+    points = band_point_sets(masks, box, 2000, distance=2.0)[0]
+    assert torch.all((points >= 10.0) & (points <= 31.0))
+    to_side = torch.minimum(points - 10.0, 31.0 - points).amin(dim=1)
+    assert torch.all(to_side <= 4 * 21 / 56 + 1e-4)
+    assert point_mask_labels(points[None], masks, torch.zeros(1, dtype=torch.long)).min() == 1
+
+
+def test_gt_points_of_a_disk_give_back_the_disk_through_each_mask_rule():
+    """GT encoded then decoded: the disk's 81 contour points through the hull rule (polygon rasterised on the image)
+    and its 81 band points, valued by their GT labels, through the triangulation rule (interpolated on the 56 grid,
+    pasted). The hull is near exact; the triangulation of 81 points is coarse (its cap on the shapes, README)."""
+    torch.manual_seed(0)
+    masks, box = _disk(), torch.tensor([[12.0, 12.0, 52.0, 52.0]])
+    index, truth = torch.zeros(1, dtype=torch.long), masks[0].bool()
+
+    def iou_of(detections: Detections) -> float:
+        pasted = instance_masks(detections, 64, 64)[0]
+        return ((pasted & truth).sum() / (pasted | truth).sum()).item()
+
+    angles = torch.arange(48) * 2 * math.pi / 48
+    polygon = 32.0 + 20.0 * torch.stack([angles.cos(), angles.sin()], dim=1)
+    instances = Instances(box, index, torch.zeros(1, 0, 3), masks=masks, polygons=[[polygon]])
+    contour = contour_point_sets(instances, 81)
+    hull = point_set_hulls(contour, torch.ones(1, 81), box)
+    assert iou_of(Detections(box, torch.ones(1), index, contours=hull)) > 0.97
+    band = band_point_sets(masks, box, 81)
+    values = point_mask_labels(band, masks, index)
+    assert iou_of(Detections(box, torch.ones(1), index, masks=point_set_masks(band, values, box, 56))) > 0.8
+
+
+def test_hull_rule_on_a_hand_made_square_keeps_the_corners_drops_zero_valued_points_and_falls_back_to_the_box():
+    """The corners of [10, 30]^2 plus inner points, an outer point of value 0: the hull is the square (its 4
+    corners, the last repeated to K + 4 vertices) and rasterises to it; 2 points have no hull: the box stands in."""
+    inner = torch.tensor([[15.0, 15.0], [20.0, 25.0], [25.0, 12.0]])
+    corners = torch.tensor([[10.0, 10.0], [30.0, 10.0], [30.0, 30.0], [10.0, 30.0]])
+    points = torch.cat([corners, inner, torch.tensor([[38.0, 20.0]])])[None]
+    values = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.5, 0.0]])
+    box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    hull = point_set_hulls(points, values, box)
+    assert hull.shape == (1, 12, 2)
+    assert {tuple(v) for v in hull[0].tolist()} == {tuple(v) for v in corners.tolist()}
+    detections = Detections(box, torch.ones(1), torch.zeros(1, dtype=torch.long), contours=hull)
+    square = instance_masks(detections, 40, 40)[0]
+    assert square[11:29, 11:29].all() and not square[:, 31:].any() and not square[:9].any()
+    fallback = point_set_hulls(points[:, :2], values[:, :2], box)
+    assert fallback.shape == (1, 6, 2) and {tuple(v) for v in fallback[0].tolist()} == {
+        tuple(v) for v in corners.tolist()
+    }
+
+
 def test_mask_score_is_the_mean_of_the_point_probabilities_above_one_half():
     logits = torch.logit(torch.tensor([[0.9, 0.7, 0.2, 0.5], [0.1, 0.3, 0.4, 0.5]]))
     assert mask_scores(logits).tolist() == pytest.approx([0.8, 0.0], abs=1e-5)
@@ -138,10 +224,20 @@ def test_presets_config_family_and_switches():
     lite0 = get_preset("reppoints_lite0_shapes")
     assert cpu.data == lite0.data and cpu.optim == lite0.optim and cpu.model.num_points == 81
     assert cpu.model.backbone == lite0.model.backbone and cpu.model.channels == 64
-    switched = apply_eval_overrides(cpu, ["model.contour_threshold=0.5", "model.joint_inference=false"])
+    assert (cpu.model.mask_rule, cpu.model.point_targets, cpu.model.band_distance) == ("hull", "contour", 2.0)
+    switched = apply_eval_overrides(
+        cpu, ["model.contour_threshold=0.5", "model.joint_inference=false", "model.mask_rule=triangulation"]
+    )
     postprocess = build_model(switched.model, 3, with_backbone_weights=False).postprocess
     assert isinstance(postprocess, DenseRepPointsV2Postprocess)
     assert postprocess.contour_threshold == 0.5 and not postprocess.joint_inference
+    assert postprocess.mask_rule == "triangulation"
+    with pytest.raises(ConfigError, match="mask_rule"):
+        apply_eval_overrides(cpu, ["model.mask_rule=alpha"])
+    with pytest.raises(ConfigError, match="fixed by the checkpoint"):
+        apply_eval_overrides(cpu, ["model.point_targets=band"])
+    band = build_model(apply_overrides(cpu, ["model.point_targets=band"]).model, 3, with_backbone_weights=False)
+    assert band.head.point_targets == "band" and band.head.band_distance == 2.0
     with pytest.raises(ConfigError, match="fixed by the checkpoint"):
         apply_eval_overrides(cpu, ["model.contour_verification=false"])
     with pytest.raises(ConfigError, match="needs the contour maps"):
@@ -171,7 +267,9 @@ def test_the_ablation_without_contour_verification_trains_and_decodes():
     model.eval()
     model.postprocess.score_threshold = 0.0
     (detections,) = model.predict(images, k=5)
-    assert detections.masks.shape == (len(detections), 56, 56) and len(detections) == 5
+    assert detections.contours.shape == (5, 2 * 81 + 4, 2) and detections.masks is None  # the hull rule
+    model.postprocess.mask_rule = "triangulation"
+    assert model.predict(images, k=5)[0].masks.shape == (5, 56, 56)
 
 
 def test_cli_dense_reppoints_v2_train_eval_predict_load_and_export_refusal(tiny_shapes, tmp_path, capsys):
@@ -192,12 +290,12 @@ def test_cli_dense_reppoints_v2_train_eval_predict_load_and_export_refusal(tiny_
     assert isinstance(predictor.model.head, DenseRepPointsV2Head)
     predictor.model.postprocess.score_threshold = 0.0  # 2 steps: every score is still near the prior
     (detections,) = predictor.predict(image, flip=True)
-    assert 0 < len(detections) <= 100 and detections.masks.shape[1:] == (56, 56)
+    assert 0 < len(detections) <= 100 and detections.contours.shape[1:] == (2 * 81 + 4, 2)
     size = tuple(read_image(image).shape[-2:])
     records = prediction_records(detections, 0, predictor.category_ids, predictor.class_names, size)
     assert records and all("counts" in record["segmentation"] for record in records)  # predict's JSON records
     json.dumps(records)
-    with pytest.raises(ValueError, match=r"Delaunay triangulation \(scipy.interpolate.griddata\), which has no ONNX"):
+    with pytest.raises(ValueError, match=r"convex hull or Delaunay interpolation \(scipy\), which has no ONNX"):
         export_onnx(predictor.model, tmp_path / "m.onnx", 64, 64)
 
 

@@ -331,9 +331,23 @@ class DenseRepPointsV2Config(RepPointsV2Config):
         joint_inference: add contour points above ``contour_threshold`` to the P4-P7 sets at test time.
         contour_threshold: 0.4 as the code (the default, METHODS.md App. A #17), 0.5 as the supplementary.
         mask_size: side of the box-relative grid the masks are interpolated on (56).
+        mask_rule: how a mask is made of the points (a decode option): ``hull``, the polygon of their convex hull
+            (the default; Dense RepPoints' hull inference); ``triangulation``, the code's interpolation of their mask
+            scores (``ops.masks.point_set_masks``), which with 81 points caps the shapes' mask AP near 40 (README).
+        point_targets: the GT point sets of the Chamfer loss: ``contour``, N points exactly on the contour (LSNet's
+            resampling; the default, the points the ``hull`` rule wants); ``band``, drawn at random from the band
+            within ``band_distance`` cells of the contour on a 56 x 56 grid over the box, both sides of it (the
+            code's ``distance_sample_pts``, the points its ``triangulation`` rule wants).
+        band_distance: half-width of the band beyond the contour, in cells of the 56 grid (2, the code's
+            ``dist_sample_thr``).
     """
 
-    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (*RepPointsV2Config.DECODE_OPTIONS, "contour_threshold", "mask_size")
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (
+        *RepPointsV2Config.DECODE_OPTIONS,
+        "contour_threshold",
+        "mask_size",
+        "mask_rule",
+    )
     RANGES: ClassVar[dict[str, Rule]] = {
         **RepPointsV2Config.RANGES,
         "num_groups": at_least(1),
@@ -346,6 +360,7 @@ class DenseRepPointsV2Config(RepPointsV2Config):
         "contour_offset_weight": at_least(0),
         "contour_threshold": fraction(),
         "mask_size": at_least(2),
+        "band_distance": at_least(0),
     }
 
     method: Literal["dense_reppoints_v2"] = "dense_reppoints_v2"
@@ -367,6 +382,9 @@ class DenseRepPointsV2Config(RepPointsV2Config):
     contour_offset_weight: float = 1.0
     contour_threshold: float = 0.4
     mask_size: int = 56
+    mask_rule: Literal["hull", "triangulation"] = "hull"
+    point_targets: Literal["band", "contour"] = "contour"
+    band_distance: float = 2.0
 
     def __post_init__(self) -> None:
         super().__post_init__()

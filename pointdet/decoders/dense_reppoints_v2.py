@@ -13,16 +13,19 @@ From Scalsol/RepPointsV2 ``dense_reppoints_v2_head.py`` (``_get_bboxes_single``)
    P3 (sets of P4, P5) or P4 (P6, P7); where the contour probability there exceeds ``contour_threshold`` the snapped
    point joins the set with value 0.5, a boundary value of the interpolation. The threshold is 0.4 in the code
    (the default) and 0.5 in the supplementary (METHODS.md App. A #17). P3 sets get no contour points.
-4. **Mask**: ``ops.masks.point_set_masks`` of the points (value: their mask probability) and the added contour
-   points, on a ``mask_size`` grid over the box; ``Detections.masks`` then pastes them into the image.
+4. **Mask** (``mask_rule``): ``triangulation``, the code's: ``ops.masks.point_set_masks`` of the points (value:
+   their mask probability) and the added contour points, on a ``mask_size`` grid over the box, which
+   ``Detections.masks`` then pastes into the image; ``hull`` (the default): the convex hull of the same points
+   (``ops.masks.point_set_hulls``) as ``Detections.contours``, rasterised on the image. With 81 points the
+   triangulation caps the shapes' mask AP near 40 even for perfect points (README), the hull does not.
 
 The flip test merges the mirrored pass (boxes and every point mapped back by ``x -> W - x``). There is no ONNX
-export: the masks come from scipy's Delaunay interpolation (``batched`` refuses, naming it).
+export: the masks come from scipy's convex hull or Delaunay interpolation (``batched`` refuses, naming it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -30,7 +33,7 @@ from torch import Tensor
 from pointdet.decoders.reppoints import RepPointsPostprocess, level_strides
 from pointdet.decoders.reppoints_v2 import snap_points
 from pointdet.decoders.tta import mirror_boxes
-from pointdet.ops.masks import point_set_masks
+from pointdet.ops.masks import point_set_hulls, point_set_masks
 from pointdet.structures import Detections
 
 if TYPE_CHECKING:
@@ -99,7 +102,8 @@ class DenseRepPointsV2Postprocess(RepPointsPostprocess):
         score_threshold, nms_iou, pre_nms: as ``RepPointsPostprocess`` (0.05, 0.6, 1000); boxes are ``minmax``.
         joint_inference: add contour points to the P4-P7 sets (on in the code); a decoding option.
         contour_threshold: contour probability that adds a point (0.4 code, 0.5 paper).
-        mask_size: side of the box-relative mask grid the points are interpolated on.
+        mask_size: side of the box-relative mask grid the points are interpolated on (``triangulation``).
+        mask_rule: ``hull`` (polygon of the points' convex hull) or ``triangulation`` (the code's interpolation).
     """
 
     def __init__(
@@ -110,9 +114,13 @@ class DenseRepPointsV2Postprocess(RepPointsPostprocess):
         joint_inference: bool = True,
         contour_threshold: float = 0.4,
         mask_size: int = 56,
+        mask_rule: Literal["hull", "triangulation"] = "hull",
     ) -> None:
         super().__init__("minmax", score_threshold, nms_iou, pre_nms)
+        if mask_rule not in ("hull", "triangulation"):
+            raise ValueError(f"mask_rule must be 'hull' or 'triangulation', got {mask_rule!r}")
         self.joint_inference, self.contour_threshold, self.mask_size = joint_inference, contour_threshold, mask_size
+        self.mask_rule = mask_rule
 
     def probabilities(self, outputs: DenseRepPointsV2Outputs) -> Tensor:
         """Class probability x mask score."""
@@ -148,11 +156,13 @@ class DenseRepPointsV2Postprocess(RepPointsPostprocess):
             len(boxes), 2 * num_points, 2
         )
         values = torch.cat([own[:, 2 * num_points :], added[:, 2 * num_points :]], dim=1)
+        if self.mask_rule == "hull":
+            return Detections(boxes[:, :4], scores, labels, contours=point_set_hulls(points, values, boxes[:, :4]))
         masks = point_set_masks(points, values, boxes[:, :4], self.mask_size)
         return Detections(boxes[:, :4], scores, labels, masks=masks)
 
     def batched(self, outputs: DenseRepPointsV2Outputs, flipped: DenseRepPointsV2Outputs | None = None, k: int = 100):
         raise ValueError(
-            "Dense RepPoints v2 cannot be exported to ONNX: its masks are interpolated from the scored point sets "
-            "over a Delaunay triangulation (scipy.interpolate.griddata), which has no ONNX operator"
+            "Dense RepPoints v2 cannot be exported to ONNX: its masks are made from the scored point sets by a "
+            "convex hull or Delaunay interpolation (scipy), which has no ONNX operator"
         )

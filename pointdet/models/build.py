@@ -123,6 +123,7 @@ def build_postprocess(
             config.joint_inference,
             config.contour_threshold,
             config.mask_size,
+            config.mask_rule,
         )
     if isinstance(config, RepPointsV2Config):
         return RepPointsV2Postprocess(
@@ -263,7 +264,8 @@ def _build_dense_reppoints_v2(config: DenseRepPointsV2Config, num_classes: int, 
         contour_verification=config.contour_verification, chamfer_init_weight=config.chamfer_init_weight,
         chamfer_refine_weight=config.chamfer_refine_weight, mask_score_weight=config.mask_score_weight,
         contour_heatmap_weight=config.contour_heatmap_weight, contour_offset_weight=config.contour_offset_weight,
-        foreground_weight=config.foreground_weight,
+        foreground_weight=config.foreground_weight, point_targets=config.point_targets,
+        band_distance=config.band_distance,
     )  # fmt: skip
     return Detector(
         backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)

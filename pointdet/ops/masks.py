@@ -5,6 +5,8 @@ interpolated point scores, CARD 5 §5.2)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
@@ -120,3 +122,41 @@ def point_set_masks(points: Tensor, values: Tensor, boxes: Tensor, size: int) ->
         interpolated = griddata(known, known_values, (grid_x, grid_y), method="linear", fill_value=0.0)
         masks[index] = interpolated
     return torch.from_numpy(masks).to(points.device)
+
+
+def point_set_hulls(points: Tensor, values: Tensor, boxes: Tensor) -> Tensor:
+    """Polygon masks of scored point sets: the convex hull of the points with a positive value (the same points the
+    triangulation rule ``point_set_masks`` interpolates), as closed polygons for ``rasterise_polygons``.
+
+    Dense RepPoints' hull inference for point sets on the contour (justimyhxu/Dense-RepPoints' README: "both the
+    concave hull and triangulation methods are supported"; here the convex hull, exact for convex objects). A set
+    with fewer than 3 such points, or all on a line, stands for its box.
+
+    Args:
+        points: (N, K, 2) xy image pixels.
+        values: (N, K) point values (0 drops a point).
+        boxes: (N, 4) xyxy boxes, the fallback.
+
+    Returns:
+        (N, K + 4, 2) hull vertices in order, the last one repeated to pad each polygon to K + 4 vertices.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    hulls = []
+    for set_points, set_values, box in zip(
+        points.detach().double().cpu().numpy(),
+        values.detach().double().cpu().numpy(),
+        boxes.detach().double().cpu().numpy(),
+        strict=True,
+    ):
+        kept = set_points[set_values > 0]
+        x1, y1, x2, y2 = box
+        vertices = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+        if len(kept) >= 3:
+            with contextlib.suppress(QhullError):  # collinear or coincident points keep the box
+                vertices = kept[ConvexHull(kept).vertices]
+        padding = np.repeat(vertices[-1:], points.shape[1] + 4 - len(vertices), axis=0)
+        hulls.append(np.concatenate([vertices, padding]))
+    shape = (len(hulls), points.shape[1] + 4, 2)
+    stacked = np.stack(hulls) if hulls else np.zeros(shape)
+    return torch.from_numpy(stacked).to(device=points.device, dtype=points.dtype)

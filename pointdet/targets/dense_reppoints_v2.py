@@ -28,10 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pointdet.ops.masks import crop_masks
 from pointdet.ops.priors import level_sizes
 from pointdet.structures import Instances
 from pointdet.targets.lsnet_tasks import Contours
 from pointdet.targets.reppoints_v2 import FOREGROUND_STRIDE, resize_to_levels
+
+BAND_GRID = 56  # box-relative grid the band targets are drawn on (the code's training ``mask_size``)
 
 
 class ContourTargets(NamedTuple):
@@ -48,15 +51,20 @@ class ContourTargets(NamedTuple):
     positive: Tensor
 
 
-def contour_band(masks: Tensor) -> Tensor:
-    """(G, H, W) binary masks -> (H, W) bool: pixels where a 3 x 3 dilation and a 3 x 3 erosion of some mask differ
-    (the 2-px band across each object's boundary)."""
-    if len(masks) == 0:
-        return torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
+def boundary_bands(masks: Tensor) -> Tensor:
+    """(G, H, W) binary masks -> (G, H, W) bool: the pixels where a 3 x 3 dilation and a 3 x 3 erosion of each mask
+    differ (the 2-px band across its boundary)."""
     filled = masks.float()[:, None]
     dilated = F.max_pool2d(filled, 3, stride=1, padding=1)
     eroded = -F.max_pool2d(-filled, 3, stride=1, padding=1)
-    return (dilated != eroded)[:, 0].any(dim=0)
+    return (dilated != eroded)[:, 0]
+
+
+def contour_band(masks: Tensor) -> Tensor:
+    """(G, H, W) binary masks -> (H, W) bool: the pixels of some object's ``boundary_bands``."""
+    if len(masks) == 0:
+        return torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
+    return boundary_bands(masks).any(dim=0)
 
 
 def contour_image_targets(priors: Tensor, strides: Tensor, masks: Tensor) -> ContourTargets:
@@ -127,6 +135,45 @@ def contour_point_sets(instances: Instances, count: int) -> Tensor:
     """(G, count, 2) xy GT points of every object: its contour (``Contours``, LSNet's sampling by edge length, brought
     onto the box; objects without polygon parts use their box outline)."""
     return Contours(count).ground_truth_landmarks(instances)[1][:, :count]
+
+
+def band_point_sets(masks: Tensor, boxes: Tensor, count: int, distance: float = 2.0, size: int = BAND_GRID) -> Tensor:
+    """(G, count, 2) xy GT points of every object drawn at random from the band around its contour, both sides of it
+    (the code's ``distance_sample_pts``, METHODS.md CARD 5 §5.2; module docstring).
+
+    The mask ``masks[g]`` is cropped into ``boxes[g]`` on a ``size x size`` grid (``ops.masks.crop_masks``, >= 0.5);
+    its boundary (``boundary_bands`` with the outside of the box as background, the code's 2-px contour lines) is
+    widened by every cell within ``distance`` cells (the code's distance transform <= ``dist_sample_thr``). Every
+    cell of the band is drawn ``count // K`` times and ``count % K`` of them once more, at random (K cells), each at
+    a uniform random position inside its cell, mapped back onto the box. An object without a band (an empty crop)
+    draws from every cell of its box.
+
+    Args:
+        masks: (G, H, W) binary GT masks in image pixels.
+        boxes: (G, 4) xyxy GT boxes in the same pixels.
+        count: points per object.
+        distance: band half-width beyond the boundary, in grid cells (2, the code's ``dist_sample_thr``).
+        size: side of the box-relative grid (56, the code's training ``mask_size``).
+    """
+    if len(boxes) == 0:
+        return boxes.new_zeros(0, count, 2)
+    crops = crop_masks(masks.to(boxes.device), boxes, torch.arange(len(boxes), device=boxes.device), size) >= 0.5
+    boundary = boundary_bands(F.pad(crops.float(), (1, 1, 1, 1)))[:, 1:-1, 1:-1]
+    radius = int(distance)
+    steps = torch.arange(-radius, radius + 1, device=boxes.device, dtype=torch.float32)
+    disk = (steps[:, None] ** 2 + steps[None] ** 2 <= distance**2).float()[None, None]
+    band = F.conv2d(boundary.float()[:, None], disk, padding=radius)[:, 0] > 0
+    point_sets = []
+    for object_band, box in zip(band, boxes, strict=True):
+        if not object_band.any():
+            object_band = torch.ones_like(object_band)
+        cells = object_band.nonzero().flip(-1).to(boxes.dtype)  # (K, 2) xy
+        drawn = torch.cat(
+            [torch.arange(len(cells)).repeat(count // len(cells)), torch.randperm(len(cells))[: count % len(cells)]]
+        )
+        grid = cells[drawn.to(cells.device)] + torch.rand(count, 2, dtype=boxes.dtype, device=boxes.device)
+        point_sets.append(box[:2] + grid * (box[2:] - box[:2]) / size)
+    return torch.stack(point_sets)
 
 
 def point_mask_labels(points: Tensor, masks: Tensor, assigned: Tensor) -> Tensor:

@@ -75,6 +75,7 @@ from pointdet.models.heads.reppoints_v2 import (
 from pointdet.ops.priors import level_points
 from pointdet.structures import Instances
 from pointdet.targets.dense_reppoints_v2 import (
+    band_point_sets,
     build_contour_targets,
     build_semantic_targets,
     contour_point_sets,
@@ -213,6 +214,9 @@ class DenseRepPointsV2Head(nn.Module):
         contour_verification: the contour branch, its loss and its fusion (false: the ablation).
         chamfer_init_weight, chamfer_refine_weight, mask_score_weight, contour_heatmap_weight, contour_offset_weight,
             foreground_weight: loss weights (0.5, 1, 1, 1, 1, 1).
+        point_targets: the Chamfer loss's GT points, ``contour`` (on the contour, for the hull masks) or ``band``
+            (random in the contour band, the code's, for its triangulation masks); ``targets.dense_reppoints_v2``.
+        band_distance: the band's half-width beyond the contour, in cells of the 56 grid (2).
     """
 
     def __init__(
@@ -237,6 +241,8 @@ class DenseRepPointsV2Head(nn.Module):
         contour_heatmap_weight: float = 1.0,
         contour_offset_weight: float = 1.0,
         foreground_weight: float = 1.0,
+        point_targets: Literal["band", "contour"] = "contour",
+        band_distance: float = 2.0,
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -246,6 +252,8 @@ class DenseRepPointsV2Head(nn.Module):
             raise ValueError(f"num_score_groups must be a square, got {num_score_groups}")
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
+        if point_targets not in ("band", "contour"):
+            raise ValueError(f"point_targets must be 'band' or 'contour', got {point_targets!r}")
         self.num_classes, self.strides, self.num_points, self.num_groups = (
             num_classes,
             tuple(strides),
@@ -257,6 +265,7 @@ class DenseRepPointsV2Head(nn.Module):
         self.chamfer_weights = (chamfer_init_weight, chamfer_refine_weight)
         self.mask_score_weight, self.foreground_weight = mask_score_weight, foreground_weight
         self.contour_heatmap_weight, self.contour_offset_weight = contour_heatmap_weight, contour_offset_weight
+        self.point_targets, self.band_distance = point_targets, band_distance
 
         self.cls_tower = conv_tower(in_channels, channels, stacked_convs, norm)
         self.reg_tower = conv_tower(in_channels, channels, stacked_convs, norm)
@@ -362,7 +371,7 @@ class DenseRepPointsV2Head(nn.Module):
             ("refine", boxes_refine, points_refine, targets.refine_boxes, targets.refine_positive,
              targets.refine_assigned, num_refine),
         )  # fmt: skip
-        contours = [contour_point_sets(inst, self.num_points).to(priors) for inst in instances]
+        contours = [self.point_set_targets(inst).to(priors) for inst in instances]
         for (name, boxes, points, box_targets, positive, assigned, count), box_weight, chamfer_weight in zip(
             stages, (self.init_weight, self.refine_weight), self.chamfer_weights, strict=True
         ):
@@ -393,6 +402,12 @@ class DenseRepPointsV2Head(nn.Module):
         foreground = sigmoid_focal_loss(outputs.foreground.float(), semantic, FOCAL_ALPHA, FOCAL_GAMMA, "sum")
         losses["loss_foreground"] = self.foreground_weight * foreground / count
         return losses
+
+    def point_set_targets(self, instances: Instances) -> Tensor:
+        """(G, N, 2) GT points of one image's objects for the Chamfer loss (``point_targets``)."""
+        if self.point_targets == "contour":
+            return contour_point_sets(instances, self.num_points)
+        return band_point_sets(instances.masks, instances.boxes.float(), self.num_points, self.band_distance)
 
     def mask_score_loss(
         self, logits: Tensor, points: Tensor, positive: Tensor, assigned: Tensor, instances: list[Instances]
