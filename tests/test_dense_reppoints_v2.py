@@ -220,7 +220,7 @@ def test_presets_config_family_and_switches():
         assert model.needs_masks and model.needs_polygons
     assert (card.model.num_points, card.model.num_groups, card.model.num_score_groups) == (729, 9, 121)
     assert card.model.stacked_mask_convs == 7 and card.model.backbone == "resnet50"
-    assert card.optim.epochs == 12 and card.model.box_loss == "smooth_l1"
+    assert card.optim.epochs == 12 and card.model.box_loss == "smooth_l1" and card.model.mask_rule == "triangulation"
     lite0 = get_preset("reppoints_lite0_shapes")
     assert cpu.data == lite0.data and cpu.optim == lite0.optim and cpu.model.num_points == 81
     assert cpu.model.backbone == lite0.model.backbone and cpu.model.channels == 64

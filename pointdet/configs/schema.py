@@ -331,9 +331,10 @@ class DenseRepPointsV2Config(RepPointsV2Config):
         joint_inference: add contour points above ``contour_threshold`` to the P4-P7 sets at test time.
         contour_threshold: 0.4 as the code (the default, METHODS.md App. A #17), 0.5 as the supplementary.
         mask_size: side of the box-relative grid the masks are interpolated on (56).
-        mask_rule: how a mask is made of the points (a decode option): ``hull``, the polygon of their convex hull
-            (the default; Dense RepPoints' hull inference); ``triangulation``, the code's interpolation of their mask
-            scores (``ops.masks.point_set_masks``), which with 81 points caps the shapes' mask AP near 40 (README).
+        mask_rule: how a mask is made of the points (a decode option): ``triangulation``, the code's interpolation
+            of their mask scores (``ops.masks.point_set_masks``; the default, the card's rule), or ``hull``, the
+            polygon of their convex hull (Dense RepPoints' hull inference; ``dense_reppoints_v2_shapes`` uses it:
+            with 81 points the triangulation caps the shapes' mask AP near 40 even for perfect points, README).
         point_targets: the GT point sets of the Chamfer loss: ``contour``, N points exactly on the contour (LSNet's
             resampling; the default, the points the ``hull`` rule wants); ``band``, drawn at random from the band
             within ``band_distance`` cells of the contour on a 56 x 56 grid over the box, both sides of it (the
@@ -382,7 +383,7 @@ class DenseRepPointsV2Config(RepPointsV2Config):
     contour_offset_weight: float = 1.0
     contour_threshold: float = 0.4
     mask_size: int = 56
-    mask_rule: Literal["hull", "triangulation"] = "hull"
+    mask_rule: Literal["hull", "triangulation"] = "triangulation"
     point_targets: Literal["band", "contour"] = "contour"
     band_distance: float = 2.0
 
