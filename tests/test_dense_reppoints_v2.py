@@ -267,9 +267,9 @@ def test_the_ablation_without_contour_verification_trains_and_decodes():
     model.eval()
     model.postprocess.score_threshold = 0.0
     (detections,) = model.predict(images, k=5)
-    assert detections.contours.shape == (5, 2 * 81 + 4, 2) and detections.masks is None  # the hull rule
-    model.postprocess.mask_rule = "triangulation"
-    assert model.predict(images, k=5)[0].masks.shape == (5, 56, 56)
+    assert detections.masks.shape == (5, 56, 56) and detections.contours is None  # the default, triangulation
+    model.postprocess.mask_rule = "hull"
+    assert model.predict(images, k=5)[0].contours.shape == (5, 2 * 81 + 4, 2)
 
 
 def test_cli_dense_reppoints_v2_train_eval_predict_load_and_export_refusal(tiny_shapes, tmp_path, capsys):
