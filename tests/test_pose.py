@@ -165,6 +165,7 @@ def test_pose_overfits_four_shapes_images(tmp_path):
     assert metrics["AP50"] == 1.0 and metrics["AP"] > 0.9, metrics
 
 
+@pytest.mark.slow  # 23 s of the 10-minute default run; the CLI pose test trains and scores keypoint AP on the shapes
 def test_a_few_steps_on_coco_persons_and_keypoint_ap():
     root = shared_data("coco_train_mini")
     torch.manual_seed(0)
