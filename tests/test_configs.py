@@ -53,6 +53,12 @@ def test_values_are_data_not_code():
 
 
 # RepPoints' keys, which RepPoints v2 shares: (preset, key, a value out of range, the rule).
+def verification_ranges(preset: str) -> list[tuple]:
+    """The corner / foreground verification weights shared by RepPoints v2, Dense RepPoints v2 and LSNet-CPV."""
+    weights = (("heatmap_weight", -1.0), ("corner_offset_weight", -1.0), ("foreground_weight", -0.1))
+    return [(preset, f"model.{name}", value, ">= 0") for name, value in weights]
+
+
 REPPOINTS_RANGES = [
     ("reppoints_shapes", "model.frozen_stages", 5, "in [0, 4]"),
     ("reppoints_shapes", "model.channels", 0, ">= 1"),
@@ -76,9 +82,7 @@ OUT_OF_RANGE = [
     ("cornernet_hg52", "model.soft_nms_sigma", 0, "> 0"),
     *REPPOINTS_RANGES,
     *(("reppoints_v2_shapes", key, value, rule) for _, key, value, rule in REPPOINTS_RANGES),
-    ("reppoints_v2_shapes", "model.heatmap_weight", -1.0, ">= 0"),
-    ("reppoints_v2_shapes", "model.corner_offset_weight", -1.0, ">= 0"),
-    ("reppoints_v2_shapes", "model.foreground_weight", -0.1, ">= 0"),
+    *verification_ranges("reppoints_v2_shapes"),
     ("lsnet_shapes", "model.channels", 48, "a multiple of 32"),
     ("lsnet_shapes", "model.stacked_convs", 0, ">= 1"),
     ("lsnet_shapes", "model.frozen_stages", -1, "in [0, 4]"),
@@ -88,9 +92,7 @@ OUT_OF_RANGE = [
     ("lsnet_shapes", "model.nms_iou", 1.5, "in (0, 1]"),
     ("lsnet_shapes", "model.score_threshold", -0.1, "in [0, 1)"),
     ("lsnet_shapes", "model.pre_nms", -1, ">= 1"),
-    ("lsnet_shapes", "model.heatmap_weight", -1.0, ">= 0"),
-    ("lsnet_shapes", "model.corner_offset_weight", -1.0, ">= 0"),
-    ("lsnet_shapes", "model.foreground_weight", -0.1, ">= 0"),
+    *verification_ranges("lsnet_shapes"),
     ("cpm_rcnn_shapes", "model.frozen_stages", 5, "in [0, 4]"),
     ("cpm_rcnn_shapes", "model.channels", 0, ">= 1"),
     ("cpm_rcnn_shapes", "model.anchor_sizes", [8, 0, 32, 64, 128], "a non-empty list of numbers > 0"),
@@ -106,9 +108,7 @@ OUT_OF_RANGE = [
     ("cpm_rcnn_shapes", "model.soft_nms_sigma", 0, "> 0"),
     ("cpm_rcnn_shapes", "model.train_grid_rois", 0, ">= 1"),
     *(("dense_reppoints_v2_shapes", key, value, rule) for _, key, value, rule in REPPOINTS_RANGES),
-    ("dense_reppoints_v2_shapes", "model.heatmap_weight", -1.0, ">= 0"),
-    ("dense_reppoints_v2_shapes", "model.corner_offset_weight", -1.0, ">= 0"),
-    ("dense_reppoints_v2_shapes", "model.foreground_weight", -0.1, ">= 0"),
+    *verification_ranges("dense_reppoints_v2_shapes"),
     ("dense_reppoints_v2_shapes", "model.num_groups", 0, ">= 1"),
     ("dense_reppoints_v2_shapes", "model.num_score_groups", 24, "a square (121, 25, ...)"),
     ("dense_reppoints_v2_shapes", "model.stacked_mask_convs", 0, ">= 1"),
