@@ -6,7 +6,8 @@ from torchvision.ops import deform_conv2d
 
 from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.losses.cross_iou import softened_targets
-from pointdet.models.heads.lsnet import LSNetHead, LSNetOutputs, pyramid_levels
+from pointdet.models.heads.lsnet import LSNetHead, LSNetOutputs
+from pointdet.models.heads.lsnet_layers import pyramid_levels
 from pointdet.ops.dcn import deform_conv
 from pointdet.ops.priors import level_points
 from pointdet.structures import Instances

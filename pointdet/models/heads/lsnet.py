@@ -14,6 +14,7 @@ points; segmentation: contour points 0, 5, ..., 35 and the centre) are the sampl
 feature -> GN -> ReLU -> 1x1 conv. Refine components = softplus(raw + init.detach()). The landmark features have
 two ablation options (paper Table 3): ``single`` (the DCN on level l alone) and ``none`` (no DCN: the refine stage and
 the classifier read the 3x3 conv of the level's tower feature only).
+The towers, the landmark-feature conv, the init stage and the box branch live in ``heads.lsnet_layers``.
 
 A task with a box branch (pose obj-box: ``LandmarkTask.box_branch_vectors``) gets a second regression branch of the
 same make (``BoxBranch``: its own tower, init convs regressing the box's 4 border centres + centre + 4 free DCN points,
@@ -59,11 +60,20 @@ from torchvision.ops import sigmoid_focal_loss
 from pointdet.distributed import mean_over_processes
 from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.losses.cross_iou import decode_components
+from pointdet.models.heads.lsnet_layers import (
+    KERNEL,
+    BoxBranch,
+    LandmarkFeatureConv,
+    LandmarkFeatures,
+    dcn_tower,
+    init_convs,
+    init_landmarks,
+    normal_init_towers,
+)
 from pointdet.models.heads.reppoints import (
     CLASS_PRIOR,
     FOCAL_ALPHA,
     FOCAL_GAMMA,
-    GROUPS,
     SMOOTH_L1_BETA,
     conv_tower,
     dcn_base_offset,
@@ -75,12 +85,10 @@ from pointdet.models.heads.reppoints_v2 import (
     verification_branches,
     verify,
 )
-from pointdet.ops.dcn import ModulatedDeformConv2d, deform_conv
 from pointdet.ops.priors import level_points
 from pointdet.structures import Instances
 from pointdet.targets.lsnet import build_lsnet_targets
 from pointdet.targets.lsnet_tasks import (
-    BOX_BRANCH_FREE_POINTS,
     BOX_BRANCH_VECTORS,
     DCN_POINTS,
     ExtremePoints,
@@ -88,11 +96,8 @@ from pointdet.targets.lsnet_tasks import (
 )
 
 Tower = Literal["dcn", "conv"]
-LandmarkFeatures = Literal["pyramid", "single", "none"]
 InitLoss = Literal["cross_iou", "smooth_l1", "giou"]
 INIT_LOSSES: tuple[str, ...] = ("cross_iou", "smooth_l1", "giou")
-LANDMARK_FEATURES: tuple[str, ...] = ("pyramid", "single", "none")
-KERNEL = 3  # the landmark DCN is 3 x 3
 
 
 class LSNetOutputs(NamedTuple):
@@ -153,146 +158,6 @@ def box_from_sides(components: Tensor, priors: Tensor) -> Tensor:
         components[..., 3, 3],
     )
     return torch.stack([x - left, y - top, x + right, y + bottom], dim=-1)
-
-
-def dcn_tower(in_channels: int, channels: int, depth: int) -> nn.Sequential:
-    """``depth`` x (DCNv2 3x3 without bias -> GN(32) -> ReLU), the LSNet towers (``DCNConvModule``)."""
-    layers: list[nn.Module] = []
-    for i in range(depth):
-        dcn = ModulatedDeformConv2d(in_channels if i == 0 else channels, channels, bias=False)
-        layers += [dcn, nn.GroupNorm(GROUPS, channels), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
-
-
-def normal_init_towers(towers: Sequence[nn.Sequential]) -> nn.Sequential:
-    """Every conv and DCN of ``towers`` at normal(0, 0.01) with a zero bias (a DCN's offset conv stays at zero, as
-    mmcv's); returns the last tower."""
-    for layer in (layer for tower_layers in towers for layer in tower_layers):
-        if isinstance(layer, nn.Conv2d | ModulatedDeformConv2d):
-            nn.init.normal_(layer.weight, std=0.01)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-    return towers[-1]
-
-
-def pyramid_levels(level: int, num_levels: int) -> list[int]:
-    """The levels a pyramid DCN reads for ``level``: itself and its neighbours, {0, 1, 2} at the bottom and
-    {L-1, L-2, L-3} at the top (the code's order)."""
-    if level == 0:
-        return [0, 1, 2]
-    if level == num_levels - 1:
-        return [level, level - 1, level - 2]
-    return [level, level - 1, level + 1]
-
-
-class LandmarkFeatureConv(nn.Module):
-    """Landmark features of one level: a (pyramid) point-guided DCNv1 fused with a 3x3 conv of the level, then the
-    output 1x1 conv.
-
-    Args:
-        channels: D, of the hidden layers (and of the tower maps read, unless ``in_channels``).
-        out_channels: outputs of the final 1x1 conv.
-        mode: ``pyramid`` (read levels l-1, l, l+1, LSNet), ``single`` (level l alone) or ``none`` (no DCN, the 3x3
-            conv of the level alone): the paper's Table 3 ablation.
-        out_bias: initial bias of the output conv.
-        in_channels: channels of the maps read, when not D (LSNet-CPV: D + the 6 corner-verification maps).
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        out_channels: int,
-        mode: LandmarkFeatures = "pyramid",
-        out_bias: float = 0.0,
-        in_channels: int | None = None,
-    ) -> None:
-        super().__init__()
-        if mode not in LANDMARK_FEATURES:
-            raise ValueError(f"landmark features must be one of {LANDMARK_FEATURES}, got {mode!r}")
-        self.mode = mode
-        in_channels = channels if in_channels is None else in_channels
-        self.level_conv = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.norm = nn.GroupNorm(GROUPS, channels)
-        self.out = nn.Conv2d(channels, out_channels, 1)
-        convs = [self.level_conv, self.out]
-        if mode != "none":
-            self.dcn_weight = nn.Parameter(torch.empty(channels, in_channels, KERNEL, KERNEL))
-            self.fuse = nn.Conv2d((3 if mode == "pyramid" else 1) * channels, channels, 1)
-            nn.init.kaiming_uniform_(self.dcn_weight, a=math.sqrt(5))  # mmcv's kaiming_init of the DCN
-            convs.append(self.fuse)
-        for conv in convs:
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
-        nn.init.constant_(self.out.bias, out_bias)
-
-    def forward(self, features: Sequence[Tensor], level: int, offset_yx: Tensor) -> Tensor:
-        """Tower maps of every level [(B, in_channels, H_l, W_l)], this level's index and its (B, 18, H, W) DCN
-        offsets -> (B, out_channels, H, W)."""
-        hidden = self.level_conv(features[level])
-        if self.mode != "none":
-            height, width = features[level].shape[-2:]
-            levels = pyramid_levels(level, len(features)) if self.mode == "pyramid" else [level]
-            sampled = []
-            for other in levels:
-                scale = (features[other].shape[-2] / height, features[other].shape[-1] / width)
-                sampled.append(deform_conv(features[other], offset_yx, self.dcn_weight, None, padding=1, scale=scale))
-            hidden = hidden + F.relu(self.fuse(torch.cat(sampled, dim=1)))
-        return self.out(F.relu(self.norm(hidden)))
-
-
-def init_landmarks(
-    raw: Tensor, num_vectors: int, dcn_vectors: Tensor, gradient_mul: float, base_offset: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Raw init output (B, 4V + 2F, H, W) -> init components (B, 4V, H, W) (softplus, stride units, vector after
-    vector, ``[top, bottom, left, right]``) and the (B, 18, H, W) (dy, dx) offsets of the landmark DCN: the signed
-    ``dcn_vectors`` then the F free points, passing only ``gradient_mul`` of their gradient back, less the kernel's
-    ``base_offset`` (1, 18, 1, 1)."""
-    components = F.softplus(raw[:, : 4 * num_vectors])
-    batch, _, height, width = components.shape
-    per_vector = components.view(batch, num_vectors, 4, height, width)[:, dcn_vectors]
-    per_vector = per_vector.permute(0, 1, 3, 4, 2)  # (B, 9 - F, H, W, 4)
-    # (B, 9 - F, 2, H, W) signed (dy, dx); explicit permutes: ONNX's Transpose takes no negative axis
-    vectors_yx = decode_components(per_vector).flip(-1).permute(0, 1, 4, 2, 3)
-    points_yx = torch.cat([vectors_yx.reshape(batch, -1, height, width), raw[:, 4 * num_vectors :]], dim=1)
-    # The DCN sees the landmarks, but passes only gradient_mul of its gradient back to them.
-    guided = (1 - gradient_mul) * points_yx.detach() + gradient_mul * points_yx
-    return components, guided - base_offset.to(guided.dtype)
-
-
-def init_convs(channels: int, out_channels: int) -> tuple[nn.Conv2d, nn.Conv2d]:
-    """The init stage's Conv3x3(D) -> (ReLU) -> Conv1x1(out), normal(0, 0.01), zero bias."""
-    convs = nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, out_channels, 1)
-    for conv in convs:
-        nn.init.normal_(conv.weight, std=0.01)
-        nn.init.zeros_(conv.bias)
-    return convs
-
-
-class BoxBranch(nn.Module):
-    """The second regression branch of a task with one (pose obj-box's bbox branch): a tower, init convs regressing
-    ``BOX_BRANCH_VECTORS`` vectors and ``BOX_BRANCH_FREE_POINTS`` free DCN points, and its landmark-feature conv.
-
-    Args:
-        tower: the branch's tower (as the head's).
-        channels: D.
-        mode, gradient_mul: as ``LSNetHead``'s landmark features and gradient_mul.
-    """
-
-    def __init__(self, tower: nn.Sequential, channels: int, mode: LandmarkFeatures, gradient_mul: float) -> None:
-        super().__init__()
-        self.tower, self.gradient_mul = tower, gradient_mul
-        self.init_conv, self.init_out = init_convs(channels, 4 * BOX_BRANCH_VECTORS + 2 * BOX_BRANCH_FREE_POINTS)
-        self.refine = LandmarkFeatureConv(channels, 4 * BOX_BRANCH_VECTORS, mode)
-        self.register_buffer("dcn_base_offset", dcn_base_offset(KERNEL).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("dcn_vectors", torch.arange(BOX_BRANCH_VECTORS), persistent=False)
-
-    def forward(self, features: Sequence[Tensor], level: int) -> tuple[Tensor, Tensor]:
-        """Box-tower maps of every level and a level -> its (B, 20, H, W) init and refine components."""
-        raw = self.init_out(F.relu(self.init_conv(features[level])))
-        init, offset_yx = init_landmarks(
-            raw, BOX_BRANCH_VECTORS, self.dcn_vectors, self.gradient_mul, self.dcn_base_offset
-        )
-        return init, F.softplus(self.refine(features, level, offset_yx) + init.detach())
 
 
 class LSNetHead(nn.Module):
