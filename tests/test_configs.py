@@ -88,6 +88,7 @@ OUT_OF_RANGE = [
     ("lsnet_shapes", "model.frozen_stages", -1, "in [0, 4]"),
     ("lsnet_shapes", "model.init_weight", -1.0, ">= 0"),
     ("lsnet_shapes", "model.refine_weight", -0.5, ">= 0"),
+    ("lsnet_pose_shapes", "model.pose_offset_l1", -1.0, ">= 0"),
     ("lsnet_shapes", "model.gradient_mul", -0.1, "in [0, 1]"),
     ("lsnet_shapes", "model.nms_iou", 1.5, "in (0, 1]"),
     ("lsnet_shapes", "model.score_threshold", -0.1, "in [0, 1)"),

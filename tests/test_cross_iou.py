@@ -11,6 +11,7 @@ from pointdet.losses.cross_iou import (
     cross_iou,
     cross_iou_loss,
     decode_components,
+    signed_offset_l1,
     softened_targets,
 )
 
@@ -124,3 +125,39 @@ def test_vector_aggregation_with_visibility_gradcheck():
     target = softened_targets(torch.randn(3, 10, 2, dtype=torch.float64) * 3)
     visible = torch.tensor([[1.0] * 9, [0.0] * 9, [1.0, 0.0] * 4 + [2.0]], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda p: cross_iou_loss(p, target, "vector", visible=visible), (pred,))
+
+
+def test_signed_offset_l1_hand_computed():
+    # pred [top 1, bottom 0, left 2, right 5] holds (3, -1); GT (4, 1) softened: [.2, 1, .8, 4] holds (3.2, .8);
+    # pred 0 against GT (0, 3): [.6, 3, 0, 0] holds (0, 2.4). Errors .2, 1.8, 0, 2.4 over 4 terms, scale 3.
+    pred = torch.tensor([[[1.0, 0.0, 2.0, 5.0], [0.0, 0.0, 0.0, 0.0]]])
+    target = softened_targets(torch.tensor([[[4.0, 1.0], [0.0, 3.0]]]))
+    assert signed_offset_l1(pred, target, torch.tensor([3.0])).item() == pytest.approx((0.2 + 1.8 + 0 + 2.4) / 4 / 3)
+    # the first vector invisible counts 0, the sum still divided by all 4 per-axis terms (as the keypoint ratios)
+    hidden = signed_offset_l1(pred, target, torch.tensor([3.0]), visible=torch.zeros(1, 1)).item()
+    assert hidden == pytest.approx((0 + 2.4) / 4 / 3)
+    # the optimum is the cross-IoU's: the softened target itself, which decodes to the GT offsets
+    assert signed_offset_l1(target, target, torch.tensor([3.0])).item() == 0
+    torch.testing.assert_close(decode_components(target), torch.tensor([[[4.0, 1.0], [0.0, 3.0]]]))
+
+
+def test_a_wrong_side_prediction_gets_a_small_cross_iou_gradient_but_a_full_l1_one():
+    """GT dx = -8 (target left 8, right 1.6) predicted confidently right (left 1, right 10): the x ratio is
+    (1 + 1.6) / (8 + 10) and its gradient on the wrong-side right component only low / high² = 2.6 / 324 (over the
+    2 ratios), against the L1 term's 1 / scale on both x components (over its 2 terms)."""
+    offsets = torch.tensor([[[-8.0, 0.0]]], dtype=torch.float64)
+    pred = torch.tensor([[[0.0, 0.0, 1.0, 10.0]]], dtype=torch.float64, requires_grad=True)
+    cross_iou_loss(pred, softened_targets(offsets), "keypoint").sum().backward()
+    assert pred.grad[0, 0, 3].item() == pytest.approx(2.6 / 18**2 / 2)
+    pred.grad = None
+    signed_offset_l1(pred, softened_targets(offsets), torch.tensor([4.0], dtype=torch.float64)).sum().backward()
+    assert pred.grad[0, 0, 2:].tolist() == pytest.approx([-1 / 4 / 2, 1 / 4 / 2])
+
+
+def test_signed_offset_l1_gradcheck():
+    torch.manual_seed(0)
+    pred = (torch.rand(3, 10, 4, dtype=torch.float64) * 5 + 0.1).requires_grad_()
+    target = softened_targets(torch.randn(3, 10, 2, dtype=torch.float64) * 3)
+    scale = torch.tensor([2.0, 5.0, 9.0], dtype=torch.float64)
+    visible = torch.tensor([[1.0] * 9, [0.0] * 9, [1.0, 0.0] * 4 + [2.0]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: signed_offset_l1(p, target, scale, visible), (pred,))

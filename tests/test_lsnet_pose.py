@@ -9,7 +9,7 @@ import torch
 
 from pointdet.configs import ConfigError, LSNetConfig, apply_overrides, get_preset
 from pointdet.decoders.lsnet import LSNetPostprocess
-from pointdet.losses.cross_iou import cross_iou_loss, softened_targets
+from pointdet.losses.cross_iou import cross_iou_loss, signed_offset_l1, softened_targets
 from pointdet.models.build import build_model
 from pointdet.models.heads.lsnet import LSNetHead
 from pointdet.structures import Instances
@@ -129,6 +129,30 @@ def test_vector_aggregation_option_scores_each_keypoint_vector_as_a_whole():
         Keypoints(4, PAIRS, aggregation="bbox")
 
 
+def test_offset_l1_option_adds_the_weighted_signed_offset_term():
+    """``Keypoints(offset_l1=w)`` (``model.pose_offset_l1``): the official loss + w x ``signed_offset_l1`` of the 4
+    keypoints and the centre against their softened targets over the square root of the GT box area, the invisible
+    keypoint 0; rejected outside pose and below 0."""
+    torch.manual_seed(0)
+    gt, landmarks = Keypoints(4, PAIRS, "object").ground_truth_landmarks(person())
+    anchor = torch.tensor([[[26.0, 33.0]]])
+    pred = torch.rand(1, 10, 4) * 20 + 0.1
+    official = Keypoints(4, PAIRS, "object").landmark_loss(pred, landmarks, anchor, gt.boxes, box_penalty=True)
+    loss = Keypoints(4, PAIRS, "object", offset_l1=3.0).landmark_loss(pred, landmarks, anchor, gt.boxes, True)
+    width, height = (gt.boxes[0, 2:] - gt.boxes[0, :2]).tolist()
+    visible = torch.tensor([[2.0, 2.0, 1.0, 0.0]])
+    target = softened_targets(landmarks[:, :5, :2] - anchor)
+    term = signed_offset_l1(pred[:, :5], target, torch.tensor([(width * height) ** 0.5]), visible)
+    torch.testing.assert_close(loss, official + 3.0 * term)
+    config = LSNetConfig(backbone="resnet18", channels=32, stacked_convs=1, tower="conv", task="pose")
+    model = build_model(replace(config, pose_offset_l1=2.0), 1, 4, PAIRS, with_backbone_weights=False)
+    assert model.head.task.offset_l1 == 2.0
+    with pytest.raises(ConfigError, match="pose_offset_l1"):
+        LSNetConfig(pose_offset_l1=1.0)
+    with pytest.raises(ValueError, match="offset_l1"):
+        Keypoints(4, PAIRS, offset_l1=-1.0)
+
+
 def _decoded(pred, anchor):
     from pointdet.losses.cross_iou import decode_components
 
@@ -176,6 +200,9 @@ def test_pose_configs_and_presets():
     )  # fmt: skip
     assert kps_box.model.pose_box == "keypoints" and kps_box.eval.min_box_area == 1024
     assert get_preset("lsnet_pose_shapes").eval.min_box_area == 0
+    # pointdet's signed-offset term on the shapes only; the COCO recipes keep LSNet's loss
+    assert get_preset("lsnet_pose_shapes").model.pose_offset_l1 == 10
+    assert obj_box.model.pose_offset_l1 == kps_box.model.pose_offset_l1 == 0
     with pytest.raises(ConfigError, match="min_box_area"):
         apply_overrides(get_preset("lsnet_pose_shapes"), ["eval.min_box_area=-1"])
 

@@ -434,6 +434,8 @@ class LSNetConfig(FPNBackboneConfig):
             box is the visible keypoints' extent; objects without a visible keypoint are never positive).
         pose_aggregation: pose only: the keypoints' cross-IoU aggregation, ``keypoint`` (a ratio per vector and
             axis, the official code's) or ``vector`` (a ratio per vector over its 4 components, the paper's formula).
+        pose_offset_l1: pose only: weight of pointdet's signed-offset L1 term added to the keypoints' cross-IoU
+            (``targets.lsnet_tasks.Keypoints``); 0 = the official loss (the default and the COCO presets).
         tower: head towers of ``dcn`` (DCNv2 3x3 + GN + ReLU, LSNet) or ``conv`` (plain 3x3 convs, faster).
         landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet), ``single`` (level l only) or
             ``none`` (no landmark DCN: the refine stage and the classifier read a 3x3 conv of the tower): the paper's
@@ -475,6 +477,7 @@ class LSNetConfig(FPNBackboneConfig):
         "gradient_mul": fraction(),
         "init_weight": at_least(0),
         "refine_weight": at_least(0),
+        "pose_offset_l1": at_least(0),
         "stacked_convs": at_least(1),
         "frozen_stages": within(0, 4),
         "channels": Rule(lambda n: n >= 32 and n % 32 == 0, "a multiple of 32 (GroupNorm 32 in the head)"),
@@ -485,6 +488,7 @@ class LSNetConfig(FPNBackboneConfig):
     task: Literal["detection", "segmentation", "pose"] = "detection"
     pose_box: Literal["object", "keypoints"] = "object"
     pose_aggregation: Literal["keypoint", "vector"] = "keypoint"
+    pose_offset_l1: float = 0.0
     tower: Literal["dcn", "conv"] = "dcn"
     landmark_features: Literal["pyramid", "single", "none"] = "pyramid"
     box_penalty: bool = True
@@ -522,6 +526,10 @@ class LSNetConfig(FPNBackboneConfig):
         if self.pose_aggregation != "keypoint" and self.task != "pose":
             raise ConfigError(
                 f"model.pose_aggregation={self.pose_aggregation} applies to model.task=pose (task is {self.task})"
+            )
+        if self.pose_offset_l1 and self.task != "pose":
+            raise ConfigError(
+                f"model.pose_offset_l1={self.pose_offset_l1} applies to model.task=pose (task is {self.task})"
             )
         if self.init_loss != "cross_iou" and self.task != "detection":
             raise ConfigError(

@@ -100,6 +100,34 @@ def cross_iou(
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
+def signed_offset_l1(pred: Tensor, target: Tensor, scale: Tensor, visible: Tensor | None = None) -> Tensor:
+    """L1 between the signed offsets (``right - left``, ``bottom - top``) of the predicted and the softened target
+    components, divided by a per-sample ``scale``: pointdet's optional pose term (``Keypoints.offset_l1``), not LSNet's.
+
+    A cross-IoU ratio whose prediction sits on the wrong side of the anchor has a gradient of only
+    ``-low / high**2`` on the wrong-side component, so a sign the features do tell apart may never be learnt; this
+    term has a gradient of ``1 / scale`` on both components. It compares with the softened target (whose signed
+    offset is ``(1 - alpha) d``), so both terms agree on the optimum, ``pred == target``, which decodes to ``d``.
+
+    Args:
+        pred: (Q, V, 4) non-negative predicted components ``[top, bottom, left, right]``.
+        target: (Q, V, 4) softened targets (``softened_targets``).
+        scale: (Q,) positive normaliser (e.g. the square root of the GT box area).
+        visible: (Q, V - 1) visibility as ``cross_iou`` (invisible vectors count 0, the last always kept).
+
+    Returns:
+        (Q,) mean over the vectors' 2 axes of ``|signed(pred) - signed(target)| / scale``.
+    """
+    errors = (_signed(pred) - _signed(target)).abs() / scale[:, None, None]  # (Q, V, 2)
+    return _visible_mean(errors, visible)
+
+
+def _signed(components: Tensor) -> Tensor:
+    """(..., V, 4) ``[top, bottom, left, right]`` -> (..., V, 2) ``(right - left, bottom - top)``."""
+    top, bottom, left, right = components.unbind(-1)
+    return torch.stack([right - left, bottom - top], dim=-1)
+
+
 def _visible_mean(ratios: Tensor, visible: Tensor | None) -> Tensor:
     """(Q, V, R) ratios -> (Q,): invisible vectors (``visible`` (Q, V - 1) <= 0; the last vector always kept) count
     as 0, and the sum is divided by the number of all ratios (the code's ``keypoint`` normalisation)."""

@@ -132,7 +132,9 @@ def build_postprocess(
     if isinstance(config, RepPointsConfig):
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, LSNetConfig):
-        task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation)
+        task = landmark_task(
+            config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1
+        )
         return LSNetPostprocess(
             task, config.score_threshold, config.nms_iou, config.pre_nms, stage=config.decode_stage,
             joint_inference=config.joint_inference,
@@ -319,7 +321,9 @@ def _build_lsnet(
     if config.task == "pose" and not num_joints:
         raise ConfigError("model.task=pose needs keypoints: the data set's categories define none")
     backbone, neck = _fpn_backbone(config, weights)
-    task = landmark_task(config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation)
+    task = landmark_task(
+        config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1
+    )
     head = LSNetHead(
         config.channels, num_classes, task=task,
         strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,

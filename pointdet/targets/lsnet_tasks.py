@@ -33,7 +33,13 @@ from typing import ClassVar, Literal, Protocol
 import torch
 from torch import Tensor
 
-from pointdet.losses.cross_iou import Aggregation, cross_iou_loss, decode_components, softened_targets
+from pointdet.losses.cross_iou import (
+    Aggregation,
+    cross_iou_loss,
+    decode_components,
+    signed_offset_l1,
+    softened_targets,
+)
 from pointdet.structures import Instances
 from pointdet.targets.lsnet import border_centres, boxes_from_extremes, contour_points, extreme_landmarks, points_extent
 
@@ -198,7 +204,10 @@ class Keypoints:
       objects without a visible keypoint are dropped (never positive); detections take the keypoints' extent.
 
     Loss: the ``keypoint`` aggregation (invisible keypoints weighted 0, the centre always kept) and, for obj-box, the
-    box branch's ``bbox`` cross-IoU (with the code's penalty) x 0.1 (``BOX_BRANCH_LOSS``).
+    box branch's ``bbox`` cross-IoU (with the code's penalty) x 0.1 (``BOX_BRANCH_LOSS``). ``offset_l1`` > 0 adds
+    pointdet's own term, ``offset_l1 x losses.cross_iou.signed_offset_l1`` of the keypoints and the centre over the
+    square root of the GT box area: with the cross-IoU alone, a keypoint coordinate whose sign varies between objects
+    of one class (the shapes' top.x, right.y, ...) settles on its more frequent side (README "LSNet pose").
 
     Args:
         count: keypoints per object (17 for COCO).
@@ -206,12 +215,14 @@ class Keypoints:
         box: ``object`` (obj-box) or ``keypoints`` (kps-box).
         aggregation: cross-IoU aggregation of the keypoints (``losses.cross_iou``): ``keypoint``, one ratio per
             vector and axis (the official code's), or ``vector``, one ratio per vector over its 4 components.
+        offset_l1: weight of the signed-offset L1 term (0: the official loss).
     """
 
     count: int = 17
     flip_pairs: tuple[tuple[int, int], ...] = ()
     box: PoseBox = "object"
     aggregation: Aggregation = "keypoint"
+    offset_l1: float = 0.0
     free_points: ClassVar[int] = 0
     detection_field: ClassVar[str] = "keypoints"
 
@@ -222,6 +233,8 @@ class Keypoints:
             raise ValueError(f"a pose task's aggregation must be 'keypoint' or 'vector', got {self.aggregation!r}")
         if self.box not in ("object", "keypoints"):
             raise ValueError(f"box must be 'object' or 'keypoints', got {self.box!r}")
+        if self.offset_l1 < 0:
+            raise ValueError(f"offset_l1 must be >= 0, got {self.offset_l1}")
         if any(not (0 <= i < self.count and 0 <= j < self.count) for i, j in self.flip_pairs):
             raise ValueError(f"flip_pairs {self.flip_pairs} index beyond {self.count} keypoints")
 
@@ -276,6 +289,10 @@ class Keypoints:
         loss = landmark_cross_iou(
             pred[:, :pose], gt_landmarks[:, :pose, :2], anchors, gt_boxes, self.aggregation, None, visible
         )
+        if self.offset_l1:
+            scale = (gt_boxes[:, 2:] - gt_boxes[:, :2]).prod(dim=1).clamp(min=1).sqrt()
+            target = softened_targets(gt_landmarks[:, :pose, :2] - anchors)
+            loss = loss + self.offset_l1 * signed_offset_l1(pred[:, :pose], target, scale, visible)
         if self.box_branch_vectors:
             boxes_of = boxes_from_extremes if box_penalty else None
             box_branch = landmark_cross_iou(
@@ -311,13 +328,14 @@ def landmark_task(
     flip_pairs: Sequence[tuple[int, int]] = (),
     pose_box: PoseBox = "object",
     pose_aggregation: Aggregation = "keypoint",
+    pose_offset_l1: float = 0.0,
 ) -> LandmarkTask:
-    """The landmark task of an LSNet config's ``model.task``; pose reads the data set's keypoints, ``pose_box`` and
-    ``pose_aggregation``."""
+    """The landmark task of an LSNet config's ``model.task``; pose reads the data set's keypoints, ``pose_box``,
+    ``pose_aggregation`` and ``pose_offset_l1``."""
     pairs = tuple((int(i), int(j)) for i, j in flip_pairs)
     tasks = {
         "detection": ExtremePoints,
         "segmentation": Contours,
-        "pose": partial(Keypoints, num_joints, pairs, pose_box, pose_aggregation),
+        "pose": partial(Keypoints, num_joints, pairs, pose_box, pose_aggregation, pose_offset_l1),
     }
     return tasks[task]()
