@@ -23,6 +23,8 @@ SHAPES_TARGETS = [
     ("reppoints_v2_shapes", "AP", 0.8),
     ("lsnet_shapes", "AP", 0.8),
     ("lsnet_segm_shapes", "segm_AP", 0.6),
+    ("lsnet_pose_shapes", "kp_AP", 0.5),
+    ("dense_reppoints_v2_shapes", "segm_AP", 0.6),
     ("cpm_rcnn_shapes", "AP", 0.8),
 ]
 
