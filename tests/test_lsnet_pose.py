@@ -201,7 +201,7 @@ def test_pose_configs_and_presets():
     assert kps_box.model.pose_box == "keypoints" and kps_box.eval.min_box_area == 1024
     assert get_preset("lsnet_pose_shapes").eval.min_box_area == 0
     # pointdet's signed-offset term on the shapes only; the COCO recipes keep LSNet's loss
-    assert get_preset("lsnet_pose_shapes").model.pose_offset_l1 == 10
+    assert get_preset("lsnet_pose_shapes").model.pose_offset_l1 == 3
     assert obj_box.model.pose_offset_l1 == kps_box.model.pose_offset_l1 == 0
     with pytest.raises(ConfigError, match="min_box_area"):
         apply_overrides(get_preset("lsnet_pose_shapes"), ["eval.min_box_area=-1"])
