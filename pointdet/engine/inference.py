@@ -56,8 +56,8 @@ def predict_images(
     Args:
         model: has ``predict(images, flip, k)``.
         flip: flip test at every scale.
-        scales: test scales; more than one triggers the merge (the post-processor's ``merge_scales``, else
-            soft-NMS).
+        scales: test scales; any but the single scale 1 without ``box_ranges`` goes through the merge (the
+            post-processor's ``merge_scales``, else soft-NMS), one scale too (as the code votes its flip-only test).
         k: detections kept per image (per scale before the merge, as after it).
         box_ranges: empty, or one ``(low, high)`` per scale: that scale keeps only the detections whose box size
             ``sqrt(area)`` is in ``[low, high]`` (``high`` may be ``inf``), measured in the pixels of the image the
