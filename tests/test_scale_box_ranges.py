@@ -125,6 +125,8 @@ def test_eval_config_checks_the_ranges():
         ConfigError, match=r"^eval.scale_box_ranges=\[\[96.0, 64.0\]\]: must be a list of \[low, high\]"
     ):
         EvalConfig(scale_box_ranges=((96.0, 64.0),))
+    with pytest.raises(ConfigError, match=r"^eval.scale_box_ranges=\[96.0, 64.0\]: must be a list of \[low, high\]"):
+        EvalConfig(scales=(0.5, 1.0), scale_box_ranges=(96.0, 64.0))  # built in Python without the inner pair
     # As typed on the command line (YAML): inf and .inf are both infinity; a flat pair is refused.
     typed = apply_overrides(
         get_preset("lsnet_shapes"), ["eval.scales=[0.5,1]", "eval.scale_box_ranges=[[96,inf],[0,.inf]]"]

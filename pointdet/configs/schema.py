@@ -847,7 +847,9 @@ class EvalConfig:
         "every": at_least(1),
         "scales": each(above(0)),
         "scale_box_ranges": Rule(
-            lambda pairs: all(len(pair) == 2 and 0 <= pair[0] < pair[1] for pair in pairs),
+            lambda pairs: all(
+                isinstance(pair, tuple | list) and len(pair) == 2 and 0 <= pair[0] < pair[1] for pair in pairs
+            ),
             "a list of [low, high] pairs with 0 <= low < high (high may be inf)",
         ),
         "topk": at_least(1),
