@@ -19,7 +19,7 @@ from pointdet.distributed import device_for_process
 from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, model_state
 from pointdet.engine.compiled import CompiledPredict, compiles
 from pointdet.engine.data import select_eval_transforms
-from pointdet.engine.inference import predict_images, to_original_pixels
+from pointdet.engine.inference import check_box_ranges, predict_images, to_original_pixels
 from pointdet.models.build import build_model
 from pointdet.models.detector import Detector
 from pointdet.structures import Detections, Instances
@@ -123,17 +123,23 @@ class Predictor:
         score_threshold: float = 0.0,
         batch_size: int = 16,
         k: int = 100,
+        box_ranges: Sequence[tuple[float, float]] = (),
     ) -> list[Detections]:
         """Detect objects in one image or a list; returns one ``Detections`` per image in its original pixels (an
         empty list for an empty list).
 
+        ``box_ranges``: empty, or one valid box-size range ``(low, high)`` of ``sqrt(area)`` per scale, in the
+        pixels the network sees at that scale (the ATSS / LSNet multi-scale test, ``predict_images``).
+
         Raises:
-            ValueError: ``batch_size`` or ``k`` below 1, ``scales`` empty or not positive, an empty (0-pixel) image.
+            ValueError: ``batch_size`` or ``k`` below 1, ``scales`` empty or not positive, ``box_ranges`` not one
+                ``0 <= low < high`` pair per scale, an empty (0-pixel) image.
         """
         if batch_size < 1 or k < 1:
             raise ValueError(f"batch_size and k must be >= 1, got batch_size={batch_size}, k={k}")
         if not scales or min(scales) <= 0:
             raise ValueError(f"scales must be one or more positive factors, got {list(scales)}")
+        check_box_ranges(box_ranges, len(scales))
         if isinstance(images, str | Path | Image.Image | np.ndarray | Tensor):
             images = [images]
         results: list[Detections] = []
@@ -147,11 +153,13 @@ class Predictor:
                 sample = Sample(tensor, Instances.empty(), orig_size=tuple(tensor.shape[-2:]))
                 samples.append(self.transform(sample))
             batch = collate(samples)
-            compiled = self.compiled_predict() if tuple(scales) == (1.0,) else None
+            compiled = self.compiled_predict() if tuple(scales) == (1.0,) and not box_ranges else None
             if compiled is not None:
                 detections = compiled(batch.images, flip=flip, k=k)
             else:
-                detections = predict_images(self.model, batch.images, flip=flip, scales=scales, k=k)
+                detections = predict_images(
+                    self.model, batch.images, flip=flip, scales=scales, k=k, box_ranges=box_ranges
+                )
             factors = batch.scales.to(self.device)
             for dets in to_original_pixels(detections, factors, batch.orig_sizes):
                 results.append(dets[dets.scores >= score_threshold].to("cpu"))

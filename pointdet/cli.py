@@ -15,12 +15,15 @@ from pointdet.benchmark import add_arguments as add_benchmark_arguments
 from pointdet.configs import (
     DEFAULT_PRESET,
     PRESETS,
+    EvalConfig,
+    ExperimentConfig,
     apply_eval_overrides,
     apply_overrides,
     config_from_checkpoint,
     get_preset,
 )
 from pointdet.configs.overrides import ConfigError
+from pointdet.configs.presets import atss_multiscale_eval
 from pointdet.errors import PointdetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -29,6 +32,18 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}  # read through engin
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
+
+
+def _box_ranges(text: str) -> tuple[tuple[float, float], ...]:
+    """``96:inf,64:inf,0:256``: one ``LOW:HIGH`` box-size range per test scale."""
+    pairs = []
+    for item in text.split(","):
+        low, _, high = item.partition(":")
+        try:
+            pairs.append((float(low), float(high)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not LOW:HIGH (e.g. 96:inf or 0:256)") from None
+    return tuple(pairs)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -90,8 +105,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     state = load_checkpoint(args.weights)
     config = apply_eval_overrides(config_from_checkpoint(state), args.overrides)
+    settings = _eval_settings(config, args)
     predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
-    _refuse_3d_test_augmentation(config.model.task, args)
+    _refuse_3d_test_augmentation(config.model.task, bool(args.flip) or args.atss_ms_test, args.scales)
     dataset = load_val_dataset(config.data)
     subset = describe_subset(predictor.class_names, match_categories(predictor.class_names, dataset))
     if subset:
@@ -104,22 +120,56 @@ def cmd_eval(args: argparse.Namespace) -> None:
     predictor.model.postprocess = build_postprocess(
         config.model, predictor.model.feature_shapes, flip_pairs, num_joints
     )
-    flip = config.eval.flip if args.flip is None else args.flip
-    scales = config.eval.scales if args.scales is None else tuple(args.scales)
-    if args.confusion_threshold is not None:
-        config = replace(config, eval=replace(config.eval, confusion_threshold=args.confusion_threshold))
-    model = predictor.model
     evaluation = evaluate_model(
-        model, loader, dataset, config.eval, flip, scales, args.backend, args.results, predictor.class_names
+        predictor.model,
+        loader,
+        dataset,
+        settings,
+        backend=args.backend,
+        results=args.results,
+        class_names=predictor.class_names,
     )
-    mode = "flip" if flip else "plain"
-    mode += f", scales {','.join(map(str, scales))}" if len(scales) > 1 else ""
+    mode = "flip" if settings.flip else "plain"
+    mode += f", scales {','.join(map(str, settings.scales))}" if len(settings.scales) > 1 else ""
+    mode += ", per-scale box ranges" if settings.scale_box_ranges else ""
     print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{evaluation.describe()}")
     if args.plots is not None:
         written = write_plots(args.plots, evaluation)
         coco = evaluation.confusion is not None
         none = "none (see the warnings above)" if coco else "none (they are drawn for COCO box evaluations)"
         print(f"plots: {', '.join(str(path) for path in written) or none}")
+
+
+def _eval_settings(config: ExperimentConfig, args: argparse.Namespace) -> EvalConfig:
+    """``config.eval`` with the command line's test settings: ``--atss-ms-test``, else ``--scales`` (the run's
+    ``eval.scale_box_ranges`` belong to its own scales: with ``--scales`` only ``--scale-box-ranges`` apply), ``--flip``
+    and ``--confusion-threshold``.
+
+    Raises:
+        ConfigError: ranges that are not one ``0 <= low < high`` pair per scale.
+    """
+    settings = config.eval
+    if args.atss_ms_test:
+        if args.scales is not None or args.scale_box_ranges is not None:
+            raise SystemExit(
+                "eval: --atss-ms-test sets the scales and their box ranges; drop --scales/--scale-box-ranges"
+            )
+        if config.data.test_resize != "keep_ratio":
+            raise SystemExit(
+                "eval: --atss-ms-test gives its shorter sides as factors of data.test_min_size (data.test_resize="
+                f"keep_ratio); this run tests with data.test_resize={config.data.test_resize}: give --scales and "
+                "--scale-box-ranges instead"
+            )
+        settings = atss_multiscale_eval(settings, config.data.test_min_size)
+    elif args.scales is not None:
+        settings = replace(settings, scales=tuple(args.scales), scale_box_ranges=args.scale_box_ranges or ())
+    elif args.scale_box_ranges is not None:
+        settings = replace(settings, scale_box_ranges=args.scale_box_ranges)
+    if args.flip is not None:
+        settings = replace(settings, flip=args.flip)
+    if args.confusion_threshold is not None:
+        settings = replace(settings, confusion_threshold=args.confusion_threshold)
+    return settings
 
 
 def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -166,8 +216,8 @@ def _not_a_regular_file(path: Path) -> str | None:
     return f"{kind}, not a regular file"
 
 
-def _refuse_3d_test_augmentation(task: str, args: argparse.Namespace) -> None:
-    if task == "mono3d" and (args.flip or tuple(args.scales or (1.0,)) != (1.0,)):
+def _refuse_3d_test_augmentation(task: str, flip: bool, scales: tuple[float, ...] | None) -> None:
+    if task == "mono3d" and (flip or tuple(scales or (1.0,)) != (1.0,)):
         raise SystemExit("--flip and --scales are not defined for monocular 3D (the paper uses no test augmentation)")
 
 
@@ -183,8 +233,13 @@ def _camera_for(image: Path, calib: str | None):
 
 def cmd_predict(args: argparse.Namespace) -> None:
     import pointdet
+    from pointdet.engine.inference import check_box_ranges
     from pointdet.engine.video import import_av
 
+    try:
+        check_box_ranges(args.scale_box_ranges, len(args.scales))
+    except ValueError as error:
+        raise SystemExit(f"predict: --scale-box-ranges: {error}") from None
     files, skipped = _collect_images(args.images)
     for line in skipped:
         print(f"predict: skipped {line}", file=sys.stderr)
@@ -202,7 +257,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mono3d = predictor.calibration is not None
-    _refuse_3d_test_augmentation("mono3d" if mono3d else "", args)
+    _refuse_3d_test_augmentation("mono3d" if mono3d else "", args.flip, args.scales)
     if mono3d and videos:
         raise SystemExit("predict: videos are for 2D, pose and mask models; a monocular 3D model reads images")
     processed = _predict_images(predictor, images, out, args, skipped, mono3d) if images else 0
@@ -220,7 +275,14 @@ def _predict_videos(predictor, videos: list[Path], out: Path, args: argparse.Nam
     for path in videos:
         try:
             result = predict_video(
-                predictor, path, out, args.batch_size, args.score_threshold, args.flip, tuple(args.scales)
+                predictor,
+                path,
+                out,
+                args.batch_size,
+                args.score_threshold,
+                args.flip,
+                tuple(args.scales),
+                box_ranges=args.scale_box_ranges,
             )
         except VideoError as error:
             skipped.append(str(error))
@@ -268,7 +330,9 @@ def _predict_images(
         if not images:
             continue
         processed += len(images)
-        detections = predictor.predict(images, flip=args.flip, scales=args.scales, batch_size=args.batch_size)
+        detections = predictor.predict(
+            images, flip=args.flip, scales=args.scales, batch_size=args.batch_size, box_ranges=args.scale_box_ranges
+        )
         for (number, path), image, dets in zip(chunk, images, detections, strict=True):
             if mono3d:
                 camera = _camera_for(path, args.calib)
@@ -383,6 +447,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="test scales, e.g. 0.5,0.75,1,1.25,1.5 (default: the run's eval.scales)",
     )
+    evaluate.add_argument(
+        "--scale-box-ranges",
+        type=_box_ranges,
+        default=None,
+        metavar="LOW:HIGH,...",
+        help="valid box size sqrt(area) per test scale, in the pixels the network sees at that scale, e.g. "
+        "96:inf,0:inf,0:256 (default: the run's eval.scale_box_ranges, unless --scales is given)",
+    )
+    evaluate.add_argument(
+        "--atss-ms-test",
+        action="store_true",
+        help="the ATSS / LSNet multi-scale test: flip, shorter sides 400-1800 as factors of data.test_min_size, "
+        "their box ranges, merged by the model's own merge (LSNet: box voting)",
+    )
     evaluate.add_argument("--backend", choices=["pycocotools", "faster_coco_eval"], default="pycocotools")
     evaluate.add_argument(
         "--results", default=None, help="also write the COCO results JSON here (KITTI: a folder of result files)"
@@ -408,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--flip", action="store_true")
     predict.add_argument("--scales", type=_floats, default=(1.0,))
+    predict.add_argument(
+        "--scale-box-ranges",
+        type=_box_ranges,
+        default=(),
+        metavar="LOW:HIGH,...",
+        help="valid box size sqrt(area) per test scale (pixels the network sees at that scale), e.g. 96:inf,0:256",
+    )
     predict.add_argument(
         "--score-threshold", type=float, default=0.3, help="minimum score drawn (the JSON keeps all top-100)"
     )

@@ -155,6 +155,7 @@ OUT_OF_RANGE = [
     ("centernet_r18", "optim.grad_clip", 0, "> 0"),
     ("centernet_r18", "eval.every", 0, ">= 1"),
     ("centernet_r18", "eval.scales", [1, -1], "a non-empty list of numbers > 0"),
+    ("centernet_r18", "eval.scale_box_ranges", [[96, 64]], "a list of [low, high] pairs with 0 <= low < high"),
     ("centernet_r18", "eval.topk", 0, ">= 1"),
     ("centernet_r18", "eval.batch_size", 0, ">= 1"),
     ("centernet_r18", "eval.keypoint_sigmas", [0.05, 0], "a list of numbers > 0"),

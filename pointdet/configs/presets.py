@@ -12,6 +12,7 @@ or synthetic data train from scratch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -473,6 +474,35 @@ def lsnet_r50_fpn_2x_ms() -> ExperimentConfig:
     the paper's "[400,1333]-[960,1333]" range differs (METHODS.md App. A #13: the code's is the default).
     """
     return _two_x_multi_scale(lsnet_r50_fpn(), "lsnet_r50_fpn_2x_ms")
+
+
+ATSS_TEST_SHORTER_SIDES = (400, 500, 600, 640, 700, 900, 1000, 1100, 1200, 1300, 1400, 1800)
+"""Shorter sides (pixels, long side at most 3000) of the ATSS multi-scale test that LSNet follows (METHODS.md CARD 4
+(d) 8; the commented ``test_pipeline`` of Duankaiwen/LSNet code/configs/lsnet/*mstrain* configs), each with flip."""
+
+ATSS_TEST_BOX_RANGES = (
+    *((96.0, math.inf),) * 2, *((64.0, math.inf),) * 3, *((0.0, math.inf),) * 2,
+    *((0.0, 256.0),) * 2, *((0.0, 192.0),) * 2, (0.0, 96.0),
+)  # fmt: skip
+"""The valid box size ``sqrt(area)`` (pixels of the resized image, both ends included) of each of
+``ATSS_TEST_SHORTER_SIDES``: the configs' commented ``test_cfg`` ``scale_ranges``, whose 10000 stands for no bound."""
+
+
+def atss_multiscale_eval(evaluation: EvalConfig, short_side: int = 800) -> EvalConfig:
+    """``evaluation`` with the ATSS / LSNet multi-scale test: flip, ``ATSS_TEST_SHORTER_SIDES`` as factors of the
+    test input's shorter side ``short_side`` (``data.test_min_size``: 800 gives 0.5, 0.625, 0.75, 0.8, ..., 2.25) and
+    ``ATSS_TEST_BOX_RANGES``, the scales merged by the post-processor's own merge (LSNet: box voting, IoU 0.66).
+
+    pointdet scales the (1333, 800) test input, so an image's size at a factor is the code's (3000, side) resize for
+    images up to 5:3, and at 1800 for every image (3000 = 1333 x 2.25); wider images, whose 800 was capped by the
+    1333, come out smaller than the code's at the other sides.
+    """
+    return replace(
+        evaluation,
+        flip=True,
+        scales=tuple(side / short_side for side in ATSS_TEST_SHORTER_SIDES),
+        scale_box_ranges=ATSS_TEST_BOX_RANGES,
+    )
 
 
 def lsnet_cpv_r50_fpn() -> ExperimentConfig:

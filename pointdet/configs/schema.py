@@ -21,6 +21,7 @@ from pointdet.configs.validation import (
     check_ranges,
     each,
     fraction,
+    shown,
     within,
 )
 
@@ -829,7 +830,12 @@ class EvalConfig:
     Attributes:
         every: evaluate every N epochs (and always after the last).
         flip: flip test.
-        scales: test scales (multi-scale merges with Gaussian soft-NMS).
+        scales: test scales, factors of the test input size (multi-scale merges with the post-processor's own merge,
+            LSNet's box voting, else Gaussian soft-NMS).
+        scale_box_ranges: empty (the default: no filter), or one ``[low, high]`` per test scale: that scale keeps
+            the detections whose box size ``sqrt(area)`` (pixels of the image the network saw at that scale) is in
+            ``[low, high]``, both included, before the scales are merged (``high`` may be ``inf``); the ATSS / LSNet
+            multi-scale test (``presets.atss_multiscale_eval``, ``pointdet eval --atss-ms-test``).
         topk: detections per image.
         backend: ``pycocotools`` or ``faster_coco_eval`` (same numbers).
         batch_size: images per inference batch.
@@ -848,6 +854,12 @@ class EvalConfig:
     RANGES: ClassVar[dict[str, Rule]] = {
         "every": at_least(1),
         "scales": each(above(0)),
+        "scale_box_ranges": Rule(
+            lambda pairs: all(
+                isinstance(pair, tuple | list) and len(pair) == 2 and 0 <= pair[0] < pair[1] for pair in pairs
+            ),
+            "a list of [low, high] pairs with 0 <= low < high (high may be inf)",
+        ),
         "topk": at_least(1),
         "batch_size": at_least(1),
         "keypoint_sigmas": each(above(0), non_empty=False),
@@ -859,6 +871,7 @@ class EvalConfig:
     every: int = 10
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
+    scale_box_ranges: tuple[tuple[float, float], ...] = ()
     topk: int = 100
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
     batch_size: int = 16
@@ -872,6 +885,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.scale_box_ranges and len(self.scale_box_ranges) != len(self.scales):
+            raise ConfigError(
+                f"eval.scale_box_ranges={shown(self.scale_box_ranges)}: must have one [low, high] pair per "
+                f"test scale (eval.scales={list(self.scales)} has {len(self.scales)}), or be empty"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

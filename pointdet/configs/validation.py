@@ -55,8 +55,12 @@ def each(rule: Rule, non_empty: bool = True) -> Rule:
 
 
 def shown(value: Any) -> str:
-    """A value as the user typed it: lists in brackets."""
-    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+    """A value as the user typed it: lists (of lists) in brackets."""
+
+    def plain(item: Any) -> Any:
+        return [plain(part) for part in item] if isinstance(item, tuple) else item
+
+    return repr(plain(value))
 
 
 def _finite(value: Any) -> bool:

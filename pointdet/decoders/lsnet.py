@@ -16,8 +16,8 @@ lscpvnet_head.py ``_get_bboxes_single`` does the same); the landmarks keep their
 Multi-scale test (``merge_scales``, which ``engine.inference.predict_images`` calls when a post-processor has one):
 the detections of every scale, in the same pixels, merged by class-wise **box voting** (IoU 0.66, METHODS.md §1.11,
 ``ops.nms.box_voting``) with the landmarks voted alongside the boxes, as the code's ATSS-style test (CARD 4 (d) 8).
-The code's per-scale valid box-size ranges belong to its 12 fixed shorter sides and are not applied: pointdet's
-test scales are factors of the input size.
+The code's per-scale valid box-size ranges are applied before, scale by scale, by ``predict_images``
+(``eval.scale_box_ranges``, ``configs.presets.atss_multiscale_eval``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Test-time augmentation merging, in one place: a mirrored pass mapped back, and multi-scale detections merged.
+"""Test-time augmentation merging, in one place: a mirrored pass mapped back, the detections of one test scale kept
+to its valid box sizes, and multi-scale detections merged.
 
 Flip merging that works on maps (CenterNet's averaged heatmaps, its pose joints) lives in that family's
 post-processor, because it happens before decoding; merging decoded detections happens here.
@@ -10,6 +11,7 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_area
 
 from pointdet.ops.nms import soft_nms
 from pointdet.structures import Detections
@@ -25,6 +27,17 @@ def mirror_boxes(boxes: Tensor, width: float | Tensor) -> Tensor:
 def mirror(detections: Detections, width: float) -> Detections:
     """Detections of a horizontally flipped image mapped back to the original (boxes only)."""
     return replace(detections, boxes=mirror_boxes(detections.boxes, width))
+
+
+def keep_box_sizes(detections: Detections, low: float, high: float) -> Detections:
+    """The detections whose box size ``sqrt(area)`` lies in ``[low, high]``, both ends included (``high`` may be
+    ``inf``), measured in the pixels the boxes are in.
+
+    The per-scale valid ranges of the ATSS / LSNet multi-scale test (Duankaiwen/LSNet
+    code/mmdet/models/detectors/lsnet.py ``remove_boxes``: ``low**2 <= area <= high**2``, area ``(x2 - x1)(y2 - y1)``).
+    """
+    area = box_area(detections.boxes)
+    return detections[(area >= low * low) & (area <= high * high)]
 
 
 def merge_scales(parts: list[Detections], k: int = 100, soft_nms_sigma: float = 0.5) -> Detections:

@@ -135,14 +135,21 @@ def to_dataset_labels(detections: Sequence[Detections], labels: Sequence[int | N
 
 @torch.no_grad()
 def run_inference(
-    model: torch.nn.Module, loader: DataLoader, flip: bool, scales: Sequence[float], k: int, progress: bool = True
+    model: torch.nn.Module,
+    loader: DataLoader,
+    flip: bool,
+    scales: Sequence[float],
+    k: int,
+    progress: bool = True,
+    box_ranges: Sequence[tuple[float, float]] = (),
 ) -> tuple[list[Detections], list[int]]:
-    """Detections (original pixels, on CPU) and image ids of this process's shard."""
+    """Detections (original pixels, on CPU) and image ids of this process's shard (``box_ranges``: one valid box-size
+    range per scale, ``engine.inference.predict_images``)."""
     was_training = model.training
     model.eval()
     detections, image_ids = [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main_process())):
-        predictions = predict_images(model, batch.images, flip=flip, scales=scales, k=k)
+        predictions = predict_images(model, batch.images, flip=flip, scales=scales, k=k, box_ranges=box_ranges)
         detections += [
             d.to("cpu")
             for d in to_original_pixels(predictions, batch.scales.to(predictions[0].boxes.device), batch.orig_sizes)
@@ -165,6 +172,7 @@ def evaluate_detector(
     labels: Sequence[int | None] | None = None,
     confusion_threshold: float = 0.3,
     min_box_area: float = 0.0,
+    box_ranges: Sequence[tuple[float, float]] = (),
 ) -> Evaluation:
     """COCO box metrics of ``model`` on ``coco`` — plus keypoint (OKS) metrics, prefixed ``kp_``, when the model
     predicts keypoints and mask metrics, prefixed ``segm_``, when it predicts masks — with their per-class tables,
@@ -177,8 +185,9 @@ def evaluate_detector(
         labels: the dataset label of each model label (``match_categories``); None: the same classes.
         confusion_threshold: the score a detection needs to count in the confusion matrix.
         min_box_area: detections with a box of at most this area (original pixels) are dropped first.
+        box_ranges: empty, or the valid box-size range of each of ``scales`` (``engine.inference.predict_images``).
     """
-    detections, image_ids = run_inference(model, loader, flip, scales, k)
+    detections, image_ids = run_inference(model, loader, flip, scales, k, box_ranges=box_ranges)
     if min_box_area > 0:
         detections = [dets[box_area(dets.boxes) > min_box_area] for dets in detections]
     if labels is not None:
@@ -294,6 +303,7 @@ def evaluate_model(
     """The benchmark of ``dataset`` with the settings of ``config`` (arguments given here take precedence).
 
     Args:
+        scales: replaces ``config.scales``, without ``config.scale_box_ranges`` (the ranges belong to its scales).
         results: COCO results JSON file, or the folder of KITTI result files.
         class_names: the model's classes, matched to the dataset's by name (``match_categories``); None: the
             dataset's own.
@@ -325,6 +335,7 @@ def evaluate_model(
         labels=labels,
         confusion_threshold=config.confusion_threshold,
         min_box_area=config.min_box_area,
+        box_ranges=config.scale_box_ranges if scales is None else (),
     )
 
 

@@ -93,6 +93,7 @@ def predict_video(
     flip: bool = False,
     scales: tuple[float, ...] = (1.0,),
     progress: bool = True,
+    box_ranges: tuple[tuple[float, float], ...] = (),
 ) -> VideoResult:
     """Detect objects in every frame of ``path``; writes ``out/<stem>.mp4`` (H.264, the input's size and frame
     rate) and ``out/<stem>.jsonl``.
@@ -101,6 +102,7 @@ def predict_video(
         predictor: an ``api.Predictor`` (2D boxes, keypoints or masks).
         batch_size: frames decoded and run through the model together.
         score_threshold: the lowest score drawn (the JSON lines keep every detection).
+        flip, scales, box_ranges: test-time augmentation, as ``api.Predictor.predict``.
 
     Raises:
         VideoError: PyAV is missing, or the file cannot be opened or holds no video stream.
@@ -126,7 +128,9 @@ def predict_video(
             count = 0
             for batch in _batches(iter(frames), batch_size):
                 images = [torch.from_numpy(array).permute(2, 0, 1) for array, _ in batch]
-                detections = predictor.predict(images, flip=flip, scales=scales, batch_size=batch_size)
+                detections = predictor.predict(
+                    images, flip=flip, scales=scales, batch_size=batch_size, box_ranges=box_ranges
+                )
                 for (array, when), image, dets in zip(batch, images, detections, strict=True):
                     writer.write(
                         draw_detections(image, dets, predictor.class_names, score_threshold, predictor.skeleton)
