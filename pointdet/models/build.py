@@ -52,7 +52,7 @@ from pointdet.models.roi_heads.cpm import PLAIN_GRID_MAPPING, CPMRoIHeads
 from pointdet.models.roi_heads.mask import MaskHead
 from pointdet.models.two_stage import TwoStageDetector
 from pointdet.structures import FeatureShape
-from pointdet.targets.lsnet_tasks import landmark_task
+from pointdet.targets.lsnet_tasks import LandmarkTask, landmark_task
 
 HOURGLASSES = {"hourglass104": hourglass104, "hourglass52": hourglass52, "hourglass_small": hourglass_small}
 TIMM_PREFIX = "timm:"
@@ -132,9 +132,7 @@ def build_postprocess(
     if isinstance(config, RepPointsConfig):
         return RepPointsPostprocess(config.transform, config.score_threshold, config.nms_iou, config.pre_nms)
     if isinstance(config, LSNetConfig):
-        task = landmark_task(
-            config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1
-        )
+        task = _lsnet_task(config, num_joints, flip_pairs)
         return LSNetPostprocess(
             task, config.score_threshold, config.nms_iou, config.pre_nms, stage=config.decode_stage,
             joint_inference=config.joint_inference,
@@ -321,9 +319,7 @@ def _build_lsnet(
     if config.task == "pose" and not num_joints:
         raise ConfigError("model.task=pose needs keypoints: the data set's categories define none")
     backbone, neck = _fpn_backbone(config, weights)
-    task = landmark_task(
-        config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1
-    )
+    task = _lsnet_task(config, num_joints, flip_pairs)
     head = LSNetHead(
         config.channels, num_classes, task=task,
         strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
@@ -336,6 +332,14 @@ def _build_lsnet(
     )  # fmt: skip
     postprocess = build_postprocess(config, neck.feature_shapes, flip_pairs, num_joints)
     return Detector(backbone, neck, head, postprocess, **_normalisation(config, backbone))
+
+
+def _lsnet_task(config: LSNetConfig, num_joints: int, flip_pairs: Sequence[tuple[int, int]]) -> LandmarkTask:
+    """The landmark task of ``config`` (its ``task`` and ``pose_*`` keys; the data set's keypoints), for the head and
+    the post-processor alike."""
+    return landmark_task(
+        config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1
+    )
 
 
 def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None) -> TwoStageDetector:
