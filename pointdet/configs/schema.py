@@ -21,6 +21,7 @@ from pointdet.configs.validation import (
     check_ranges,
     each,
     fraction,
+    is_box_range,
     shown,
     within,
 )
@@ -855,9 +856,7 @@ class EvalConfig:
         "every": at_least(1),
         "scales": each(above(0)),
         "scale_box_ranges": Rule(
-            lambda pairs: all(
-                isinstance(pair, tuple | list) and len(pair) == 2 and 0 <= pair[0] < pair[1] for pair in pairs
-            ),
+            lambda pairs: all(isinstance(pair, tuple | list) and is_box_range(pair) for pair in pairs),
             "a list of [low, high] pairs with 0 <= low < high (high may be inf)",
         ),
         "topk": at_least(1),

@@ -54,6 +54,12 @@ def each(rule: Rule, non_empty: bool = True) -> Rule:
     return Rule(lambda values: (bool(values) or not non_empty) and all(rule.test(v) for v in values), allowed)
 
 
+def is_box_range(pair: Any) -> bool:
+    """Whether ``pair`` is a valid box-size range ``(low, high)``: two numbers with ``0 <= low < high`` (``high`` may
+    be ``inf``; NaN is not)."""
+    return len(pair) == 2 and 0 <= pair[0] < pair[1]
+
+
 def shown(value: Any) -> str:
     """A value as the user typed it: lists (of lists) in brackets."""
 

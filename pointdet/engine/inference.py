@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pointdet.configs.validation import is_box_range
 from pointdet.decoders.tta import keep_box_sizes, merge_scales
 from pointdet.structures import Detections
 
@@ -38,7 +39,7 @@ def check_box_ranges(box_ranges: Sequence[tuple[float, float]], num_scales: int)
             f"box_ranges must be one (low, high) pair per test scale: {num_scales} scale(s), {len(box_ranges)} range(s)"
         )
     for pair in box_ranges:
-        if len(pair) != 2 or not 0 <= pair[0] < pair[1]:
+        if not is_box_range(pair):
             raise ValueError(f"each box range must be (low, high) with 0 <= low < high, got {tuple(pair)}")
 
 
