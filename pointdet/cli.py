@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import stat
 import sys
 import time
 from dataclasses import replace
@@ -25,9 +24,6 @@ from pointdet.configs import (
 from pointdet.configs.overrides import ConfigError
 from pointdet.configs.presets import atss_multiscale_eval
 from pointdet.errors import PointdetError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}  # read through engine.video (PyAV)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -172,50 +168,6 @@ def _eval_settings(config: ExperimentConfig, args: argparse.Namespace) -> EvalCo
     return settings
 
 
-def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """The image and video files of ``inputs`` (files, and folders searched recursively by suffix), and one line
-    per input left out. Only regular files (or links to them) are read: a named pipe would block, a device never
-    ends."""
-    files: list[Path] = []
-    skipped: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            candidates = sorted(
-                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not p.is_dir()
-            )
-        else:
-            candidates = [path]
-        for candidate in candidates:
-            problem = _not_a_regular_file(candidate)
-            if problem is None:
-                files.append(candidate)
-            else:
-                skipped.append(f"{candidate}: {problem}")
-    return files, skipped
-
-
-def _not_a_regular_file(path: Path) -> str | None:
-    """None for a regular file or a link to one, else what the path is instead."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return "a broken symbolic link" if path.is_symlink() else "not found"
-    except OSError as error:
-        return f"cannot be read ({error.strerror or error})"
-    if stat.S_ISREG(mode):
-        return None
-    kinds = (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a named pipe"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    )
-    kind = next((name for test, name in kinds if test(mode)), "special")
-    return f"{kind}, not a regular file"
-
-
 def _refuse_3d_test_augmentation(task: str, flip: bool, scales: tuple[float, ...] | None) -> None:
     if task == "mono3d" and (flip or tuple(scales or (1.0,)) != (1.0,)):
         raise SystemExit("--flip and --scales are not defined for monocular 3D (the paper uses no test augmentation)")
@@ -234,32 +186,47 @@ def _camera_for(image: Path, calib: str | None):
 def cmd_predict(args: argparse.Namespace) -> None:
     import pointdet
     from pointdet.engine.inference import check_box_ranges
+    from pointdet.engine.predict_files import (
+        IMAGE_SUFFIXES,
+        VIDEO_SUFFIXES,
+        PredictOutputError,
+        collect_inputs,
+        prepare_output_folder,
+    )
     from pointdet.engine.video import import_av
 
     try:
         check_box_ranges(args.scale_box_ranges, len(args.scales))
     except ValueError as error:
         raise SystemExit(f"predict: --scale-box-ranges: {error}") from None
-    files, skipped = _collect_images(args.images)
+    out = Path(args.out)
+    inputs, skipped, below_out = collect_inputs(args.images, out)
     for line in skipped:
         print(f"predict: skipped {line}", file=sys.stderr)
-    if not files:
+    if below_out:
+        print(
+            f"predict: left out {below_out} file(s) below the output folder {out} (outputs, not inputs)",
+            file=sys.stderr,
+        )
+    if not inputs:
         raise SystemExit(
             f"predict: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) or videos "
             f"({', '.join(sorted(VIDEO_SUFFIXES))}) in {args.images}"
             + (f"; {len(skipped)} input(s) skipped" if skipped else "")
         )
-    videos = [path for path in files if path.suffix.lower() in VIDEO_SUFFIXES]
-    images = [path for path in files if path.suffix.lower() not in VIDEO_SUFFIXES]
+    videos = [item for item in inputs if item.is_video]
+    images = [item for item in inputs if not item.is_video]
     if videos:
         import_av()  # before the model loads: a missing PyAV is one sentence, not a traceback
     predictor = pointdet.load(args.weights)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     mono3d = predictor.calibration is not None
     _refuse_3d_test_augmentation("mono3d" if mono3d else "", args.flip, args.scales)
     if mono3d and videos:
         raise SystemExit("predict: videos are for 2D, pose and mask models; a monocular 3D model reads images")
+    try:
+        prepare_output_folder(out, inputs, mono3d, args.overwrite)
+    except PredictOutputError as error:
+        raise SystemExit(f"predict: {error}") from None
     processed = _predict_images(predictor, images, out, args, skipped, mono3d) if images else 0
     frames = _predict_videos(predictor, videos, out, args, skipped)
     if skipped:
@@ -267,12 +234,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise SystemExit(f"predict: {len(skipped)} input(s) skipped (listed above), {done} processed")
 
 
-def _predict_videos(predictor, videos: list[Path], out: Path, args: argparse.Namespace, skipped: list[str]) -> int:
-    """Each video through ``engine.video.predict_video``; problems go to ``skipped``. Returns the frames done."""
+def _predict_videos(predictor, videos: list, out: Path, args: argparse.Namespace, skipped: list[str]) -> int:
+    """Each video (a ``PredictInput``) through ``engine.video.predict_video``; problems go to ``skipped``. Returns the
+    frames done."""
     from pointdet.engine.video import VideoError, predict_video
 
     frames = 0
-    for path in videos:
+    for item in videos:
+        path = item.path
         try:
             result = predict_video(
                 predictor,
@@ -283,6 +252,7 @@ def _predict_videos(predictor, videos: list[Path], out: Path, args: argparse.Nam
                 args.flip,
                 tuple(args.scales),
                 box_ranges=args.scale_box_ranges,
+                name=item.name,
             )
         except VideoError as error:
             skipped.append(str(error))
@@ -301,29 +271,28 @@ def _predict_videos(predictor, videos: list[Path], out: Path, args: argparse.Nam
 
 
 def _predict_images(
-    predictor, files: list[Path], out: Path, args: argparse.Namespace, skipped: list[str], mono3d: bool
+    predictor, files: list, out: Path, args: argparse.Namespace, skipped: list[str], mono3d: bool
 ) -> int:
-    """Drawn images and ``detections.json`` (KITTI label files for monocular 3D); unreadable images go to
-    ``skipped``. Returns the images done."""
+    """Drawn images and ``detections.json`` (KITTI label files for monocular 3D) for ``files`` (``PredictInput``s, each
+    written to its own name); unreadable images go to ``skipped``. Returns the images done."""
     import numpy as np
     import torch
     from tqdm import tqdm
 
     from pointdet.data.images import ImageReadError, read_image
     from pointdet.data.kitti import write_label_file
+    from pointdet.engine.predict_files import DETECTIONS_FILE, writable_path
     from pointdet.engine.visualize import draw_detections, draw_mono3d
     from pointdet.evaluation import detections_to_kitti, prediction_records
 
-    if mono3d:
-        (out / "labels").mkdir(exist_ok=True)
     records, started, warned = [], time.time(), False
     processed = 0
     for start in tqdm(range(0, len(files), args.batch_size), desc="predict", unit="batch"):
         chunk, images = [], []
-        for number, path in enumerate(files[start : start + args.batch_size], start):
+        for number, item in enumerate(files[start : start + args.batch_size], start):
             try:
-                images.append(read_image(path))
-                chunk.append((number, path))
+                images.append(read_image(item.path))
+                chunk.append((number, item))
             except ImageReadError as error:  # unreadable, cut off, a decompression bomb: the rest still run
                 skipped.append(str(error))
                 tqdm.write(f"predict: skipped {error}", file=sys.stderr)
@@ -333,7 +302,8 @@ def _predict_images(
         detections = predictor.predict(
             images, flip=args.flip, scales=args.scales, batch_size=args.batch_size, box_ranges=args.scale_box_ranges
         )
-        for (number, path), image, dets in zip(chunk, images, detections, strict=True):
+        for (number, item), image, dets in zip(chunk, images, detections, strict=True):
+            path, (drawn_file, *label_file) = item.path, item.output_files(out, mono3d)
             if mono3d:
                 camera = _camera_for(path, args.calib)
                 if camera is None:
@@ -342,12 +312,12 @@ def _predict_images(
                         print(f"no --calib and no ../calib/{path.stem}.txt: using the training camera")
                         warned = True
                 objects = detections_to_kitti(dets, camera, predictor.class_names)
-                write_label_file(out / "labels" / f"{path.stem}.txt", objects)
+                write_label_file(writable_path(label_file[0]), objects)
                 drawn = draw_mono3d(image, dets, torch.from_numpy(camera), predictor.class_names, args.score_threshold)
-                drawn.save(out / f"{path.stem}.jpg", quality=92)
+                drawn.save(writable_path(drawn_file), quality=92)
                 continue
             draw_detections(image, dets, predictor.class_names, args.score_threshold, predictor.skeleton).save(
-                out / f"{path.stem}.jpg", quality=92
+                writable_path(drawn_file), quality=92
             )
             records += [
                 {**record, "file_name": str(path)}
@@ -359,7 +329,7 @@ def _predict_images(
     if mono3d:
         written = f"drawn images (3D boxes + bird's-eye view) and KITTI result files in {out}, {out / 'labels'}"
     else:
-        (out / "detections.json").write_text(json.dumps(records))
+        writable_path(out / DETECTIONS_FILE).write_text(json.dumps(records))
         written = f"drawn images and detections.json (COCO results format) in {out}"
     per_image = 1000 * elapsed / max(processed, 1)
     print(f"{processed} image(s) in {elapsed:.2f} s ({per_image:.1f} ms/image on {predictor.device}); {written}")
@@ -483,7 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", nargs="+", help="image and video (mp4, mov, avi, mkv, webm) files and/or folders")
     predict.add_argument("--weights", required=True, help="checkpoint (.pt) or run folder")
-    predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    predict.add_argument(
+        "--out",
+        default="predictions",
+        help="output folder (default: predictions); it may not hold the inputs. Folders given as inputs keep their "
+        "sub-folders there; inputs that share a name get their suffix (a_jpg.jpg, a_png.jpg)",
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files an earlier predict wrote into --out (without it, predict refuses to replace them)",
+    )
     predict.add_argument("--flip", action="store_true")
     predict.add_argument("--scales", type=_floats, default=(1.0,))
     predict.add_argument(

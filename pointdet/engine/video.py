@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pointdet.engine.predict_files import writable_path
 from pointdet.engine.visualize import draw_detections
 from pointdet.errors import PointdetError
 from pointdet.evaluation import prediction_records
@@ -94,15 +95,17 @@ def predict_video(
     scales: tuple[float, ...] = (1.0,),
     progress: bool = True,
     box_ranges: tuple[tuple[float, float], ...] = (),
+    name: str | Path | None = None,
 ) -> VideoResult:
-    """Detect objects in every frame of ``path``; writes ``out/<stem>.mp4`` (H.264, the input's size and frame
-    rate) and ``out/<stem>.jsonl``.
+    """Detect objects in every frame of ``path``; writes ``out/NAME.mp4`` (H.264, the input's size and frame
+    rate) and ``out/NAME.jsonl``, replacing files of those names.
 
     Args:
         predictor: an ``api.Predictor`` (2D boxes, keypoints or masks).
         batch_size: frames decoded and run through the model together.
         score_threshold: the lowest score drawn (the JSON lines keep every detection).
         flip, scales, box_ranges: test-time augmentation, as ``api.Predictor.predict``.
+        name: the outputs' path below ``out`` without a suffix (default: the video's stem).
 
     Raises:
         VideoError: PyAV is missing, or the file cannot be opened or holds no video stream.
@@ -114,7 +117,8 @@ def predict_video(
     except (av.error.FFmpegError, ValueError, OSError) as error:
         raise VideoError(f"{path}: cannot open the video ({type(error).__name__}: {error})") from None
     started = time.time()
-    video, lines = out / f"{path.stem}.mp4", out / f"{path.stem}.jsonl"
+    stem = out / (name if name is not None else path.stem)
+    video, lines = writable_path(stem.parent / f"{stem.name}.mp4"), writable_path(stem.parent / f"{stem.name}.jsonl")
     with container:
         if not container.streams.video:
             raise VideoError(f"{path}: holds no video stream")
