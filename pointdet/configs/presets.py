@@ -25,6 +25,7 @@ from pointdet.configs.schema import (
     DenseRepPointsV2Config,
     EvalConfig,
     ExperimentConfig,
+    FCOSConfig,
     FPNBackboneConfig,
     LSNetConfig,
     OptimConfig,
@@ -381,6 +382,15 @@ def reppoints_v2_effl0_raccoon() -> ExperimentConfig:
     return replace(base, optim=replace(base.optim, epochs=16), eval=replace(base.eval, every=16))
 
 
+def fcos_effl0_raccoon() -> ExperimentConfig:
+    """The FCOS peer on the shipped raccoon photos: torchvision's FCOS head on the main job's Lite0 FPN and recipe.
+
+    Not a pointdet method: the yardstick. Everything but the head (backbone, 64-channel FPN P3-P7, data, augmentation,
+    schedule, evaluation) is the main job's, so the two compare on equal terms.
+    """
+    return replace(reppoints_v2_effl0_raccoon(), name="fcos_effl0_raccoon", model=FCOSConfig(**_LITE0_FPN))
+
+
 def lsnet_effl0_raccoon() -> ExperimentConfig:
     """LSNet on the shipped raccoon photos: the Lite0 FPN, plain-conv towers (as ``lsnet_shapes``; DCN is LSNet's)."""
     return _on_raccoon("lsnet_effl0_raccoon", LSNetConfig(**_LITE0_FPN, tower="conv"))
@@ -661,6 +671,7 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
         reppoints_effl0_raccoon,
         reppoints_v2_effl0_raccoon,
         lsnet_effl0_raccoon,
+        fcos_effl0_raccoon,
         reppoints_v2_shapes,
         reppoints_v2_r50_fpn,
         reppoints_v2_r50_fpn_2x_ms,

@@ -181,6 +181,15 @@ class FPNBackboneConfig:
             )
 
 
+# The test-time selection of the dense FPN heads (RepPoints, LSNet, the FCOS peer): score threshold, class-wise NMS
+# IoU, candidates per level.
+DENSE_DECODE_RANGES: dict[str, Rule] = {
+    "score_threshold": fraction(high_open=True),
+    "nms_iou": fraction(low_open=True),
+    "pre_nms": at_least(1),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RepPointsConfig(FPNBackboneConfig):
     """RepPoints v1 (METHODS.md CARD 5 §5.0): objects as 9 learned points on FPN P3-P7, refined once.
@@ -220,9 +229,7 @@ class RepPointsConfig(FPNBackboneConfig):
             lambda n: n >= 9 and math.isqrt(n) ** 2 == n and n % 2 == 1, "an odd square >= 9 (9, 25, ...)"
         ),
         "gradient_mul": fraction(),
-        "score_threshold": fraction(high_open=True),
-        "nms_iou": fraction(low_open=True),
-        "pre_nms": at_least(1),
+        **DENSE_DECODE_RANGES,
     }
 
     method: Literal["reppoints"] = "reppoints"
@@ -473,9 +480,7 @@ class LSNetConfig(FPNBackboneConfig):
     )  # fmt: skip
     SECTION: ClassVar[str] = "model"
     RANGES: ClassVar[dict[str, Rule]] = {
-        "nms_iou": fraction(low_open=True),
-        "score_threshold": fraction(high_open=True),
-        "pre_nms": at_least(1),
+        **DENSE_DECODE_RANGES,
         "gradient_mul": fraction(),
         "init_weight": at_least(0),
         "refine_weight": at_least(0),
@@ -648,6 +653,45 @@ class CPMRCNNConfig(FPNBackboneConfig):
         return False
 
 
+@dataclass(frozen=True, kw_only=True)
+class FCOSConfig(FPNBackboneConfig):
+    """The FCOS peer: torchvision's FCOS head, assignment, loss and decoding on the FPN backbone of the other
+    families, so that a pointdet recipe is measured against FCOS with everything else equal (not one of pointdet's
+    methods; ``models.heads.fcos``).
+
+    Every ``FPNBackboneConfig`` key applies. The other attributes:
+
+    Attributes:
+        method: ``fcos``; selects this family.
+        num_convs: convs per tower (4, GroupNorm 32).
+        center_sampling_radius: positives lie within this many strides of a box centre (1.5).
+        score_threshold, nms_iou, pre_nms: test time (0.05, 0.6, 1000 per level); torchvision's score default is
+            0.2, pointdet scores every family at 0.05; decode options.
+    """
+
+    DECODE_OPTIONS: ClassVar[tuple[str, ...]] = ("score_threshold", "nms_iou", "pre_nms")
+    SECTION: ClassVar[str] = "model"
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "frozen_stages": within(0, 4),
+        "channels": at_least(1),
+        "num_convs": at_least(1),
+        "center_sampling_radius": above(0),
+        **DENSE_DECODE_RANGES,
+    }
+
+    method: Literal["fcos"] = "fcos"
+    task: Literal["detection"] = "detection"
+    num_convs: int = 4
+    center_sampling_radius: float = 1.5
+    score_threshold: float = 0.05
+    nms_iou: float = 0.6
+    pre_nms: int = 1000
+
+    @property
+    def needs_masks(self) -> bool:
+        return False
+
+
 ModelConfig = (
     CenterNetConfig
     | CornerConfig
@@ -656,6 +700,7 @@ ModelConfig = (
     | DenseRepPointsV2Config
     | LSNetConfig
     | CPMRCNNConfig
+    | FCOSConfig
 )
 """The model section: one typed config per method family, selected by ``model.method``."""
 
@@ -669,6 +714,7 @@ MODEL_FAMILIES: dict[str, type] = {
         DenseRepPointsV2Config,
         LSNetConfig,
         CPMRCNNConfig,
+        FCOSConfig,
     )
     for method in typing.get_args(typing.get_type_hints(family)["method"])
 }

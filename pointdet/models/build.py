@@ -19,6 +19,7 @@ from pointdet.configs.schema import (
     CornerConfig,
     CPMRCNNConfig,
     DenseRepPointsV2Config,
+    FCOSConfig,
     LSNetConfig,
     ModelConfig,
     RepPointsConfig,
@@ -27,6 +28,7 @@ from pointdet.configs.schema import (
 from pointdet.decoders.centernet import CenterNetPostprocess
 from pointdet.decoders.corners import CornerPostprocess
 from pointdet.decoders.dense_reppoints_v2 import DenseRepPointsV2Postprocess
+from pointdet.decoders.fcos import FCOSPostprocess
 from pointdet.decoders.grid import CPMPostprocess
 from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.decoders.mono3d import Mono3DPostprocess
@@ -45,6 +47,7 @@ from pointdet.models.heads import (
     StackedHead,
 )
 from pointdet.models.heads.dense_reppoints_v2 import DenseRepPointsV2Head
+from pointdet.models.heads.fcos import FCOSPeerHead
 from pointdet.models.heads.reppoints_v2 import VERIFICATION_CHANNELS, RepPointsV2Head
 from pointdet.models.init_from import initialise_from
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
@@ -87,6 +90,8 @@ def build_model(
         model = _build_lsnet(config, num_classes, num_joints, flip_pairs, weights)
     elif isinstance(config, CPMRCNNConfig):
         model = _build_cpm_rcnn(config, num_classes, weights)
+    elif isinstance(config, FCOSConfig):
+        model = _build_fcos(config, num_classes, weights)
     else:
         raise TypeError(f"no model builder for {type(config).__name__}")
     if with_backbone_weights and getattr(config, "init_from", None):
@@ -139,6 +144,9 @@ def build_postprocess(
         )  # fmt: skip
     if isinstance(config, CPMRCNNConfig):
         return CPMPostprocess(**{name: getattr(config, name) for name in config.DECODE_OPTIONS})
+    if isinstance(config, FCOSConfig):
+        strides = [shape.stride for shape in feature_shapes]
+        return FCOSPostprocess(strides, **{name: getattr(config, name) for name in config.DECODE_OPTIONS})
     raise TypeError(f"no post-processor for {type(config).__name__}")
 
 
@@ -226,7 +234,9 @@ def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
 
 
 def _fpn_backbone(
-    config: RepPointsConfig | LSNetConfig | CPMRCNNConfig, weights: str | None, levels: tuple[int, int] = (3, 7)
+    config: RepPointsConfig | LSNetConfig | CPMRCNNConfig | FCOSConfig,
+    weights: str | None,
+    levels: tuple[int, int] = (3, 7),
 ) -> tuple[nn.Module, FPN]:
     """ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model, and an FPN on its maps:
     P3-P7 on strides 8/16/32 (the RepPoints and LSNet backbone) or P2-P6 on strides 4-32 (two-stage detectors)."""
@@ -366,8 +376,17 @@ def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None
     return TwoStageDetector(backbone, neck, rpn, roi_heads, postprocess, **_normalisation(config, backbone))
 
 
+def _build_fcos(config: FCOSConfig, num_classes: int, weights: str | None) -> Detector:
+    """The FCOS peer: ``_fpn_backbone`` (P3-P7) + torchvision's FCOS head, loss and decoding."""
+    backbone, neck = _fpn_backbone(config, weights)
+    strides = [shape.stride for shape in neck.feature_shapes]
+    head = FCOSPeerHead(config.channels, num_classes, strides, config.num_convs, config.center_sampling_radius)
+    postprocess = build_postprocess(config, neck.feature_shapes)
+    return Detector(backbone, neck, head, postprocess, **_normalisation(config, backbone))
+
+
 def _normalisation(
-    config: CenterNetConfig | RepPointsConfig | LSNetConfig | CPMRCNNConfig, backbone: Any
+    config: CenterNetConfig | RepPointsConfig | LSNetConfig | CPMRCNNConfig | FCOSConfig, backbone: Any
 ) -> dict[str, tuple[float, ...]]:
     """A timm backbone configured with ImageNet weights normalises with its own mean/std (timm's data config); the
     other backbones, and timm ones trained from scratch, with CenterNet's constants (the Detector's defaults).
