@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pointdet.benchmark import add_arguments as add_benchmark_arguments
+from pointdet.cli_data import add_data_commands
 from pointdet.configs import (
     DEFAULT_PRESET,
     PRESETS,
@@ -530,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = sub.add_parser("presets", help="list the named presets")
     presets.set_defaults(func=cmd_presets)
+    add_data_commands(sub)
     return parser
 
 
