@@ -386,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pointdet", description="Point-based detection: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a preset (default: CenterNet on generated shapes)")
+    train = sub.add_parser(
+        "train", help="train a preset (default: reppoints_v2_effl0_raccoon, RepPoints v2 on the shipped raccoon photos)"
+    )
     train.add_argument(
         "preset",
         nargs="?",
