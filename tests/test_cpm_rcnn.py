@@ -242,3 +242,50 @@ def test_config_rejects_mismatched_stage_lists():
         CPMRCNNConfig(mapping_ratios=(2.0, 1.5))
     with pytest.raises(ConfigError, match="point_channels"):
         CPMRCNNConfig(point_channels=6)
+
+
+def official_grid_target(roi: list[float], gt: list[float], mapping_ratio: float) -> torch.Tensor:
+    """The official ``prepare_target`` rule for one RoI, written out point by point: the RoI grown by
+    ``STAGE_MAPPING_RATIO`` = m - 1 times its half side on every side, the grid point of the GT
+    (``factor * x1 + (1 - factor) * x2``), its cell ``int((g - X1) / W * 56)`` on the map of the grown RoI, the plus
+    of radius 1 inside [0, 56), then each point's 28x28 sub-region."""
+    x1, y1, x2, y2 = roi
+    grow = mapping_ratio - 1
+    half_w, half_h = grow * (x2 - x1) / 2, grow * (y2 - y1) / 2
+    ex1, ey1, ex2, ey2 = x1 - half_w, y1 - half_h, x2 + half_w, y2 + half_h
+    virtual = torch.zeros(9, 56, 56)
+    for point in range(9):
+        factor_x, factor_y = 1 - (point // 3) / 2, 1 - (point % 3) / 2
+        cx = int((factor_x * gt[0] + (1 - factor_x) * gt[2] - ex1) / (ex2 - ex1) * 56)
+        cy = int((factor_y * gt[1] + (1 - factor_y) * gt[3] - ey1) / (ey2 - ey1) * 56)
+        for x in range(cx - 1, cx + 2):
+            for y in range(cy - 1, cy + 2):
+                if 0 <= x < 56 and 0 <= y < 56 and (x - cx) ** 2 + (y - cy) ** 2 <= 1:
+                    virtual[point, y, x] = 1
+    return crop_subregions(virtual[None])[0]
+
+
+def test_grid_target_cells_truncate_toward_zero_as_the_official_int():
+    """RoI [10, 20, 90, 100] and GT [-4, 9, 95, 100] at mapping ratio 1.25 (IoU 0.71, a stage-2 sample): the top
+    grid points 3 and 6 sit 0.56 cells above the expanded RoI; ``int`` puts them on row 0 (a plus clipped to 4
+    pixels), ``floor`` on row -1 (1 pixel)."""
+    roi, gt = [10.0, 20.0, 90.0, 100.0], [-4.0, 9.0, 95.0, 100.0]
+    assert box_iou(torch.tensor([roi]), torch.tensor([gt])).item() == pytest.approx(0.71, abs=0.005)
+    targets = build_grid_targets(torch.tensor([roi]), torch.tensor([gt]), 1.25)[0]
+    expected = official_grid_target(roi, gt, 1.25)
+    assert torch.equal(targets, expected)
+    assert targets[3].sum() == 4 and targets[6].sum() == 4  # floor() kept 1 pixel of each
+    assert [targets[point].sum().item() for point in (4, 5, 7, 8)] == [5, 5, 5, 5]
+
+
+def test_grid_targets_equal_the_official_rule_on_random_rois():
+    generator = torch.Generator().manual_seed(7)
+    gt = torch.rand(64, 2, generator=generator) * 200 - 50
+    gt = torch.cat([gt, gt + 10 + torch.rand(64, 2, generator=generator) * 150], dim=1)
+    size = (gt[:, 2:] - gt[:, :2]).repeat(1, 2)
+    rois = gt + (torch.rand(64, 4, generator=generator) - 0.5) * 0.6 * size
+    for ratio in (2.0, 1.5, 1.25):
+        targets = build_grid_targets(rois.double(), gt.double(), ratio)
+        for index in range(len(rois)):
+            expected = official_grid_target(rois[index].double().tolist(), gt[index].double().tolist(), ratio)
+            assert torch.equal(targets[index].float(), expected), (ratio, index)

@@ -5,10 +5,13 @@ Nine grid points per box, point ``j`` at column ``j // 3`` and row ``j % 3`` of 
 heatmap refers to the RoI expanded about its centre by the stage's *mapping ratio* m (2, 1.5, 1.25 in the cascade;
 Grid R-CNN uses 2): a virtual 56x56 map covers the expanded box, and point ``j`` predicts only the 28x28 sub-region
 whose origin is ``14 * (column, row)`` (Grid R-CNN Plus). Positives are the pixels within distance 1 of the GT
-point on the 56x56 map (a plus shape).
+point's cell on the 56x56 map (a plus shape). The cell is the official ``int()`` of the point's map coordinate, a
+truncation toward zero: a point less than two cells left of or above the expanded RoI gets cell 0 or -1 where
+``floor`` gives -1 or -2, and so keeps 4 or 1 pixels of its plus where ``floor`` keeps 1 or none.
 
-Facts derived from zhubinQAQ/CPM-R-CNN ``pet/rcnn/modeling/grid_rcnn/loss.py`` (``prepare_target``,
-``prepare_iou_target``) as summarised in METHODS.md CARD 6; no code of theirs was copied.
+Facts derived from zhubinQAQ/CPM-R-CNN ``pet/rcnn/modeling/grid_cascade_rcnn/loss.py`` (``prepare_target``,
+``prepare_iou_target``) and mmdetection's ``GridHead.get_targets`` (the same rule at mapping ratio 2) as
+summarised in METHODS.md CARD 6; no code of theirs was copied.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ def build_grid_targets(rois: Tensor, gt_boxes: Tensor, mapping_ratio: float) -> 
     """
     expanded = expand_boxes(rois, mapping_ratio)
     size = (expanded[:, 2:] - expanded[:, :2]).clamp(min=1e-6)  # (N, 2)
-    cells = ((grid_points(gt_boxes) - expanded[:, None, :2]) / size[:, None] * VIRTUAL_SIZE).floor()  # (N, 9, 2)
+    # Truncation toward zero, as the official ``int()`` (not ``floor``): see the module docstring.
+    cells = ((grid_points(gt_boxes) - expanded[:, None, :2]) / size[:, None] * VIRTUAL_SIZE).trunc()  # (N, 9, 2)
     axis = torch.arange(VIRTUAL_SIZE, device=rois.device, dtype=rois.dtype)
     dx = axis[None, None, None, :] - cells[..., 0, None, None]  # (N, 9, 1, 56)
     dy = axis[None, None, :, None] - cells[..., 1, None, None]  # (N, 9, 56, 1)
