@@ -52,6 +52,9 @@ def test_official_corner_networks_convert_load_and_compute_the_official_arithmet
     model = predictor.model.eval()
     assert len(model.state_dict()) == len(official) - sum(key.startswith(MASK_BRANCH) for key in official)
     assert predictor.class_names[0] == "person" and len(predictor.class_names) == 80
+    rules = {"centripetalnet": ("official", "official", 0.7), "mmdet": ("code", "paper", 0.5)}[framework]
+    decoder = predictor.model.postprocess  # the pairing rule of the file's own code
+    assert (decoder.pair_score, decoder.central_region, decoder.soft_nms_sigma) == rules
     torch.testing.assert_close(model.pixel_mean.flatten() / 255, torch.tensor([0.485, 0.456, 0.406]))
 
     rgb = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))

@@ -312,3 +312,75 @@ def test_corner_methods_refuse_other_backbones_and_tasks_when_parsed():
         apply_overrides(get_preset("cornernet_hg52"), ["model.task=pose"])
     with pytest.raises(ConfigError, match="'model.mask_head' for method=centernet"):
         apply_overrides(get_preset("centernet_r18"), ["model.mask_head=true"])
+
+
+# ------------------------------------------------------------------------------- the official pairing rules
+
+
+def release_pair_count(maps: dict[str, torch.Tensor], stride: int, k: int = 100, num_dets: int = 1000) -> int:
+    """Pairs the authors' release keeps (``_decode_center`` then ``score > -0.1``), written out from its rule:
+    sigmoid, 3x3 peak NMS, top ``k`` over C*H*W, corners and centres (``xy + offset`` and ``± exp(shift)``) scaled
+    to input pixels, every coordinate that is not positive set to 0 (the test border is 0 in pointdet's frame),
+    ``ns = 2.4`` for boxes over 3500 px² and 2.1 otherwise, the central region ``((ns ± 1) x1 + (ns ∓ 1) x2) /
+    (2 ns)``, pairs rejected for another class, ``br < tl``, or a centre on or outside the region; the centre-box
+    ratio is computed and not applied. The top ``num_dets`` scores are read."""
+    counts = []
+    for image in range(maps["tl_heat"].shape[0]):
+        corners = {}
+        for corner, sign in (("tl", 1.0), ("br", -1.0)):
+            heat = maps[f"{corner}_heat"][image].double().sigmoid()
+            peaks = heat * (torch.nn.functional.max_pool2d(heat, 3, 1, 1) == heat)
+            scores, index = peaks.flatten().topk(k)
+            width = heat.shape[-1]
+            cls, ys, xs = index // heat[0].numel(), index % heat[0].numel() // width, index % width
+            offset = maps[f"{corner}_offset"][image].double()[:, ys, xs]
+            shift = maps[f"{corner}_centripetal"][image].double()[:, ys, xs].exp()
+            x, y = xs + offset[0], ys + offset[1]
+            cx, cy = x + sign * shift[0], y + sign * shift[1]
+            values = [value * stride for value in (x, y, cx, cy)]
+            corners[corner] = (scores, cls, *[value * (value > 0) for value in values])
+        t_s, t_c, tx, ty, tcx, tcy = (value[:, None] for value in corners["tl"])
+        b_s, b_c, bx, by, bcx, bcy = (value[None, :] for value in corners["br"])
+        ns = torch.where((bx - tx).abs() * (ty - by).abs() + 1e-16 > 3500, 2.4, 2.1)
+        region = [((ns + 1) * tx + (ns - 1) * bx) / (2 * ns), ((ns + 1) * ty + (ns - 1) * by) / (2 * ns)]
+        region += [((ns - 1) * tx + (ns + 1) * bx) / (2 * ns), ((ns - 1) * ty + (ns + 1) * by) / (2 * ns)]
+        score = (t_s + b_s) / 2
+        rejected = (t_c != b_c) | (bx < tx) | (by < ty)
+        for cx, cy in ((tcx, tcy), (bcx, bcy)):
+            rejected |= (cx <= region[0]) | (cx >= region[2]) | (cy <= region[1]) | (cy >= region[3])
+        score = torch.where(rejected, -1.0, score)
+        counts.append(int((score.flatten().topk(num_dets).values > -0.1).sum()))
+    return sum(counts)
+
+
+def corner_maps_with_corners_outside_the_image() -> dict[str, torch.Tensor]:
+    """Raw maps of one stack, two images, one class on a 24 x 40 map, with corners decoded left of or above the
+    image (negative offsets on the first three rows and columns) and centripetal shifts of up to e² map pixels."""
+    generator = torch.Generator().manual_seed(12)
+    shape = (2, 1, 1, 24, 40)
+    maps = {f"{corner}_heat": torch.randn(shape, generator=generator) * 2 for corner in ("tl", "br")}
+    for corner in ("tl", "br"):
+        offset = torch.rand(2, 1, 2, 24, 40, generator=generator)
+        offset[:, :, 0, :, :3] -= 1.8  # the first columns decode left of the image
+        offset[:, :, 1, :3, :] -= 1.8  # the first rows above it
+        maps[f"{corner}_offset"] = offset
+        maps[f"{corner}_centripetal"] = torch.rand(2, 1, 2, 24, 40, generator=generator) * 2
+    return maps
+
+
+def test_the_release_pairing_rule_keeps_what_the_release_keeps_and_the_other_rules_do_not():
+    """On maps where the rules disagree, ``pair_score=official`` keeps as many pairs as the release's own rule;
+    ``code`` (mmdetection) drops more (its centre-box threshold), ``paper`` keeps pairs whose corners or centres
+    lie left of or above the image, which the release zeroes."""
+    from pointdet.decoders.corners import CornerPostprocess
+    from pointdet.models.heads.corner import ShiftOutputs
+
+    maps = corner_maps_with_corners_outside_the_image()
+    outputs = ShiftOutputs(**{name: maps[name] for name in ShiftOutputs._fields})
+    kept = {}
+    for rule in ("official", "code", "paper"):
+        decoder = CornerPostprocess(stride=4, pair_score=rule, central_region="official")
+        kept[rule] = int((decoder.batched_candidates(outputs).scores > 0).sum())
+    expected = release_pair_count({name: value[:, 0] for name, value in maps.items()}, stride=4)
+    assert kept["official"] == expected
+    assert kept["code"] < expected < kept["paper"], kept  # 104 < 107 < 109

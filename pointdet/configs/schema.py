@@ -117,8 +117,9 @@ class CornerConfig:
         cross_star: CentripetalNet's cross-star deformable conv (with its guiding shift); false reads the
             centripetal shift from the corner-pool feature, the base model of the paper's Tables 4-5.
         mask_head: add CentripetalNet's RoIAlign instance-mask head (COCO data with segmentations).
-        pair_score: corner-pair score, ``paper`` (geometric mean x centre weight w) or ``code`` (arithmetic mean,
-            centre-box threshold; both official codes) — METHODS.md App. A #7.
+        pair_score: corner-pair rule, ``paper`` (geometric mean x centre weight w), ``code`` (mmdetection:
+            arithmetic mean, centre-box threshold, coordinates left of / above the image zeroed) or ``official``
+            (the authors' release: the same without the centre-box threshold) — METHODS.md App. A #7.
         central_region: ``paper`` (mu = 1/2.1 for boxes over 3500 px², else 1/2.4) or ``official`` (reversed).
         soft_nms_sigma: Gaussian soft-NMS sigma of the pair clean-up.
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
@@ -139,7 +140,7 @@ class CornerConfig:
     guiding_weight: float = 0.05
     cross_star: bool = True
     mask_head: bool = False
-    pair_score: Literal["paper", "code"] = "paper"
+    pair_score: Literal["paper", "code", "official"] = "paper"
     central_region: Literal["paper", "official"] = "paper"
     soft_nms_sigma: float = 0.5
     init_from: str | None = None

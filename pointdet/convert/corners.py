@@ -40,6 +40,7 @@ from pointdet.convert.common import (
 )
 
 FRAMEWORKS = ("centripetalnet", "mmdet")
+RELEASE_SOFT_NMS_SIGMA = 0.7  # the release's per-class Gaussian soft-NMS (mmdetection: 0.5)
 HEAD = "bbox_head."
 # Sub-module of a corner-pool module -> pointdet's ``CornerPoolModule``: the two directional branches (conv-BN-ReLU),
 # the merge after pooling (conv-BN), the 1x1 skip (conv-BN) and the last conv-BN-ReLU.
@@ -169,16 +170,19 @@ def architecture_for(framework: str, backbone: str) -> Architecture:
 
 def converted_corner_config(framework: str, method: str, backbone: str) -> ExperimentConfig:
     """The paper-recipe corner preset with the file's network (no mask head: see the module docstring), the
-    official codes' decoding (arithmetic-mean pair score; CentripetalNet's release reverses the central-region
-    threshold, mmdetection follows the paper: METHODS.md App. A #7-8) and test geometry (the image at its own size,
-    zero-padded to the hourglass's multiple of 128, flip test)."""
+    pairing rule of the file's code (the release's ``official``: no centre-box threshold, reversed central-region
+    threshold, soft-NMS sigma 0.7; mmdetection's ``code``: the threshold, the paper's region, sigma 0.5;
+    METHODS.md App. A #7-8) and test geometry (the image at its own size, zero-padded to the hourglass's multiple
+    of 128, flip test)."""
     config = get_preset("centripetalnet_hg104")
+    release = framework == "centripetalnet"
     model = CornerConfig(
         method=method,
         backbone=backbone,
         mask_head=False,
-        pair_score="code",
-        central_region="official" if framework == "centripetalnet" else "paper",
+        pair_score="official" if release else "code",
+        central_region="official" if release else "paper",
+        soft_nms_sigma=RELEASE_SOFT_NMS_SIGMA if release else config.model.soft_nms_sigma,
     )
     data = replace(config.data, test_resize="original")
     return replace(config, name=f"{method}_{backbone}_{framework}_converted", model=model, data=data)

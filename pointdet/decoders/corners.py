@@ -8,9 +8,12 @@
      ``1/2.4`` otherwise (the paper; the official code has it reversed: ``central_region="official"``);
    - associative embedding (CornerNet): ``|e_tl - e_br| <= 0.5``.
 3. Scores: the paper's geometric mean of the corner scores times ``w = exp(-|Δctx||Δcty| / area(R_central))``
-   (``pair_score="paper"``), or both codes' arithmetic mean, no ``w``, and pairs whose centre box covers more
-   than half of ``R_central`` rejected (``pair_score="code"``, mmdetection's ``distance_threshold``).
-   CornerNet's embedding grouping always uses the arithmetic mean.
+   (``pair_score="paper"``), or the codes' arithmetic mean without ``w``: mmdetection's rule rejects the pairs
+   whose centre box covers more than half of ``R_central`` (``pair_score="code"``, its ``distance_threshold``);
+   the authors' release computes that ratio but never applies it (``pair_score="official"``). Both codes first
+   set every corner and centre coordinate that is not positive (left of or above the image) to 0, which moves
+   such corners onto the image edge and usually puts a centre outside the central region; the paper's rule reads
+   the coordinates as decoded. CornerNet's embedding grouping always uses the arithmetic mean.
 4. The best ``num_pairs`` pairs with a positive score are the candidates; ``suppress`` applies the per-class
    Gaussian soft-NMS and keeps the top K (done after the flip test concatenates both passes).
 """
@@ -29,7 +32,7 @@ from pointdet.ops.nms import batched_soft_nms
 from pointdet.ops.peaks import peak_topk
 from pointdet.structures import Detections
 
-PairScore = Literal["paper", "code"]
+PairScore = Literal["paper", "code", "official"]
 CentralRegion = Literal["paper", "official"]
 LARGE_BOX_AREA = 3500.0  # input pixels², the paper's switch between the two mu
 EMBEDDING_THRESHOLD = 0.5  # CornerNet's ae_threshold
@@ -68,6 +71,13 @@ def embedding_corners(heat: Tensor, offset: Tensor, embedding: Tensor, k: int) -
     return corners._replace(extra=gather_at(embedding, index))
 
 
+def zero_outside_image(corners: Corners) -> Corners:
+    """The codes' border rule: corner and centre coordinates that are not positive become 0 (both official codes
+    measure them from the image's top-left corner, pointdet's input frame, and zero them before pairing)."""
+    xy, extra = corners.xy, corners.extra
+    return corners._replace(xy=xy.where(xy > 0, 0), extra=extra.where(extra > 0, 0))
+
+
 def pair_scores(
     tl: Corners,
     br: Corners,
@@ -76,7 +86,8 @@ def pair_scores(
     pair_score: PairScore = "paper",
     central_region: CentralRegion = "paper",
 ) -> Tensor:
-    """(B, K_tl, K_br) score of every (top-left i, bottom-right j) pair, -1 where the pair is rejected."""
+    """(B, K_tl, K_br) score of every (top-left i, bottom-right j) pair, -1 where the pair is rejected (the corners
+    as given: ``CornerPostprocess`` applies the codes' ``zero_outside_image`` first)."""
     tl_x, tl_y = tl.xy[..., 0, None], tl.xy[..., 1, None]  # (B, K, 1)
     br_x, br_y = br.xy[..., None, :, 0], br.xy[..., None, :, 1]  # (B, 1, K)
     valid = (tl.labels[:, :, None] == br.labels[:, None, :]) & (br_x > tl_x) & (br_y > tl_y)
@@ -100,7 +111,8 @@ def pair_scores(
     if pair_score == "paper":
         scores = (s_tl * s_br).sqrt() * torch.exp(-centre_box / region_area.clamp(min=1e-12))
     else:
-        valid &= centre_box / region_area.clamp(min=1e-12) <= CENTRE_BOX_THRESHOLD
+        if pair_score == "code":
+            valid &= centre_box / region_area.clamp(min=1e-12) <= CENTRE_BOX_THRESHOLD
         scores = (s_tl + s_br) / 2
     return torch.where(valid, scores, torch.full_like(scores, -1))
 
@@ -150,7 +162,8 @@ class CornerPostprocess:
     Args:
         stride: output stride (4).
         matching: ``centripetal`` (CentripetalNet) or ``embedding`` (CornerNet).
-        pair_score, central_region: decoding rules (paper defaults; METHODS.md App. A #7-8).
+        pair_score, central_region: decoding rules (paper defaults; METHODS.md App. A #7-8): ``pair_score``
+            ``paper``, ``code`` (mmdetection) or ``official`` (the authors' release), see the module docstring.
         num_pairs: pairs kept before soft-NMS (1000).
         soft_nms_sigma: Gaussian soft-NMS sigma (mmdetection's 0.5; the official code uses 0.7).
         corners_per_map: top corners taken from each heatmap (100).
@@ -184,6 +197,8 @@ class CornerPostprocess:
         if self.matching == "centripetal":
             tl = centripetal_corners(tl_heat, maps["tl_offset"], maps["tl_centripetal"], k, sign=1.0)
             br = centripetal_corners(br_heat, maps["br_offset"], maps["br_centripetal"], k, sign=-1.0)
+            if self.pair_score != "paper":
+                tl, br = zero_outside_image(tl), zero_outside_image(br)
         else:
             tl = embedding_corners(tl_heat, maps["tl_offset"], maps["tl_embedding"], k)
             br = embedding_corners(br_heat, maps["br_offset"], maps["br_embedding"], k)
