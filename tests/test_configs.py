@@ -112,7 +112,7 @@ OUT_OF_RANGE = [
     ("cpm_rcnn_shapes", "model.point_channels", 6, "a multiple of 4"),
     ("cpm_rcnn_shapes", "model.mapping_ratios", [2, 0.5, 1.25], "a non-empty list of numbers >= 1"),
     ("cpm_rcnn_shapes", "model.grid_convs", 0, ">= 1"),
-    ("cpm_rcnn_shapes", "model.roi_sampling_ratio", 0, ">= 1"),
+    ("cpm_rcnn_shapes", "model.roi_sampling_ratio", -1, ">= 0"),
     ("cpm_rcnn_shapes", "model.soft_nms_sigma", 0, "> 0"),
     ("cpm_rcnn_shapes", "model.train_grid_rois", 0, ">= 1"),
     *(("dense_reppoints_v2_shapes", key, value, rule) for _, key, value, rule in REPPOINTS_RANGES),

@@ -574,7 +574,19 @@ class CPMRCNNConfig(FPNBackboneConfig):
         max_grid_rois: grid-stage RoIs per image after the test-time NMS (96), and in training unless
             ``train_grid_rois`` is set.
         train_grid_rois: training RoIs per image and grid stage when not ``max_grid_rois`` (None: the same, 96).
-        roi_sampling_ratio: RoIAlign's bilinear samples per bin and axis in every RoI branch (2, as the code).
+        roi_sampling_ratio: RoIAlign's bilinear samples per bin and axis in every RoI branch (2, as the code; 0 =
+            adaptive, mmdetection's).
+        roi_aligned, roi_level_rule: half-pixel aligned RoIAlign (off: Detectron's, the CPM code's; mmdetection's
+            is aligned) and how a RoI's FPN level is rounded (``torchvision``; ``detectron``: the legacy +1 pixel
+            area of the CPM code; ``mmdet``), ``models.roi_heads.pooling``.
+        grid_conv_bias: the grid branches' 3x3 convs have a bias, as both official codes (off: pointdet's earlier
+            checkpoints have none; models converted from the official ones have it).
+        grid_fusion: the grid branches' first- and second-order point fusion (Grid R-CNN; CPM R-CNN's released
+            models are trained without it).
+        stride_in_1x1: a ResNet backbone strides each stage in its first 1x1 conv (the Caffe ResNet of the CPM
+            code) instead of the 3x3 conv.
+        clip_boxes: test time: clip each grid stage's boxes to the image (on; both official codes leave them
+            unclipped); a decode option.
         score_threshold, nms_iou, gamma: test time: class probabilities kept (0.03), class-wise NMS IoU (0.3), γ of
             the fused score (0.8); decode options, switchable at evaluation.
         soft_nms, soft_nms_sigma: Gaussian soft-NMS (σ 0.5) instead of the class-wise NMS, in the test-time
@@ -588,6 +600,7 @@ class CPMRCNNConfig(FPNBackboneConfig):
         "gamma",
         "soft_nms",
         "soft_nms_sigma",
+        "clip_boxes",
     )
     SECTION: ClassVar[str] = "model"
     RANGES: ClassVar[dict[str, Rule]] = {
@@ -606,7 +619,7 @@ class CPMRCNNConfig(FPNBackboneConfig):
         "stage_weights": each(at_least(0)),
         "max_grid_rois": at_least(1),
         "train_grid_rois": at_least(1),
-        "roi_sampling_ratio": at_least(1),
+        "roi_sampling_ratio": at_least(0),
         "score_threshold": fraction(high_open=True),
         "nms_iou": fraction(low_open=True),
         "gamma": fraction(),
@@ -633,14 +646,23 @@ class CPMRCNNConfig(FPNBackboneConfig):
     max_grid_rois: int = 96
     train_grid_rois: int | None = None
     roi_sampling_ratio: int = 2
+    roi_aligned: bool = False
+    roi_level_rule: Literal["torchvision", "detectron", "mmdet"] = "torchvision"
+    grid_conv_bias: bool = False
+    grid_fusion: bool = True
+    stride_in_1x1: bool = False
     score_threshold: float = 0.03
     nms_iou: float = 0.3
     gamma: float = 0.8
     soft_nms: bool = False
     soft_nms_sigma: float = 0.5
+    clip_boxes: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.stride_in_1x1 and self.backbone not in ("resnet50", "resnet101"):
+            raise ConfigError(f"model.stride_in_1x1=true needs a bottleneck ResNet (resnet50, resnet101), not "
+                              f"model.backbone={self.backbone}")  # fmt: skip
         if len(self.anchor_sizes) != 5:
             raise ConfigError(f"model.anchor_sizes={self.anchor_sizes}: needs one size per level P2-P6 (5)")
         if not len(self.mapping_ratios) == len(self.stage_ious) == len(self.stage_weights):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from pointdet.ops.nms import soft_nms
 from pointdet.structures import Detections
@@ -81,6 +81,8 @@ class CPMPostprocess:
         soft_nms: Gaussian soft-NMS (Bodla et al.) instead of the class-wise NMS, here and in the test-time merge
             (off, as the paper's main results).
         soft_nms_sigma: its σ (0.5).
+        clip_boxes: clip each grid stage's boxes to the image (on); both official codes mean to but do not (their
+            in-place clamp acts on a copy), so converted official models turn it off.
     """
 
     score_threshold: float = 0.03
@@ -89,6 +91,11 @@ class CPMPostprocess:
     gamma: float = 0.8
     soft_nms: bool = False
     soft_nms_sigma: float = 0.5
+    clip_boxes: bool = True
+
+    def clip(self, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """(N, 4) boxes of one image clipped to its (H, W) when ``clip_boxes``, else as they are."""
+        return clip_boxes_to_image(boxes, image_size) if self.clip_boxes else boxes
 
     def suppress(self, boxes: Tensor, scores: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Class-wise NMS at ``nms_iou`` (or soft-NMS) of one image: (N, 4) boxes, (N,) scores and labels ->

@@ -237,6 +237,7 @@ def _fpn_backbone(
     config: RepPointsConfig | LSNetConfig | CPMRCNNConfig | FCOSConfig,
     weights: str | None,
     levels: tuple[int, int] = (3, 7),
+    stride_in_1x1: bool = False,
 ) -> tuple[nn.Module, FPN]:
     """ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model, and an FPN on its maps:
     P3-P7 on strides 8/16/32 (the RepPoints and LSNet backbone) or P2-P6 on strides 4-32 (two-stage detectors)."""
@@ -256,6 +257,7 @@ def _fpn_backbone(
             frozen_stages=config.frozen_stages,
             norm=norm,
             dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
+            stride_in_1x1=stride_in_1x1,
         )
     extra_from = "c5" if levels == (3, 7) else "p5"
     return backbone, FPN(
@@ -355,7 +357,7 @@ def _lsnet_task(config: LSNetConfig, num_joints: int, flip_pairs: Sequence[tuple
 def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None) -> TwoStageDetector:
     """CPM R-CNN (or Grid R-CNN Plus with its three modules off): ``_fpn_backbone`` with P2-P6, torchvision's RPN,
     the CPM RoI heads."""
-    backbone, neck = _fpn_backbone(config, weights, levels=(2, 6))
+    backbone, neck = _fpn_backbone(config, weights, levels=(2, 6), stride_in_1x1=config.stride_in_1x1)
     anchors = AnchorGenerator(tuple((size,) for size in config.anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
     rpn = RegionProposalNetwork(
         anchors, RPNHead(config.channels, anchors.num_anchors_per_location()[0]),
@@ -371,6 +373,8 @@ def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None
         stage_weights=config.stage_weights[: len(mapping)], iou_scoring=config.iou_scoring,
         rescoring=config.rescoring, roi_batch=config.roi_batch, positive_fraction=config.positive_fraction,
         max_grid_rois=config.train_grid_rois or config.max_grid_rois, sampling_ratio=config.roi_sampling_ratio,
+        roi_aligned=config.roi_aligned, roi_level_rule=config.roi_level_rule, grid_conv_bias=config.grid_conv_bias,
+        grid_fusion=config.grid_fusion,
     )  # fmt: skip
     postprocess = build_postprocess(config, neck.feature_shapes)
     return TwoStageDetector(backbone, neck, rpn, roi_heads, postprocess, **_normalisation(config, backbone))

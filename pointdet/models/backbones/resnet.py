@@ -55,6 +55,9 @@ class ResNet(nn.Module):
             ``train()`` (mmdetection's ``frozen_stages`` for n >= 1; the RepPoints/LSNet recipes use 1).
         norm: ``bn`` (``nn.BatchNorm2d``) or ``frozen_bn`` (``torchvision.ops.FrozenBatchNorm2d`` everywhere:
             fixed statistics and affine, same buffer names, no ``num_batches_tracked``).
+        stride_in_1x1: put each stage's stride on its first block's 1x1 ``conv1`` instead of the 3x3 ``conv2``
+            (the Caffe / Detectron ResNet of CPM R-CNN's release; torchvision and mmdetection's ``pytorch`` style
+            stride the 3x3 conv, the default). The weights and their names are the same; the arithmetic differs.
         dcn_stages: per stage ``layer1``..``layer4``, replace the 3x3 ``conv2`` of every block by a DCNv2
             (``(False, True, True, True)`` for the "-DCN" models). At initialisation its offsets are 0 and its
             modulation is sigmoid(0) = 0.5, so each replaced conv outputs half the plain conv's response (as
@@ -72,6 +75,7 @@ class ResNet(nn.Module):
         frozen_stages: int = 0,
         norm: Literal["bn", "frozen_bn"] = "bn",
         dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False),
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _BUILDERS:
@@ -92,6 +96,11 @@ class ResNet(nn.Module):
             load_backbone_weights(net, weights)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if stride_in_1x1:
+            if depth < 50:
+                raise ValueError(f"stride_in_1x1 applies to bottleneck ResNets (50, 101), got depth {depth}")
+            for stage in self._stages()[2:]:
+                stage[0].conv1.stride, stage[0].conv2.stride = stage[0].conv2.stride, (1, 1)
         for stage, deformable in zip(self._stages()[1:], dcn_stages, strict=True):
             if deformable:
                 for block in stage:

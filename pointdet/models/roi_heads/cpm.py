@@ -20,7 +20,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from pointdet.decoders.grid import CPMPostprocess, decode_grid_boxes, fused_score
 from pointdet.models.roi_heads.grid import GridBranch
-from pointdet.models.roi_heads.pooling import SAMPLING_RATIO, MLPClassifier, RoIPooler
+from pointdet.models.roi_heads.pooling import SAMPLING_RATIO, LevelRule, MLPClassifier, RoIPooler
 from pointdet.structures import Detections, Instances
 from pointdet.targets.grid import build_grid_targets, iou_targets
 from pointdet.targets.roi_sampling import sample_rois, select_matched_rois, threshold_matcher
@@ -48,7 +48,10 @@ class CPMRoIHeads(nn.Module):
         iou_scoring: ISM on; rescoring: RSM on.
         roi_batch, positive_fraction: RoIs sampled per image for the classifier and the RSM (512, 0.25).
         max_grid_rois: at most this many training RoIs per image and grid stage (96).
-        sampling_ratio: RoIAlign's bilinear samples per bin and axis (2).
+        sampling_ratio: RoIAlign's bilinear samples per bin and axis (2; 0 = adaptive).
+        roi_aligned, roi_level_rule: half-pixel aligned RoIAlign, and how a RoI's pyramid level is rounded
+            (``pooling.RoIPooler``).
+        grid_conv_bias, grid_fusion: the grid branches' conv bias and point fusion (``grid.GridBranch``).
     """
 
     def __init__(
@@ -69,6 +72,10 @@ class CPMRoIHeads(nn.Module):
         positive_fraction: float = 0.25,
         max_grid_rois: int = 96,
         sampling_ratio: int = SAMPLING_RATIO,
+        roi_aligned: bool = False,
+        roi_level_rule: LevelRule = "torchvision",
+        grid_conv_bias: bool = False,
+        grid_fusion: bool = True,
     ) -> None:
         super().__init__()
         if not len(mapping_ratios) == len(stage_ious) == len(stage_weights):
@@ -78,11 +85,15 @@ class CPMRoIHeads(nn.Module):
             )
         self.mapping_ratios, self.stage_ious = tuple(mapping_ratios), tuple(stage_ious)
         self.stage_weights, self.max_grid_rois = tuple(stage_weights), max_grid_rois
-        self.classifier_pool = RoIPooler(level_names, CLASSIFIER_ROI, sampling_ratio)
-        self.grid_pool = RoIPooler(level_names, GRID_ROI, sampling_ratio)
+        pooling = {"sampling_ratio": sampling_ratio, "aligned": roi_aligned, "level_rule": roi_level_rule}
+        self.classifier_pool = RoIPooler(level_names, CLASSIFIER_ROI, **pooling)
+        self.grid_pool = RoIPooler(level_names, GRID_ROI, **pooling)
         pooled = in_channels * CLASSIFIER_ROI**2
         self.classifier = MLPClassifier(pooled, hidden, num_classes + 1)
-        self.grids = nn.ModuleList(GridBranch(in_channels, point_channels, grid_convs) for _ in self.mapping_ratios)
+        self.grids = nn.ModuleList(
+            GridBranch(in_channels, point_channels, grid_convs, grid_conv_bias, grid_fusion)
+            for _ in self.mapping_ratios
+        )
         grid_features = 9 * point_channels * (GRID_ROI // 2) ** 2
         self.iou_scorer = MLPClassifier(grid_features, hidden, 2) if iou_scoring else None
         self.rescorer = MLPClassifier(pooled, hidden, num_classes + 1) if rescoring else None
@@ -145,16 +156,17 @@ class CPMRoIHeads(nn.Module):
         return losses
 
     def _grid_loss(
-        self, stage: int, fused: Tensor, unfused: Tensor, rois: list[Tensor], gt_boxes: list[Tensor]
+        self, stage: int, fused: Tensor, unfused: Tensor | None, rois: list[Tensor], gt_boxes: list[Tensor]
     ) -> Tensor:
-        """β_j ω [BCE(fused) + BCE(unfused)], means over all N x 9 x 28 x 28 logits; zero (still connected to the
-        branch's parameters) when no image has a RoI for this stage."""
+        """β_j ω [BCE(fused) + BCE(unfused)], means over all N x 9 x 28 x 28 logits (β_j ω BCE of the one heatmap
+        without fusion); zero (still connected to the branch's parameters) when no image has a RoI for this
+        stage."""
         weight = self.stage_weights[stage] * GRID_LOSS_WEIGHT
+        heatmaps = [fused] if unfused is None else [fused, unfused]
         if sum(len(r) for r in rois) == 0:
-            return (fused.sum() + unfused.sum()) * 0.0
+            return sum(heatmap.sum() for heatmap in heatmaps) * 0.0
         targets = build_grid_targets(torch.cat(rois), torch.cat(gt_boxes), self.mapping_ratios[stage])
-        bce = F.binary_cross_entropy_with_logits
-        return weight * (bce(fused.float(), targets) + bce(unfused.float(), targets))
+        return weight * sum(F.binary_cross_entropy_with_logits(heatmap.float(), targets) for heatmap in heatmaps)
 
     def _rescore_loss(
         self,
@@ -204,7 +216,7 @@ class CPMRoIHeads(nn.Module):
             outputs = grid(self.grid_pool(features, rois, image_sizes))
             grid_features = outputs.features
             boxes = decode_grid_boxes(outputs.fused, torch.cat(rois), self.mapping_ratios[stage]).split(counts)
-            rois = [clip_boxes_to_image(b, size) for b, size in zip(boxes, image_sizes, strict=True)]
+            rois = [postprocess.clip(b, size) for b, size in zip(boxes, image_sizes, strict=True)]
         class_scores = torch.cat([scores for _, scores, _ in selected])
         labels = torch.cat([lab for _, _, lab in selected])
         iou_score = self.iou_scorer(grid_features)[:, 1].float() if self.iou_scorer is not None else None

@@ -26,8 +26,8 @@ HEATMAP_PRIOR = 0.01  # initial foreground probability of every heatmap pixel
 
 class GridOutputs(NamedTuple):
     """Attributes:
-    fused: (N, 9, 28, 28) heatmap logits from the fused features.
-    unfused: (N, 9, 28, 28) logits from the unfused features (None at test).
+    fused: (N, 9, 28, 28) heatmap logits from the fused features (from the features themselves without fusion).
+    unfused: (N, 9, 28, 28) logits from the unfused features (None at test and without fusion).
     features: (N, 9P, 7, 7) the features after the convs ("minimum scale", the ISM's input).
     """
 
@@ -80,9 +80,21 @@ class GridBranch(nn.Module):
         in_channels: D of the pooled features.
         point_channels: P channels per point (64: 576 = 9 x 64 conv channels); a multiple of 4 (GN 36).
         num_convs: 3x3 convs before the fusion (8; the first has stride 2).
+        conv_bias: the 3x3 convs have a bias, as in both official codes (a bias per channel is not cancelled by
+            the GroupNorm over 16 channels that follows); off by default, which keeps the parameters of pointdet's
+            earlier checkpoints; converted official models turn it on.
+        fusion: the first- and second-order point fusion (Grid R-CNN); CPM R-CNN's released models turn it off
+            (``FUSED_ON: False``): the heatmaps then come from the features themselves.
     """
 
-    def __init__(self, in_channels: int, point_channels: int = 64, num_convs: int = NUM_CONVS) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        point_channels: int = 64,
+        num_convs: int = NUM_CONVS,
+        conv_bias: bool = False,
+        fusion: bool = True,
+    ) -> None:
         super().__init__()
         channels = GRID_POINTS * point_channels
         if channels % GN_GROUPS:
@@ -90,11 +102,12 @@ class GridBranch(nn.Module):
         layers: list[nn.Module] = []
         for index in range(num_convs):
             stride = 2 if index == 0 else 1
-            conv = nn.Conv2d(in_channels if index == 0 else channels, channels, 3, stride, padding=1, bias=False)
+            conv = nn.Conv2d(in_channels if index == 0 else channels, channels, 3, stride, 1, bias=conv_bias)
             layers += [conv, nn.GroupNorm(GN_GROUPS, channels), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*layers)
         self.point_channels = point_channels
-        self.first_order, self.second_order = PointFusion(point_channels), PointFusion(point_channels)
+        self.first_order = PointFusion(point_channels) if fusion else None
+        self.second_order = PointFusion(point_channels) if fusion else None
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(channels, channels, 4, 2, padding=1, groups=GRID_POINTS),
             nn.GroupNorm(GRID_POINTS, channels),
@@ -104,6 +117,8 @@ class GridBranch(nn.Module):
         for module in self.convs.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         last = self.upsample[-1]
         nn.init.normal_(last.weight, std=0.001)
         nn.init.constant_(last.bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
@@ -111,6 +126,8 @@ class GridBranch(nn.Module):
     def forward(self, pooled: Tensor) -> GridOutputs:
         """(N, D, 14, 14) RoI features -> ``GridOutputs`` (``unfused`` only in training)."""
         features = self.convs(pooled)
+        if self.first_order is None or self.second_order is None:
+            return GridOutputs(self.upsample(features), None, features)
         points = features.unflatten(1, (GRID_POINTS, self.point_channels))  # (N, 9, P, 7, 7)
         first = self.first_order(points, points)
         second = self.second_order(points, first)
