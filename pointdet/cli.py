@@ -365,8 +365,16 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from pointdet.convert import CORNER_FRAMEWORKS, ConversionError, convert_centernet, convert_corners
+    from pointdet.convert.grid import is_grid_rcnn_checkpoint
 
-    if args.framework in CORNER_FRAMEWORKS:
+    if args.framework == "cpm" or (args.framework == "mmdet" and is_grid_rcnn_checkpoint(args.file)):
+        from pointdet.convert.grid import convert_grid
+
+        if args.task not in (None, "det") or args.input_size is not None or args.arch is not None:
+            raise ConversionError(f"--from {args.framework}: a Grid / CPM R-CNN is read whole from the file; drop "
+                                  "--arch, --task and --input-size")  # fmt: skip
+        written = convert_grid(args.file, args.out, args.framework, args.classes)
+    elif args.framework in CORNER_FRAMEWORKS:
         if args.task not in (None, "det") or args.input_size is not None:
             raise ConversionError(f"--from {args.framework}: box detectors tested at the image's own size; drop "
                                   "--task and --input-size")  # fmt: skip
@@ -508,9 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--from",
         dest="framework",
-        choices=["centernet", "centripetalnet", "mmdet"],
+        choices=["centernet", "centripetalnet", "mmdet", "cpm"],
         default="centernet",
-        help="xingyizhou/CenterNet, KiveeDong/CentripetalNet, or mmdetection v2/v3 CornerNet and CentripetalNet",
+        help="xingyizhou/CenterNet, KiveeDong/CentripetalNet, mmdetection v2/v3 CornerNet, CentripetalNet and Grid "
+        "R-CNN, or zhubinQAQ/CPM-R-CNN",
     )
     convert.add_argument(
         "--arch",
