@@ -63,6 +63,23 @@ def official_features(state: dict[str, torch.Tensor], framework: str, x: torch.T
     return ref.fpn(state, laterals, outputs, body)
 
 
+def check_official_test_path_choices(model: torch.nn.Module, framework: str) -> None:
+    """The converted config carries what the official test path does (``pointdet.convert.grid``)."""
+    backbone, heads = model.backbone, model.roi_heads
+    assert not model.postprocess.clip_boxes
+    if framework == "cpm":
+        assert backbone.layer2[0].conv1.stride == (2, 2) and backbone.layer2[0].conv2.stride == (1, 1)
+        assert len(heads.grids) == 3 and heads.grids[0].first_order is None  # FUSED_ON: False
+        assert heads.grid_pool.level_rule == "detectron" and not heads.grid_pool.aligned
+        assert heads.iou_scorer is not None and heads.rescorer is not None
+        torch.testing.assert_close(model.pixel_mean.flatten(), torch.tensor([122.7717, 115.9465, 102.9801]))
+    else:
+        assert backbone.layer2[0].conv2.stride == (2, 2)
+        assert len(heads.grids) == 1 and heads.grids[0].first_order is not None
+        assert heads.grid_pool.level_rule == "mmdet" and heads.grid_pool.aligned
+        assert heads.grid_pool.sampling_ratio == 0 and model.postprocess.max_grid_rois == 100
+
+
 @pytest.mark.parametrize("framework", ["cpm", "mmdet"])
 def test_official_grid_networks_convert_load_and_compute_the_official_arithmetic(tmp_path, framework):
     official, predictor = converted(tmp_path, framework)
@@ -71,6 +88,7 @@ def test_official_grid_networks_convert_load_and_compute_the_official_arithmetic
     anchors = sum(name.startswith("RPN.anchor_generator.") for name in official)
     assert len(model.state_dict()) == len(official) - counters - anchors  # each of the others lands once
     assert len(predictor.class_names) == 80 and predictor.class_names[0] == "person"
+    check_official_test_path_choices(model, framework)
 
     x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))  # RGB, normalised
     proposals = torch.tensor([[4.0, 6, 40, 50], [10, 2, 90, 60], [30, 20, 50, 34], [0, 0, 95, 63]])
@@ -122,23 +140,6 @@ def test_official_grid_networks_convert_load_and_compute_the_official_arithmetic
     assert torch.isfinite(detections.boxes).all()
 
 
-def test_converted_configs_carry_the_official_test_path_choices(tmp_path):
-    _, cpm = converted(tmp_path / "cpm", "cpm")
-    _, mmdet = converted(tmp_path / "mmdet", "mmdet")
-    cpm_backbone, cpm_heads = cpm.model.backbone, cpm.model.roi_heads
-    assert cpm_backbone.layer2[0].conv1.stride == (2, 2) and cpm_backbone.layer2[0].conv2.stride == (1, 1)
-    assert len(cpm_heads.grids) == 3 and cpm_heads.grids[0].first_order is None  # FUSED_ON: False
-    assert cpm_heads.grid_pool.level_rule == "detectron" and not cpm_heads.grid_pool.aligned
-    assert cpm_heads.iou_scorer is not None and cpm_heads.rescorer is not None
-    assert not cpm.model.postprocess.clip_boxes
-    torch.testing.assert_close(cpm.model.pixel_mean.flatten(), torch.tensor([122.7717, 115.9465, 102.9801]))
-    mm_backbone, mm_heads = mmdet.model.backbone, mmdet.model.roi_heads
-    assert mm_backbone.layer2[0].conv2.stride == (2, 2)
-    assert len(mm_heads.grids) == 1 and mm_heads.grids[0].first_order is not None
-    assert mm_heads.grid_pool.level_rule == "mmdet" and mm_heads.grid_pool.aligned
-    assert mm_heads.grid_pool.sampling_ratio == 0 and mmdet.model.postprocess.max_grid_rois == 100
-
-
 def test_unknown_missing_and_foreign_files_are_refused_with_every_name_listed(tmp_path):
     official = official_state("mmdet")
     del official["roi_head.grid_head.forder_trans.4.2.0.weight"]  # one edge: that fusion set stays unmerged
@@ -160,8 +161,7 @@ def test_unknown_missing_and_foreign_files_are_refused_with_every_name_listed(tm
     torch.save({"state_dict": corner}, tmp_path / "corner.pth")
     with pytest.raises(ConversionError, match="not a CPM R-CNN"):
         convert_grid(tmp_path / "corner.pth", tmp_path / "run", "cpm")
-    resnext = official_state("mmdet")
-    resnext["backbone.layer1.0.conv2.weight"] = torch.zeros(128, 4, 3, 3)
+    resnext = {"backbone.layer3.0.conv1.weight": torch.zeros(1), "backbone.layer1.0.conv2.weight": torch.zeros(8, 4)}
     torch.save({"state_dict": resnext}, tmp_path / "resnext.pth")
     with pytest.raises(ConversionError, match="ResNeXt"):
         convert_grid(tmp_path / "resnext.pth", tmp_path / "run", "mmdet")

@@ -289,3 +289,21 @@ def test_grid_targets_equal_the_official_rule_on_random_rois():
         for index in range(len(rois)):
             expected = official_grid_target(rois[index].double().tolist(), gt[index].double().tolist(), ratio)
             assert torch.equal(targets[index].float(), expected), (ratio, index)
+
+
+def test_roi_pooler_equals_torchvision_by_default_and_follows_each_codes_level_rule():
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from pointdet.models.roi_heads.pooling import RoIPooler, roi_levels
+
+    generator = torch.Generator().manual_seed(0)
+    names, (height, width) = ["p2", "p3", "p4", "p5", "p6"], (128, 192)
+    maps = [torch.randn(2, 4, height // 2**level, width // 2**level, generator=generator) for level in range(2, 7)]
+    corners = torch.rand(2, 60, 2, generator=generator) * torch.tensor([width, height])
+    boxes = [torch.cat([c, c + torch.rand(60, 2, generator=generator) ** 2 * 200 + 1], dim=1) for c in corners]
+    expected = MultiScaleRoIAlign(names[:4], 7, 2)(dict(zip(names, maps, strict=True)), boxes, [(height, width)] * 2)
+    assert torch.equal(RoIPooler(names, 7, 2)(maps, boxes, [(height, width)] * 2), expected)
+    # A 111 px square: torchvision and mmdetection put it on P2 (4 + log2(111 / 224) < 3), Detectron's +1 pixel
+    # area (a 112 px side, half of 224) on P3.
+    square = torch.tensor([[0.0, 0.0, 111.0, 111.0]])
+    assert [roi_levels(square, rule).item() for rule in ("torchvision", "mmdet", "detectron")] == [2, 2, 3]
