@@ -68,6 +68,20 @@ BACKBONE_AND_NECK: tuple[Rule, ...] = (
         lambda m: f"neck.pyramid.{_FPN_OUTPUTS[int(m[1])]}.{0 if m[2] == 'conv' else 1}.",
     ),
 )
+
+
+def towers_and_foreground(towers: str) -> tuple[Rule, ...]:
+    """The layers both heads share: the class and box towers (under ``{towers}``), the shared conv and the
+    foreground branch."""
+    return (
+        _conv_module(r"bbox_head\.cls_convs", f"{towers}cls_tower"),
+        _conv_module(r"bbox_head\.reg_convs", f"{towers}reg_tower"),
+        _conv_module(r"bbox_head\.shared_convs", "head.shared"),
+        _single("reppoints_sem_out", "foreground.score"),
+        (r"^bbox_head\.reppoints_sem_embedding\.(conv|gn)\.", lambda m: f"head.foreground.embedding.{m[1] == 'gn':d}."),
+    )
+
+
 # RepPointsV2Head (``_init_layers``) -> pointdet's RepPointsV2Head (``head.points`` is its RepPoints v1 part).
 _CORNER_POOL = {
     "p1_conv1.conv": "branches.0.0", "p1_conv1.gn": "branches.0.1", "p2_conv1.conv": "branches.1.0",
@@ -79,9 +93,7 @@ REPPOINTS_V2 = Architecture(
     first_conv=None,
     rules=(
         *BACKBONE_AND_NECK,
-        _conv_module(r"bbox_head\.cls_convs", "head.points.cls_tower"),
-        _conv_module(r"bbox_head\.reg_convs", "head.points.reg_tower"),
-        _conv_module(r"bbox_head\.shared_convs", "head.shared"),
+        *towers_and_foreground("head.points."),
         (
             rf"^bbox_head\.hem_(tl|br)\.({'|'.join(re.escape(k) for k in _CORNER_POOL)})\.",
             lambda m: f"head.corners.pools.{0 if m[1] == 'tl' else 1}.{_CORNER_POOL[m[2]]}.",
@@ -96,8 +108,6 @@ REPPOINTS_V2 = Architecture(
             r"^bbox_head\.reppoints_hem_(tl|br)_(score|offset)_out\.",
             lambda m: f"head.corners.{m[2]}s.{0 if m[1] == 'tl' else 1}.",
         ),
-        _single("reppoints_sem_out", "foreground.score"),
-        (r"^bbox_head\.reppoints_sem_embedding\.(conv|gn)\.", lambda m: f"head.foreground.embedding.{m[1] == 'gn':d}."),
     ),
 )
 # DenseRepPointsV2Head -> pointdet's DenseRepPointsV2Head.
@@ -106,9 +116,7 @@ DENSE_REPPOINTS_V2 = Architecture(
     first_conv=None,
     rules=(
         *BACKBONE_AND_NECK,
-        _conv_module(r"bbox_head\.cls_convs", "head.cls_tower"),
-        _conv_module(r"bbox_head\.reg_convs", "head.reg_tower"),
-        _conv_module(r"bbox_head\.shared_convs", "head.shared"),
+        *towers_and_foreground("head."),
         _conv_module(r"bbox_head\.mask_convs", "head.point_scores.tower"),
         _single("reppoints_cls_conv", "cls_conv"),
         _single("reppoints_cls_out", "cls_out"),
@@ -121,8 +129,6 @@ DENSE_REPPOINTS_V2 = Architecture(
         _single("mask_fuse_conv", "point_scores.fuse"),
         _single("reppoints_cont_score_out", "contour.score"),
         _single("reppoints_cont_offset_out", "contour.offset"),
-        _single("reppoints_sem_out", "foreground.score"),
-        (r"^bbox_head\.reppoints_sem_embedding\.(conv|gn)\.", lambda m: f"head.foreground.embedding.{m[1] == 'gn':d}."),
     ),
 )
 METHODS = {"reppoints_v2": REPPOINTS_V2, "dense_reppoints_v2": DENSE_REPPOINTS_V2}
@@ -240,5 +246,6 @@ def convert_reppoints(path: str | Path, out: str | Path, arch: str | None = None
         official = points_y_first(official)
     converted_from = {"file": str(path), "framework": "reppointsv2", "arch": backbone, "task": method}
     architecture = replace(METHODS[method], backbone=backbone)
-    task = "det"
-    return convert_into(official, architecture, config, names, keypoint_layout(task), out, converted_from, IMAGENET_RGB)
+    return convert_into(
+        official, architecture, config, names, keypoint_layout("det"), out, converted_from, IMAGENET_RGB
+    )
