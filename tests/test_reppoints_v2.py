@@ -243,3 +243,24 @@ def test_joint_inference_clips_the_moved_corners_to_the_image():
     boxes[0, p4] = torch.tensor([40.0, 40, 62, 62])
     refined = joint_inference(boxes, outputs, torch.tensor([[64.0, 64.0]]))
     assert refined[0, p4, 2:].tolist() == [64.0, 64.0]
+
+
+def test_the_papers_corner_loss_weight_is_an_option_beside_the_codes():
+    """The paper weights the corner heatmap and offset terms alike by λ1 = 0.25; the code (the default) weights only
+    the heatmap so and the offset by 1.0. ``model.corner_offset_weight=0.25`` gives the paper's form."""
+    from pointdet.configs import RepPointsV2Config
+    from pointdet.models.build import build_model
+
+    paper = build_model(RepPointsV2Config(backbone="resnet18", channels=32, corner_offset_weight=0.25), 3, 0, [],
+                        with_backbone_weights=False).head  # fmt: skip
+    code = build_model(RepPointsV2Config(backbone="resnet18", channels=32), 3, 0, [], with_backbone_weights=False).head
+    assert (code.verification_loss.heatmap_weight, code.verification_loss.corner_offset_weight) == (0.25, 1.0)
+    torch.manual_seed(1)
+    features = [torch.randn(1, 32, h, w) for h, w in [(8, 8), (4, 4), (2, 2), (2, 2), (2, 2)]]  # GN(32): 2+ cells
+    with torch.no_grad():
+        outputs = code(features)
+    instances = [_instances([[5, 6, 40, 50], [20, 10, 60, 60]], [0, 2])]
+    ours, theirs = paper.verification_loss(outputs, instances), code.verification_loss(outputs, instances)
+    assert ours["loss_corner_heatmap"] == theirs["loss_corner_heatmap"] > 0
+    torch.testing.assert_close(ours["loss_corner_offset"], 0.25 * theirs["loss_corner_offset"])
+    assert theirs["loss_corner_offset"] > 0

@@ -216,6 +216,8 @@ class RepPointsConfig(FPNBackboneConfig):
         box_loss: ``smooth_l1`` (beta 0.11 on box / (4 x stride), weights 0.5 / 1) or ``giou`` (weights 1 / 2).
         refine_assigner: ``max_iou`` (v1: pos 0.5, neg 0.4 on the init boxes) or ``atss`` (k = 9, the v2 repository).
         gradient_mul: share of the DCN-offset gradient that reaches the init points (0.1).
+        use_grid_points: regress a box per stage instead of free points, the points being the regular grid on it
+            (mmdetection's ``use_grid_points``; false, the papers' points, is the default); use it with ``minmax``.
         score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
@@ -241,6 +243,7 @@ class RepPointsConfig(FPNBackboneConfig):
     box_loss: Literal["smooth_l1", "giou"] = "smooth_l1"
     refine_assigner: Literal["max_iou", "atss"] = "max_iou"
     gradient_mul: float = 0.1
+    use_grid_points: bool = False
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
@@ -351,6 +354,16 @@ class DenseRepPointsV2Config(RepPointsV2Config):
             code's ``distance_sample_pts``, the points its ``triangulation`` rule wants).
         band_distance: half-width of the band beyond the contour, in cells of the 56 grid (2, the code's
             ``dist_sample_thr``).
+        mask_fusion: how the mask-score branch adds the foreground embedding: ``every_level`` (each level's own,
+            before it is brought to P3's size; the default, the evident intent of the code) or ``finest`` (P3's
+            only: what the official code computes, used by converted official models).
+        score_sampling: where a point reads its level's score maps: ``image`` (at its image position; the default)
+            or ``level`` (its position in its own level's cells normalised by that level's size, the official
+            code's, used by converted official models; off by up to half a cell where a level's size is not P3's
+            halved exactly).
+        point_grid: the order of the init grid's points: ``row_major`` (the default) or ``column_major`` (its
+            transpose, the official head's: it lays its points x first and adds the grid laid y first; used by
+            converted official models).
     """
 
     DECODE_OPTIONS: ClassVar[tuple[str, ...]] = (
@@ -396,9 +409,14 @@ class DenseRepPointsV2Config(RepPointsV2Config):
     mask_rule: Literal["hull", "triangulation"] = "triangulation"
     point_targets: Literal["band", "contour"] = "contour"
     band_distance: float = 2.0
+    mask_fusion: Literal["every_level", "finest"] = "every_level"
+    score_sampling: Literal["image", "level"] = "image"
+    point_grid: Literal["row_major", "column_major"] = "row_major"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.use_grid_points:
+            raise ConfigError("model.use_grid_points=true: the dense head regresses its points; set it to false")
         if self.num_points % self.num_groups:
             raise ConfigError(
                 f"model.num_points={self.num_points}: must be divisible by model.num_groups={self.num_groups}"

@@ -277,7 +277,8 @@ def _build_dense_reppoints_v2(config: DenseRepPointsV2Config, num_classes: int, 
         chamfer_refine_weight=config.chamfer_refine_weight, mask_score_weight=config.mask_score_weight,
         contour_heatmap_weight=config.contour_heatmap_weight, contour_offset_weight=config.contour_offset_weight,
         foreground_weight=config.foreground_weight, point_targets=config.point_targets,
-        band_distance=config.band_distance,
+        band_distance=config.band_distance, mask_fusion=config.mask_fusion, score_sampling=config.score_sampling,
+        point_grid=config.point_grid,
     )  # fmt: skip
     return Detector(
         backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)
@@ -302,6 +303,7 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
         refine_assigner=config.refine_assigner,
         gradient_mul=config.gradient_mul,
         guide_channels=VERIFICATION_CHANNELS if v2 and config.corner_verification else 0,
+        use_grid_points=config.use_grid_points,
     )
     if v2:
         head = RepPointsV2Head(

@@ -18,9 +18,12 @@ summarised here, no code copied::
     mask: 7 x ConvNormReLU3x3(x) + sem_f, every level brought to P3's size, + P3's, Conv3x3 (fuse);
           Conv1x1(ReLU(Conv3x3 -> G = 121 position-sensitive score maps)); each point reads the map of the cell it
           falls in on a sqrt(G) x sqrt(G) grid over its set's box, at its position (training: the guided init
-          points; test: the refine points; detached)
+          points; test: the refine points; detached). The official code adds sem_f to P3's feature only and reads
+          a point at its level-cell position normalised by its level's size: ``mask_fusion="finest"``,
+          ``score_sampling="level"``, the options of converted models (``PointScoreBranch``)
 
-``grid`` is the regular sqrt(N) x sqrt(N) grid scaled to ±``point_base_scale / 2`` strides. ``sample`` is bilinear
+``grid`` is the regular sqrt(N) x sqrt(N) grid scaled to ±``point_base_scale / 2`` strides, its points row by row
+(``point_grid="row_major"``; the official head's order is its transpose, ``column_major``). ``sample`` is bilinear
 with border padding (``grid_sample``, corner-aligned). Boxes are ``minmax`` of the points. Without
 ``contour_verification`` (the ablation) there is no contour branch, no contour loss and nothing is fused.
 
@@ -155,12 +158,38 @@ class ContourVerification(nn.Module):
         return self.score(x), self.offset(x)
 
 
-class PointScoreBranch(nn.Module):
-    """The mask branch: fused position-sensitive score maps at P3's size, read at the points (module docstring)."""
+MaskFusion = Literal["every_level", "finest"]
+PointGrid = Literal["row_major", "column_major"]
+ScoreSampling = Literal["image", "level"]
 
-    def __init__(self, in_channels: int, channels: int, depth: int, groups: int, norm: Literal["gn", "none"]) -> None:
+
+class PointScoreBranch(nn.Module):
+    """The mask branch: fused position-sensitive score maps at P3's size, read at the points (module docstring).
+
+    Args:
+        fusion: ``every_level`` adds each level's foreground embedding to its mask feature before bringing it to
+            P3's size (pointdet's reading of the code's intent); ``finest``: only P3's embedding enters, as the
+            official code computes (it forms the other levels' sums, then up-samples their maps without them).
+        sampling: where a point reads its level's score maps: ``image``, at its image position (pixels / P3's
+            stride); ``level``, as the official code does: its position in its own level's cells normalised by
+            that level's size (``(j + dx) / (w_l - 1)``), which stretches levels whose size is not P3's / 2^l
+            exactly (by ``1 / (2 (w_l - 1))`` when it is ``(W_3 + 1) / 2^l``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        depth: int,
+        groups: int,
+        norm: Literal["gn", "none"],
+        fusion: MaskFusion = "every_level",
+        sampling: ScoreSampling = "image",
+    ) -> None:
         super().__init__()
-        self.groups = groups
+        if fusion not in ("every_level", "finest") or sampling not in ("image", "level"):
+            raise ValueError(f"fusion must be every_level|finest, sampling image|level; got {fusion!r}, {sampling!r}")
+        self.groups, self.fusion, self.sampling = groups, fusion, sampling
         self.tower = conv_tower(in_channels, channels, depth, norm)
         self.fuse = output_conv(channels, channels, 3)
         self.hidden = output_conv(channels, channels, 3)
@@ -168,27 +197,36 @@ class PointScoreBranch(nn.Module):
 
     def score_maps(self, features: list[Tensor], embeddings: list[Tensor]) -> list[Tensor]:
         """Per level (B, G, H_3, W_3) score-map logits at the finest level's size."""
-        fused = [self.tower(x) + e for x, e in zip(features, embeddings, strict=True)]
-        size = fused[0].shape[-2:]
-        upsampled = [fused[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in fused[1:]]
-        return [self.out(F.relu(self.hidden(self.fuse(f + fused[0])))) for f in upsampled]
+        towers = [self.tower(x) for x in features]
+        finest = towers[0] + embeddings[0]
+        coarser = towers[1:]
+        if self.fusion == "every_level":
+            coarser = [t + e for t, e in zip(coarser, embeddings[1:], strict=True)]
+        size = finest.shape[-2:]
+        upsampled = [finest] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in coarser]
+        return [self.out(F.relu(self.hidden(self.fuse(f + finest)))) for f in upsampled]
 
-    def forward(self, maps: Tensor, points: Tensor, stride: float) -> Tensor:
+    def forward(self, maps: Tensor, points: Tensor, strides: tuple[int, int], level_size: tuple[int, int]) -> Tensor:
         """Score logits of point sets on one level's map.
 
         Args:
             maps: (B, G, H, W) the level's score maps at the finest level's size.
             points: (B, Q, N, 2) xy image pixels (read detached).
-            stride: the finest level's stride (pixels per map cell).
+            strides: the finest level's stride and the points' level's.
+            level_size: (H_l, W_l) of the points' level.
 
         Returns:
             (B, Q, N) logits.
         """
         points = points.detach()
-        height, width = maps.shape[-2:]
-        x = points[..., 0] / stride * (2 / max(width - 1, 1)) - 1
-        y = points[..., 1] / stride * (2 / max(height - 1, 1)) - 1
-        z = score_groups(points, self.groups) * (2 / max(self.groups - 1, 1)) - 1
+        if self.sampling == "image":
+            stride, (height, width) = strides[0], maps.shape[-2:]
+        else:
+            stride, (height, width) = strides[1], level_size
+        cells = points / stride  # the groups are formed in these units too, as the official code's (its 1e-6)
+        x = cells[..., 0] * (2 / max(width - 1, 1)) - 1
+        y = cells[..., 1] * (2 / max(height - 1, 1)) - 1
+        z = score_groups(cells, self.groups) * (2 / max(self.groups - 1, 1)) - 1
         grid = torch.stack([x, y, z], dim=-1)[:, :, :, None]  # (B, Q, N, 1, 3)
         sampled = F.grid_sample(maps[:, None], grid.to(maps.dtype), padding_mode="border", align_corners=True)
         return sampled[:, 0, ..., 0]  # (B, 1, Q, N, 1) -> (B, Q, N)
@@ -217,6 +255,11 @@ class DenseRepPointsV2Head(nn.Module):
         point_targets: the Chamfer loss's GT points, ``contour`` (on the contour, for the hull masks) or ``band``
             (random in the contour band, the code's, for its triangulation masks); ``targets.dense_reppoints_v2``.
         band_distance: the band's half-width beyond the contour, in cells of the 56 grid (2).
+        mask_fusion, score_sampling: ``PointScoreBranch``'s ``fusion`` and ``sampling`` (pointdet's defaults;
+            ``finest`` and ``level`` are the official code's, used by converted models).
+        point_grid: the order of the regular init grid's points: ``row_major`` (point k in row k // sqrt(N),
+            column k % sqrt(N)) or ``column_major`` (the transpose: the official head's, which lays points x first
+            and adds the grid laid y first; used by converted models).
     """
 
     def __init__(
@@ -243,6 +286,9 @@ class DenseRepPointsV2Head(nn.Module):
         foreground_weight: float = 1.0,
         point_targets: Literal["band", "contour"] = "contour",
         band_distance: float = 2.0,
+        mask_fusion: MaskFusion = "every_level",
+        score_sampling: ScoreSampling = "image",
+        point_grid: PointGrid = "row_major",
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -252,6 +298,8 @@ class DenseRepPointsV2Head(nn.Module):
             raise ValueError(f"num_score_groups must be a square, got {num_score_groups}")
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
+        if point_grid not in ("row_major", "column_major"):
+            raise ValueError(f"point_grid must be 'row_major' or 'column_major', got {point_grid!r}")
         if point_targets not in ("band", "contour"):
             raise ValueError(f"point_targets must be 'band' or 'contour', got {point_targets!r}")
         self.num_classes, self.strides, self.num_points, self.num_groups = (
@@ -280,9 +328,15 @@ class DenseRepPointsV2Head(nn.Module):
         self.cls_out = output_conv(channels, num_classes, 1, PRIOR_BIAS)
         self.refine_conv = output_conv(fused, channels, 3)
         self.refine_out = output_conv(channels, 2 * num_points, 1)
-        self.point_scores = PointScoreBranch(in_channels, channels, stacked_mask_convs, num_score_groups, norm)
+        self.point_scores = PointScoreBranch(
+            in_channels, channels, stacked_mask_convs, num_score_groups, norm, mask_fusion, score_sampling
+        )
         grid = dcn_base_offset(kernel)
-        self.register_buffer("init_grid", (grid / grid.abs().max() * point_base_scale / 2).view(1, -1, 1, 1), False)
+        if point_grid == "column_major":  # the official order: (dy, dx) pairs of the row-major grid read x first
+            grid = grid.view(-1, 2).flip(1).reshape(-1)
+        # The grid's integer steps; scaled to +-point_base_scale / 2 in the features' dtype (exact in float64).
+        self.register_buffer("init_grid", grid.view(1, -1, 1, 1), False)
+        self.grid_scale = point_base_scale / 2 / (kernel // 2)
 
     @property
     def contour_verification(self) -> bool:
@@ -296,7 +350,7 @@ class DenseRepPointsV2Head(nn.Module):
         shared = self.shared(pts_features)
         foreground, embedding = self.foreground(shared)
         cls_features, pts_features = cls_features + embedding, pts_features + embedding
-        init_yx = self.init_out(F.relu(self.init_conv(pts_features))) + self.init_grid
+        init_yx = self.init_out(F.relu(self.init_conv(pts_features))) + self.init_grid.to(x.dtype) * self.grid_scale
         if self.contour is not None:
             contour_score, contour_offset = self.contour(shared + embedding)
             guide = torch.cat([contour_score, contour_offset], dim=1)
@@ -331,7 +385,8 @@ class DenseRepPointsV2Head(nn.Module):
         maps = self.point_scores.score_maps(features, [level[7] for level in levels])
         scored = points["guided"] if self.training else points["refine"]
         point_scores = [
-            self.point_scores(m, p.unflatten(-1, (-1, 2)), self.strides[0]) for m, p in zip(maps, scored, strict=True)
+            self.point_scores(m, p.unflatten(-1, (-1, 2)), (self.strides[0], stride), size)
+            for m, p, stride, size in zip(maps, scored, self.strides, sizes, strict=True)
         ]
         return DenseRepPointsV2Outputs(
             flatten_levels([level[0] for level in levels]),

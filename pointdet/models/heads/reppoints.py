@@ -95,6 +95,33 @@ def offsets_to_points(offsets_yx: Tensor, priors: Tensor, stride: int) -> Tensor
     return (offsets * stride + priors[None, :, None, :]).reshape(batch, height * width, channels)
 
 
+def grid_from_regression(regression: Tensor, boxes: Tensor, kernel: int) -> tuple[Tensor, Tensor]:
+    """The box-regression form of the points (mmdetection's ``use_grid_points``, ``gen_grid_from_reg``): a box
+    moved and scaled from ``boxes`` and the regular ``kernel x kernel`` grid spanning it.
+
+    Args:
+        regression: (B, 4, H, W) ``(dx, dy, log sw, log sh)``: the centre moves by ``(dx w, dy h)``, the size is
+            scaled by ``(exp(sw), exp(sh))``.
+        boxes: (B | 1, 4, H | 1, W | 1) previous xyxy boxes (widths and heights clamped at 1e-6).
+        kernel: points per side.
+
+    Returns:
+        (B, 2 kernel², H, W) the grid's (dy, dx) pairs, rows slowest, and (B, 4, H, W) its xyxy box.
+    """
+    batch, _, height, width = regression.shape
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6)
+    new_size = size * regression[:, 2:].exp()
+    top_left = centre + size * regression[:, :2] - 0.5 * new_size
+    steps = torch.linspace(0, 1, kernel, dtype=regression.dtype, device=regression.device).view(1, kernel, 1, 1)
+    xs = top_left[:, 0:1] + new_size[:, 0:1] * steps  # (B, k, H, W): column c
+    ys = top_left[:, 1:2] + new_size[:, 1:2] * steps  # row r
+    grid_y = ys[:, :, None].expand(-1, -1, kernel, -1, -1)  # (B, r, c, H, W)
+    grid_x = xs[:, None].expand(-1, kernel, -1, -1, -1)
+    grid = torch.stack([grid_y, grid_x], dim=3).reshape(batch, 2 * kernel * kernel, height, width)
+    return grid, torch.cat([top_left, top_left + new_size], dim=1)
+
+
 class RepPointsHead(nn.Module):
     """RepPoints v1 head with its loss and decoder.
 
@@ -114,6 +141,10 @@ class RepPointsHead(nn.Module):
         init_weight, refine_weight: box loss weights; None gives 0.5 / 1.0 (smooth_l1) or 1.0 / 2.0 (giou).
         guide_channels: extra input channels of both point-guided DCNs, concatenated to the towers' features by the
             caller of ``point_stage`` (RepPoints v2's 6 verification channels); 0 for v1.
+        use_grid_points: regress boxes instead of points (mmdetection's ``use_grid_points``): the init branch moves
+            and scales the box ±``point_base_scale / 2`` strides around the location, the refine branch the init
+            box (detached), and the points are the regular grid on each box (``grid_from_regression``); pair it with
+            the ``minmax`` transform, whose box is then the regressed one.
     """
 
     def __init__(
@@ -133,6 +164,7 @@ class RepPointsHead(nn.Module):
         init_weight: float | None = None,
         refine_weight: float | None = None,
         guide_channels: int = 0,
+        use_grid_points: bool = False,
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -152,11 +184,13 @@ class RepPointsHead(nn.Module):
         self.cls_tower = conv_tower(in_channels, channels, stacked_convs, norm)
         self.reg_tower = conv_tower(in_channels, channels, stacked_convs, norm)
         self.init_conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.init_out = nn.Conv2d(channels, 2 * num_points, 1)
+        self.kernel, self.use_grid_points = kernel, use_grid_points
+        outputs = 4 if use_grid_points else 2 * num_points
+        self.init_out = nn.Conv2d(channels, outputs, 1)
         self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
         self.cls_out = nn.Conv2d(channels, num_classes, 1)
         self.refine_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
-        self.refine_out = nn.Conv2d(channels, 2 * num_points, 1)
+        self.refine_out = nn.Conv2d(channels, outputs, 1)
         if transform == "moment":
             self.moment_transfer = nn.Parameter(torch.zeros(2))
         self.register_buffer("dcn_base_offset", dcn_base_offset(kernel).view(1, -1, 1, 1), persistent=False)
@@ -189,6 +223,10 @@ class RepPointsHead(nn.Module):
                 None when ``guide_channels`` is 0.
         """
         init_yx = self.init_out(F.relu(self.init_conv(reg_features)))
+        if self.use_grid_points:
+            half = self.point_base_scale / 2
+            prior_box = init_yx.new_tensor([-half, -half, half, half]).view(1, 4, 1, 1)
+            init_yx, init_box = grid_from_regression(init_yx, prior_box, self.kernel)
         # The DCN sees the init points, but passes only gradient_mul of its gradient back to them.
         guided_yx = (1 - self.gradient_mul) * init_yx.detach() + self.gradient_mul * init_yx
         offset_yx = guided_yx - self.dcn_base_offset.to(guided_yx.dtype)
@@ -197,7 +235,10 @@ class RepPointsHead(nn.Module):
         padding = (self.cls_dcn_weight.shape[-1] - 1) // 2
         cls_hidden = F.relu(deform_conv(cls_features, offset_yx, self.cls_dcn_weight, None, padding=padding))
         reg_hidden = F.relu(deform_conv(reg_features, offset_yx, self.refine_dcn_weight, None, padding=padding))
-        return self.cls_out(cls_hidden), init_yx, self.refine_out(reg_hidden) + init_yx.detach()
+        refine = self.refine_out(reg_hidden)
+        if self.use_grid_points:
+            return self.cls_out(cls_hidden), init_yx, grid_from_regression(refine, init_box.detach(), self.kernel)[0]
+        return self.cls_out(cls_hidden), init_yx, refine + init_yx.detach()
 
     def forward(self, features: list[Tensor]) -> RepPointsOutputs:
         """FPN levels [(B, D, H_l, W_l)], finest first -> ``RepPointsOutputs`` (see its fields)."""
