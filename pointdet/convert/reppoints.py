@@ -194,7 +194,8 @@ def converted_reppoints_config(
     }  # fmt: skip
     if method == "reppoints_v2":
         base = get_preset("reppoints_v2_r50_fpn")
-        model = RepPointsV2Config(**common, num_points=len(official[f"{HEAD}reppoints_pts_init_out.weight"]) // 2)
+        kernel = official[f"{HEAD}reppoints_cls_conv.weight"].shape[-1]  # the points are the DCN's k x k taps
+        model = RepPointsV2Config(**common, num_points=kernel * kernel)
         model = replace(model, transform="exact_minmax")
     else:
         base = get_preset("dense_reppoints_v2_r50_fpn")
