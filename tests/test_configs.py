@@ -14,7 +14,7 @@ from pointdet.configs import (
     config_to_dict,
     get_preset,
 )
-from pointdet.configs.overrides import ConfigError
+from pointdet.errors import ConfigError
 
 
 def test_overrides_are_typed():

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from pointdet.configs import EvalConfig
-from pointdet.configs.overrides import ConfigError, apply_overrides
+from pointdet.configs.overrides import apply_overrides
 from pointdet.configs.presets import ATSS_TEST_BOX_RANGES, ATSS_TEST_SHORTER_SIDES, atss_multiscale_eval, get_preset
 from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.decoders.tta import keep_box_sizes
 from pointdet.engine.inference import predict_images
+from pointdet.errors import ConfigError
 from pointdet.structures import Detections
 
 INF = math.inf

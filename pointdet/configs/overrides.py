@@ -12,11 +12,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from pointdet.errors import PointdetError
-
-
-class ConfigError(PointdetError, ValueError):
-    """An unknown key or a value of the wrong type."""
+from pointdet.configs.schema import MODEL_FAMILIES
+from pointdet.errors import ConfigError
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -98,8 +95,6 @@ def apply_eval_overrides(config: Any, overrides: list[str]) -> Any:
 
 
 def _family_of(value: Any, key: str) -> type:
-    from pointdet.configs.schema import MODEL_FAMILIES
-
     if value not in MODEL_FAMILIES:
         raise ConfigError(f"{key}: {value!r} is not one of {list(MODEL_FAMILIES)}")
     return MODEL_FAMILIES[value]

@@ -11,7 +11,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from pointdet.configs.overrides import ConfigError
 from pointdet.configs.validation import (
     Rule,
     above,
@@ -25,6 +24,7 @@ from pointdet.configs.validation import (
     shown,
     within,
 )
+from pointdet.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pointdet.configs.overrides import ConfigError, config_from_dict
+from pointdet.configs.overrides import config_from_dict
 from pointdet.configs.schema import MODEL_FAMILIES, ExperimentConfig
+from pointdet.errors import ConfigError
 
 CONFIG_VERSION = 3
 
