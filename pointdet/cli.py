@@ -22,9 +22,8 @@ from pointdet.configs import (
     config_from_checkpoint,
     get_preset,
 )
-from pointdet.configs.overrides import ConfigError
 from pointdet.configs.presets import atss_multiscale_eval
-from pointdet.errors import PointdetError
+from pointdet.errors import ConfigError, PointdetError
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -168,7 +168,9 @@ def test_repeated_category_id(tmp_path, data):
     images, document = data
     document["categories"].append({**document["categories"][0], "name": "again"})
     position = len(document["categories"]) - 1
-    with pytest.raises(DatasetError, match=rf"categories\[{position}\]: field 'id' = 1 repeats categories\[0\]"):
+    with pytest.raises(
+        DatasetError, match=rf"categories\[{position}\] \(id=1\): field 'id' = 1 repeats categories\[0\]"
+    ):
         _open(tmp_path, images, document)
 
 

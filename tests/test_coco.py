@@ -67,7 +67,7 @@ def test_missing_field_and_bad_bbox(tmp_path, tiny_shapes, document):
     with pytest.raises(DatasetError, match=r"annotations\[1\] \(id=2\): missing field 'bbox'"):
         CocoDataset(_write(tmp_path, broken), tiny_shapes.train_images)
     document["annotations"][1]["bbox"] = [1, 2, 3]
-    with pytest.raises(DatasetError, match=r"field 'bbox' must be \[x, y, w, h\]"):
+    with pytest.raises(DatasetError, match=r"field 'bbox' must be four numbers \[x, y, w, h\]"):
         CocoDataset(_write(tmp_path, document), tiny_shapes.train_images)
 
 
@@ -78,7 +78,7 @@ def test_degenerate_boxes_are_counted_skips(tmp_path, tiny_shapes, document, cap
     path = tmp_path / "skips.json"
     path.write_text(json.dumps(document).replace("NaN", "NaN"))
     dataset = CocoDataset(path, tiny_shapes.train_images)
-    assert dataset.skipped == {"bbox with non-positive size": 1, "bbox not finite": 1}
+    assert dataset.skipped == {"bbox with non-positive size": 1, "bbox not finite (NaN, infinite or beyond float32)": 1}
     assert sum(len(r.boxes) for r in dataset.records) == total - 2
     assert "skipped annotations" in caplog.text
 

@@ -14,7 +14,7 @@ from pointdet.configs import (
     config_to_dict,
     get_preset,
 )
-from pointdet.configs.overrides import ConfigError
+from pointdet.errors import ConfigError
 
 
 def test_overrides_are_typed():
@@ -134,18 +134,24 @@ OUT_OF_RANGE = [
     ("cpm_rcnn_shapes", "model.score_threshold", 1.0, "in [0, 1)"),
     ("cpm_rcnn_shapes", "model.nms_iou", 0, "in (0, 1]"),
     ("cpm_rcnn_shapes", "model.gamma", 1.5, "in [0, 1]"),
-    ("centernet_r18", "data.shapes_train", 0, ">= 1"),
-    ("centernet_r18", "data.shapes_val", 0, ">= 1"),
-    ("centernet_r18", "data.shapes_image_size", 16, ">= 32"),
+    ("centernet_r18", "data.shapes_train", 0, "in [1, 1000000]"),
+    ("centernet_r18", "data.shapes_train", 100_000_000, "in [1, 1000000]"),
+    ("centernet_r18", "data.shapes_val", 0, "in [1, 1000000]"),
+    ("centernet_r18", "data.shapes_image_size", 16, "in [32, 2048]"),
+    ("centernet_r18", "data.shapes_image_size", 4096, "in [32, 2048]"),
     ("centernet_r18", "data.classes", [], "a non-empty list"),
-    ("centernet_r18", "data.synthetic_train", 0, ">= 1"),
-    ("centernet_r18", "data.synthetic_val", -3, ">= 1"),
-    ("centernet_r18", "data.input_size", 7, ">= 32"),
-    ("centernet_r18", "data.input_height", 0, ">= 32"),
+    ("centernet_r18", "data.synthetic_train", 0, "in [1, 1000000]"),
+    ("centernet_r18", "data.synthetic_val", -3, "in [1, 1000000]"),
+    ("centernet_r18", "data.input_size", 7, "in [32, 4096]"),
+    ("centernet_r18", "data.input_size", 100_000, "in [32, 4096]"),
+    ("centernet_r18", "data.input_height", 0, "in [32, 4096]"),
+    ("centernet_r18", "data.input_height", 65_536, "in [32, 4096]"),
     ("centernet_r18", "data.scales", [], "a non-empty list of numbers > 0"),
-    ("centernet_r18", "data.min_size", [800, 600], "one size >= 1 or [low, high]"),
-    ("centernet_r18", "data.max_size", 0, ">= 1"),
-    ("centernet_r18", "data.test_min_size", 0, ">= 1"),
+    ("centernet_r18", "data.min_size", [800, 600], "one size in [1, 4096] or [low, high]"),
+    ("centernet_r18", "data.min_size", [8000], "one size in [1, 4096] or [low, high]"),
+    ("centernet_r18", "data.max_size", 0, "in [1, 4096]"),
+    ("centernet_r18", "data.max_size", 10_000, "in [1, 4096]"),
+    ("centernet_r18", "data.test_min_size", 0, "in [1, 4096]"),
     ("centernet_r18", "data.flip", 2, "in [0, 1]"),
     ("centernet_r18", "data.color_jitter", -0.5, "in [0, 1]"),
     ("centernet_r18", "data.lighting", -0.1, ">= 0"),
@@ -169,7 +175,8 @@ OUT_OF_RANGE = [
     ("centernet_r18", "eval.score_threshold", 1, "in [0, 1)"),
     ("centernet_r18", "eval.confusion_threshold", 1.5, "in [0, 1]"),
     ("lsnet_pose_shapes", "eval.min_box_area", -1, ">= 0"),
-    ("centernet_r18", "seed", -1, ">= 0"),
+    ("centernet_r18", "seed", -1, "in [0, 4294967295]"),
+    ("centernet_r18", "seed", 1_000_000_000_000_000, "in [0, 4294967295]"),
     ("centernet_r18", "checkpoint_every", -1, ">= 0"),
     ("centernet_r18", "num_visualizations", -1, ">= 0"),
     ("centernet_r18", "max_steps", -1, ">= 0"),
@@ -263,8 +270,88 @@ def test_cli_says_which_setting_is_wrong(capsys):
         ("optim.lr=-1", "config error: optim.lr=-1.0: must be > 0"),
         ("data.scales=[]", r"config error: data.scales=\[\]: must be a non-empty list of numbers > 0"),
         ("eval.every=0", "config error: eval.every=0: must be >= 1"),
-        ("data.input_size=7", "config error: data.input_size=7: must be >= 32"),
+        ("data.input_size=7", r"config error: data.input_size=7: must be in \[32, 4096\]"),
         ("optim.epochs=0", "config error: optim.epochs=0: must be >= 1"),
     ]:
         with pytest.raises(SystemExit, match=f"^{message}$"):
             main(["train", override])
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ("optim.lr=[1,", "expected the node content, but found '<stream end>'"),
+        ("data.scales={0.5: 1", "expected ',' or '}', but got '<stream end>'"),
+        ('name=!!python/object/apply:os.system ["echo hi"]', "could not determine a constructor for the tag"),
+        ("data.scales=" + "[" * 100_000, "nested too deeply"),
+    ],
+    ids=["syntax", "unclosed-mapping", "python-tag", "nested"],
+)
+def test_overrides_that_are_not_yaml_data_are_one_line_config_errors(override, problem, capsys):
+    from pointdet.cli import main
+
+    key, text = override.split("=", 1)
+    with pytest.raises(SystemExit) as caught:
+        main(["train", override])
+    message = str(caught.value.code)
+    assert message.startswith(f"config error: {key}={text[:60]}: not a value ({problem}")
+    assert len(message.splitlines()) == 1 and "values are YAML data" in message
+
+
+def test_a_checkpoint_config_out_of_range_is_refused_before_anything_is_built(tmp_path, tiny_shapes):
+    import torch
+
+    from pointdet.cli import main
+    from pointdet.configs import config_from_checkpoint
+    from pointdet.engine.checkpoint import save_checkpoint
+
+    from .helpers import untrained_checkpoint
+
+    path = untrained_checkpoint(tiny_shapes, tmp_path / "model.pt")
+    state = torch.load(path, weights_only=True)
+    state["config"]["data"]["input_size"] = 65536
+    save_checkpoint(state, path)
+    expected = "the config stored in the checkpoint is not valid: data.input_size=65536: must be in [32, 4096]"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        config_from_checkpoint(state)
+    with pytest.raises(SystemExit, match=re.escape(f"config error: {expected}")):
+        main(["eval", "--weights", str(path)])
+    with pytest.raises(ConfigError, match="the checkpoint holds no config"):
+        config_from_checkpoint({"model": state["model"]})
+
+
+def test_generating_many_images_shows_progress(tmp_path, monkeypatch, capsys):
+    from pointdet.data.shapes import generate_shapes
+
+    monkeypatch.setattr("pointdet.data.cache.GENERATION_PROGRESS_FROM", 3)
+    generate_shapes(tmp_path, num_train=3, num_val=2, image_size=32)
+    error = capsys.readouterr().err
+    assert "generating 3 shapes images (train)" in error and "generating 2 shapes images" not in error
+
+
+def test_the_config_modules_import_each_other_without_a_circle():
+    """Every import among ``pointdet.configs.*`` and ``pointdet.errors`` (at the top or inside a function) points
+    one way."""
+    import ast
+    from pathlib import Path
+
+    import pointdet
+
+    root = Path(pointdet.__file__).parent
+    files = {f"pointdet.configs.{p.stem}": p for p in (root / "configs").glob("*.py") if p.stem != "__init__"}
+    files["pointdet.errors"] = root / "errors.py"
+    imports = {
+        module: {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module in files
+        }
+        for module, path in files.items()
+    }
+    assert imports["pointdet.configs.schema"] and imports["pointdet.configs.overrides"]  # the graph is not empty
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        return any(m == target or (m not in seen and reaches(m, target, seen | {m})) for m in imports[start])
+
+    circles = [module for module in files if reaches(module, module, {module})]
+    assert not circles

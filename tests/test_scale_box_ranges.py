@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from pointdet.configs import EvalConfig
-from pointdet.configs.overrides import ConfigError, apply_overrides
+from pointdet.configs.overrides import apply_overrides
 from pointdet.configs.presets import ATSS_TEST_BOX_RANGES, ATSS_TEST_SHORTER_SIDES, atss_multiscale_eval, get_preset
 from pointdet.decoders.lsnet import LSNetPostprocess
 from pointdet.decoders.tta import keep_box_sizes
 from pointdet.engine.inference import predict_images
+from pointdet.errors import ConfigError
 from pointdet.structures import Detections
 
 INF = math.inf
@@ -199,10 +200,10 @@ def test_cli_eval_and_predict_with_ranges(tiny_shapes, tmp_path, capsys):
     assert ", scales 0.5,1.0, per-scale box ranges)" in capsys.readouterr().out
     main(["eval", "--weights", str(run), "eval.scales=[0.5,1]", "eval.scale_box_ranges=[[16,inf],[0,48]]"])
     assert ", scales 0.5,1.0, per-scale box ranges)" in capsys.readouterr().out
-    # The ATSS test's 12 shorter sides as factors of a keep-ratio test at 6400 px: every pass at the 32 px minimum.
-    keep_ratio = ["data.test_resize=keep_ratio", "data.test_min_size=6400", "data.max_size=64"]
+    # The ATSS test's 12 shorter sides as factors of a keep-ratio test at 4000 px: every pass at the 32 px minimum.
+    keep_ratio = ["data.test_resize=keep_ratio", "data.test_min_size=4000", "data.max_size=64"]
     main(["eval", "--weights", str(run), "--atss-ms-test", *keep_ratio])
-    assert "(flip, scales 0.0625,0.078125,0.09375,0.1,0.109375" in capsys.readouterr().out
+    assert "(flip, scales 0.1,0.125,0.15,0.16,0.175" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"^config error: eval.scale_box_ranges=\[\[0.0, 48.0\]\]: must have one"):
         main(["eval", "--weights", str(run), "--scales", "0.5,1", "--scale-box-ranges", "0:48"])
     image = tiny_shapes.val_images / "000001.png"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pointdet.configs import CenterNetConfig, RepPointsConfig, apply_overrides, get_preset
-from pointdet.configs.overrides import ConfigError
+from pointdet.errors import ConfigError
 from pointdet.models.backbones import TimmBackbone
 from pointdet.models.backbones.efficientnet_lite import (
     COUNTER,

@@ -1,7 +1,6 @@
 """Experiment configuration: frozen dataclasses, named presets and ``key=value`` overrides."""
 
 from pointdet.configs.overrides import (
-    ConfigError,
     apply_eval_overrides,
     apply_overrides,
     config_from_dict,
@@ -23,6 +22,7 @@ from pointdet.configs.schema import (
     RepPointsV2Config,
 )
 from pointdet.configs.versions import CONFIG_VERSION, config_from_checkpoint, upgrade_config
+from pointdet.errors import ConfigError
 
 __all__ = [
     "CONFIG_VERSION",

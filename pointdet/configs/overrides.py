@@ -12,11 +12,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from pointdet.errors import PointdetError
-
-
-class ConfigError(PointdetError, ValueError):
-    """An unknown key or a value of the wrong type."""
+from pointdet.configs.schema import MODEL_FAMILIES
+from pointdet.errors import ConfigError
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -71,11 +68,31 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=2e-4)")
         key, text = item.split("=", 1)
-        parsed.append((key.strip(), yaml.safe_load(text) if text.strip() else None))
+        parsed.append((key.strip(), _parse_value(key.strip(), text)))
     data = config_to_dict(config)
     for key, value in sorted(parsed, key=lambda item: item[0] != "model.method"):
         _set(type(config), data, key.split("."), value, key)
     return config_from_dict(type(config), data)
+
+
+def _parse_value(key: str, text: str) -> Any:
+    """The value of ``key=text``, read as YAML data (numbers, strings, true/false, null, lists); empty is None.
+
+    Raises:
+        ConfigError: the text is not YAML, nests too deeply, or asks for an object to be built (a ``!!python/...``
+            tag: values are data, never code).
+    """
+    if not text.strip():
+        return None
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as error:
+        deep = isinstance(error, RecursionError)
+        problem = "nested too deeply" if deep else getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"{key}={text[:60]}: not a value ({problem}); values are YAML data: numbers, strings, true/false, null "
+            "or [lists]"
+        ) from None
 
 
 def apply_eval_overrides(config: Any, overrides: list[str]) -> Any:
@@ -98,8 +115,6 @@ def apply_eval_overrides(config: Any, overrides: list[str]) -> Any:
 
 
 def _family_of(value: Any, key: str) -> type:
-    from pointdet.configs.schema import MODEL_FAMILIES
-
     if value not in MODEL_FAMILIES:
         raise ConfigError(f"{key}: {value!r} is not one of {list(MODEL_FAMILIES)}")
     return MODEL_FAMILIES[value]

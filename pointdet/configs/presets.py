@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 
-from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import (
     CenterNetConfig,
     CornerConfig,
@@ -32,6 +31,7 @@ from pointdet.configs.schema import (
     RepPointsConfig,
     RepPointsV2Config,
 )
+from pointdet.errors import ConfigError
 
 
 def centernet_r18() -> ExperimentConfig:

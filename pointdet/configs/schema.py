@@ -11,7 +11,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from pointdet.configs.overrides import ConfigError
 from pointdet.configs.validation import (
     Rule,
     above,
@@ -25,6 +24,7 @@ from pointdet.configs.validation import (
     shown,
     within,
 )
+from pointdet.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -762,6 +762,16 @@ MODEL_FAMILIES: dict[str, type] = {
 """``model.method`` value -> the config class of its family."""
 
 
+MAX_IMAGE_SIDE = 4096
+"""The largest input side (``input_size``, ``min_size``, ...): beyond it one image's activations take gigabytes."""
+MAX_GENERATED_SIDE = 2048
+"""The largest side of a generated shapes image."""
+MAX_GENERATED_IMAGES = 1_000_000
+"""The most images of a generated split (a bound against typos; the generation shows a progress bar)."""
+MAX_SEED = 2**32 - 1
+"""The largest seed: the data order is seeded with ``seed * 100003 + epoch``, which must fit torch's 64 bits."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Training and validation data. With no ``train_json``, the dataset named by ``dataset`` (by default the
@@ -805,18 +815,21 @@ class DataConfig:
 
     SECTION: ClassVar[str] = "data"
     RANGES: ClassVar[dict[str, Rule]] = {
-        "shapes_train": at_least(1),
-        "shapes_val": at_least(1),
-        "shapes_image_size": at_least(32),
+        "shapes_train": within(1, MAX_GENERATED_IMAGES),
+        "shapes_val": within(1, MAX_GENERATED_IMAGES),
+        "shapes_image_size": within(32, MAX_GENERATED_SIDE),
         "classes": Rule(bool, "a non-empty list of KITTI object types"),
-        "synthetic_train": at_least(1),
-        "synthetic_val": at_least(1),
-        "input_size": at_least(32),
-        "input_height": at_least(32),
+        "synthetic_train": within(1, MAX_GENERATED_IMAGES),
+        "synthetic_val": within(1, MAX_GENERATED_IMAGES),
+        "input_size": within(32, MAX_IMAGE_SIDE),
+        "input_height": within(32, MAX_IMAGE_SIDE),
         "scales": each(above(0)),
-        "min_size": Rule(lambda v: len(v) in (1, 2) and min(v) >= 1 and v[0] <= v[-1], "one size >= 1 or [low, high]"),
-        "max_size": at_least(1),
-        "test_min_size": at_least(1),
+        "min_size": Rule(
+            lambda v: len(v) in (1, 2) and min(v) >= 1 and max(v) <= MAX_IMAGE_SIDE and v[0] <= v[-1],
+            f"one size in [1, {MAX_IMAGE_SIDE}] or [low, high]",
+        ),
+        "max_size": within(1, MAX_IMAGE_SIDE),
+        "test_min_size": within(1, MAX_IMAGE_SIDE),
         "flip": fraction(),
         "color_jitter": fraction(),
         "lighting": at_least(0),
@@ -995,7 +1008,7 @@ class ExperimentConfig:
 
     SECTION: ClassVar[str] = ""
     RANGES: ClassVar[dict[str, Rule]] = {
-        "seed": at_least(0),
+        "seed": within(0, MAX_SEED),
         "checkpoint_every": at_least(0),
         "num_visualizations": at_least(0),
         "max_steps": at_least(0),

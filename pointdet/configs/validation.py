@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pointdet.configs.overrides import ConfigError
+from pointdet.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pointdet.configs.overrides import ConfigError, config_from_dict
+from pointdet.configs.overrides import config_from_dict
 from pointdet.configs.schema import MODEL_FAMILIES, ExperimentConfig
+from pointdet.errors import ConfigError
 
 CONFIG_VERSION = 3
 
@@ -33,5 +34,16 @@ def upgrade_config(data: dict[str, Any], version: int) -> dict[str, Any]:
 
 
 def config_from_checkpoint(state: dict[str, Any]) -> ExperimentConfig:
-    """The experiment config stored in a checkpoint of any version."""
-    return config_from_dict(ExperimentConfig, upgrade_config(state["config"], state.get("config_version", 1)))
+    """The experiment config stored in a checkpoint of any version, checked as any config is.
+
+    Raises:
+        ConfigError: the checkpoint holds no config, or one with a key or value that is not valid (an
+            ``input_size`` out of range, ...), saying that the checkpoint's config is meant.
+    """
+    stored = state.get("config")
+    if not isinstance(stored, dict):
+        raise ConfigError("the checkpoint holds no config (a 'config' mapping); it was not written by pointdet")
+    try:
+        return config_from_dict(ExperimentConfig, upgrade_config(stored, state.get("config_version", 1)))
+    except ConfigError as error:
+        raise ConfigError(f"the config stored in the checkpoint is not valid: {error}") from None

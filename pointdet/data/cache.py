@@ -1,12 +1,26 @@
-"""Where generated datasets live, and how they are written: once, atomically."""
+"""Where generated datasets live, and how they are written: once, atomically, with a progress bar when large."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
+
+GENERATION_PROGRESS_FROM = 100  # generated images from which their writing shows a progress bar
+
+Item = TypeVar("Item")
+
+
+def generation_progress(items: Iterable[Item], total: int, description: str) -> Iterator[Item]:
+    """``items``, with a progress bar (on stderr, removed when done) when there are many of them."""
+    return iter(
+        tqdm(items, total=total, desc=description, unit="image", leave=False, disable=total < GENERATION_PROGRESS_FROM)
+    )
 
 
 def cache_dir() -> Path:

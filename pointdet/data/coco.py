@@ -1,20 +1,24 @@
 """COCO-format reader with validation: boxes, crowd regions, polygon/RLE masks, polygons and keypoints.
 
-Structural problems raise ``DatasetError`` naming the file, the record and the field: a missing field, a
-non-numeric id or size, a repeated image or category id, an unknown category or image, a ``file_name`` that leaves
-the images folder, keypoints of the wrong length, a polygon of odd length or an RLE whose runs do not cover its
-image. Every image file's header is read when the set is opened (no decoding): files that are missing, not
-images, cut off (PNG) or of another size than the record's ``width``/``height`` are listed in one error, or, with
-``skip_bad_images``, left out with their annotations and reported. Boxes that cannot be trained on (non-positive
-size, NaN, entirely outside the image) are skipped, counted in ``skipped`` and reported once as a warning. Crowd
+Every file (training, validation, test) is checked by the same rules (``data.coco_checks``) when it is opened,
+before any training: structural problems raise ``DatasetError`` naming the file, the record and the field (a
+missing field, a non-numeric id or size, a repeated image, annotation or category id or category name, an unknown
+category or image, a ``file_name`` that leaves the images folder, a ``bbox`` that is not four numbers, keypoints of
+the wrong length or not numbers, a skeleton that is not pairs of keypoint numbers, an ``iscrowd`` other than 0 / 1,
+a missing or negative ``area``, a polygon of odd length or an RLE whose runs do not cover its image). Every image
+file's header is read when the set is opened (no decoding): files that are missing, not images, cut off (PNG) or of
+another size than the record's ``width``/``height`` are listed in one error, or, with ``skip_bad_images``, left out
+with their annotations and reported. Boxes that cannot be trained on (non-positive size, NaN, infinite or beyond
+float32, entirely outside the image) are skipped, counted in ``skipped`` and reported once as a warning. Crowd
 annotations (``iscrowd=1``) are not objects: their boxes become the image's ``ignore_boxes``.
+
+``ground_truth`` is what COCO evaluation scores against: the file with the left-out images and the skipped
+annotations removed, so a set is scored on exactly what it trains on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -26,18 +30,25 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 from tqdm import tqdm
 
+from pointdet.data.coco_checks import (
+    box_skip_reason,
+    check_categories,
+    check_keypoints,
+    check_scoring_fields,
+    check_segmentation,
+    integer,
+    list_of,
+    read_json,
+    require,
+)
 from pointdet.data.images import ImageReadError, image_size
-from pointdet.errors import PointdetError
+from pointdet.errors import DatasetError
 from pointdet.structures import Instances
 
 logger = logging.getLogger(__name__)
 
 LISTED_PROBLEMS = 10  # bad image files named one per line before the rest are only counted
 PROGRESS_FROM = 2000  # image headers checked with a progress bar from this many on
-
-
-class DatasetError(PointdetError, ValueError):
-    """A malformed annotation file; the message names the file, the record and the field."""
 
 
 @dataclass(frozen=True)
@@ -67,30 +78,6 @@ def flip_pairs_from_names(names: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
-def _require(record: object, fields: tuple[str, ...], where: str) -> None:
-    if not isinstance(record, dict):
-        raise DatasetError(f"{where}: expected an object with fields {list(fields)}, got {str(record)[:60]!r}")
-    for field in fields:
-        if field not in record:
-            raise DatasetError(f"{where}: missing field '{field}'")
-
-
-def _integer(record: dict, field: str, where: str, positive: bool = False) -> int:
-    """``record[field]`` as an int (integral floats such as 640.0 accepted)."""
-    value = record[field]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
-        raise DatasetError(f"{where}: field '{field}' must be an integer, got {value!r}")
-    if positive and value <= 0:
-        raise DatasetError(f"{where}: field '{field}' must be positive, got {value!r}")
-    return int(value)
-
-
-def _list_of(data: dict, key: str, where: str) -> list:
-    if not isinstance(data[key], list):
-        raise DatasetError(f"{where}: field '{key}' must be a list, got {type(data[key]).__name__}")
-    return data[key]
-
-
 class CocoDataset:
     """Images and annotations of a COCO-format JSON file, validated on load.
 
@@ -112,6 +99,9 @@ class CocoDataset:
         skeleton: 0-based keypoint index pairs to draw as limbs (the categories' ``skeleton``, 1-based in COCO).
         skipped: counts of skipped annotations by reason.
         left_out: one line per image left out by ``skip_bad_images`` (record, file and reason).
+        ground_truth: the COCO document that evaluation scores against: the kept images and their usable
+            annotations (objects and crowd regions), ``iscrowd`` as 0 / 1 and, when the categories define
+            keypoints, every annotation with ``keypoints`` and ``num_keypoints`` (unlabelled when absent).
     """
 
     def __init__(
@@ -125,41 +115,50 @@ class CocoDataset:
         self.annotation_file = Path(annotation_file)
         self.image_dir = Path(image_dir)
         self.with_masks, self.with_polygons, self.skip_bad_images = with_masks, with_polygons, skip_bad_images
-        try:
-            data = json.loads(self.annotation_file.read_text())
-        except FileNotFoundError as error:
-            raise DatasetError(f"{self.annotation_file}: annotation file not found") from error
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DatasetError(f"{self.annotation_file}: not valid JSON ({error})") from error
-        except OSError as error:  # a folder, a file without read permission
-            raise DatasetError(f"{self.annotation_file}: cannot be read ({error.strerror or error})") from error
-        if not isinstance(data, dict):
-            raise DatasetError(
-                f"{self.annotation_file}: top level must be an object with images/annotations/categories"
-            )
-        _require(data, ("images", "annotations", "categories"), str(self.annotation_file))
+        data = read_json(self.annotation_file)
+        where = str(self.annotation_file)
+        require(data, ("images", "annotations", "categories"), where)
         self.skipped: Counter[str] = Counter()
         self.left_out: list[str] = []
-        where = str(self.annotation_file)
-        self._read_categories(_list_of(data, "categories", where))
-        self.records = self._read_records(_list_of(data, "images", where), _list_of(data, "annotations", where))
+        categories = list_of(data, "categories", where)
+        self._read_categories(categories)
+        self.records, scored = self._read_records(list_of(data, "images", where), list_of(data, "annotations", where))
+        self.ground_truth = {"images": scored[0], "annotations": scored[1], "categories": categories}
         if self.skipped:
-            logger.warning("%s: skipped annotations: %s", self.annotation_file, dict(self.skipped))
+            kind = "skipped annotations (left out of training and scoring)"
+            logger.warning("%s: %s: %s", self.annotation_file, kind, dict(self.skipped))
+        if not self.num_objects:
+            logger.warning(
+                "%s: no annotation to train on or to score (%d images, %d annotations in the file)",
+                self.annotation_file,
+                len(self.records),
+                len(data["annotations"]),
+            )
+
+    @property
+    def num_objects(self) -> int:
+        """The usable non-crowd annotations of all records."""
+        return sum(len(record.boxes) for record in self.records)
+
+    def require_objects(self) -> None:
+        """Refuse a set with nothing to learn from (no annotations, or every one skipped or a crowd region).
+
+        Raises:
+            DatasetError: naming the file and the counts.
+        """
+        if not self.num_objects:
+            skipped = f"; skipped: {dict(self.skipped)}" if self.skipped else ""
+            raise DatasetError(
+                f"{self.annotation_file}: no annotation to train on ({len(self.records)} images, 0 usable "
+                f"objects{skipped})"
+            )
 
     def _read_categories(self, categories: list[dict]) -> None:
         where = f"{self.annotation_file}"
-        first_of: dict[int, int] = {}
-        for i, category in enumerate(categories):
-            _require(category, ("id", "name"), f"{where} categories[{i}]")
-            category_id = _integer(category, "id", f"{where} categories[{i}]")
-            if category_id in first_of:
-                raise DatasetError(
-                    f"{where} categories[{i}]: field 'id' = {category_id} repeats categories[{first_of[category_id]}]"
-                )
-            first_of[category_id] = i
+        check_categories(categories, where)
         categories = sorted(categories, key=lambda c: int(c["id"]))
         self.category_ids = [int(c["id"]) for c in categories]
-        self.class_names = [str(c["name"]) for c in categories]
+        self.class_names = [c["name"] for c in categories]
         self._label_of = {cid: label for label, cid in enumerate(self.category_ids)}
         keypoint_lists = {tuple(c["keypoints"]) for c in categories if c.get("keypoints")}
         if len(keypoint_lists) > 1:
@@ -167,7 +166,7 @@ class CocoDataset:
         self.keypoint_names = list(keypoint_lists.pop()) if keypoint_lists else []
         self.flip_pairs = flip_pairs_from_names(self.keypoint_names)
         skeletons = [c["skeleton"] for c in categories if c.get("skeleton")]
-        self.skeleton = [(int(a) - 1, int(b) - 1) for a, b in skeletons[0]] if skeletons else []
+        self.skeleton = [(a - 1, b - 1) for a, b in skeletons[0]] if skeletons else []
 
     def _image_path(self, file_name: object, where: str) -> Path:
         """``image_dir / file_name``, refusing names that are not relative paths inside the folder."""
@@ -181,64 +180,73 @@ class CocoDataset:
             )
         return self.image_dir / file_name
 
-    def _read_records(self, images: list[dict], annotations: list[dict]) -> list[ImageRecord]:
+    def _read_images(self, images: list[dict]) -> dict[int, tuple[int, dict, Path, int, int]]:
+        """id -> (position, record, path, height, width) of every image whose file can be used."""
         where = str(self.annotation_file)
-        by_image: dict[int, list[dict]] = {}
-        crowd_by_image: dict[int, list[dict]] = {}
-        image_info: dict[int, tuple[int, dict, Path, int, int]] = {}  # id -> (position, record, path, height, width)
+        image_info: dict[int, tuple[int, dict, Path, int, int]] = {}
         for i, image in enumerate(images):
             record = f"{where} images[{i}] (id={image.get('id') if isinstance(image, dict) else None})"
-            _require(image, ("id", "file_name", "width", "height"), record)
-            image_id = _integer(image, "id", record)
+            require(image, ("id", "file_name", "width", "height"), record)
+            image_id = integer(image, "id", record)
             if image_id in image_info:
                 raise DatasetError(f"{record}: field 'id' = {image_id} repeats images[{image_info[image_id][0]}]")
-            width = _integer(image, "width", record, positive=True)
-            height = _integer(image, "height", record, positive=True)
+            width = integer(image, "width", record, positive=True)
+            height = integer(image, "height", record, positive=True)
             image_info[image_id] = (i, image, self._image_path(image["file_name"], record), height, width)
-        left_out = self._check_image_files(image_info)
-        for image_id in left_out:
-            del image_info[image_id]
-        for image_id in image_info:
-            by_image[image_id], crowd_by_image[image_id] = [], []
+        self._left_out_ids = self._check_image_files(image_info)
+        return {image_id: info for image_id, info in image_info.items() if image_id not in self._left_out_ids}
+
+    def _read_records(
+        self, images: list[dict], annotations: list[dict]
+    ) -> tuple[list[ImageRecord], tuple[list[dict], list[dict]]]:
+        """The records of the usable images, and the images and annotations that evaluation scores."""
+        image_info = self._read_images(images)
+        by_image: dict[int, list[dict]] = {image_id: [] for image_id in image_info}
+        crowd_by_image: dict[int, list[dict]] = {image_id: [] for image_id in image_info}
+        scored: list[dict] = []
         num_keypoints = len(self.keypoint_names)
+        first_id: dict[int, int] = {}
         for i, ann in enumerate(annotations):
-            record = f"{where} annotations[{i}] (id={ann.get('id') if isinstance(ann, dict) else None})"
-            _require(ann, ("image_id", "category_id", "bbox"), record)
-            image_id = _integer(ann, "image_id", record)
-            if image_id in left_out:
+            record = f"{self.annotation_file} annotations[{i}] (id={ann.get('id') if isinstance(ann, dict) else None})"
+            image_id = self._check_annotation(ann, record, image_info, num_keypoints)
+            annotation_id = int(ann["id"])
+            if annotation_id in first_id:
+                raise DatasetError(
+                    f"{record}: field 'id' = {annotation_id} repeats annotations[{first_id[annotation_id]}]; COCO "
+                    "evaluation keeps one annotation per id"
+                )
+            first_id[annotation_id] = i
+            if image_id in self._left_out_ids:
                 self.skipped["annotation of a left-out image"] += 1
                 continue
-            if image_id not in by_image:
-                raise DatasetError(f"{record}: field 'image_id' = {ann['image_id']} names no image in 'images'")
-            if _integer(ann, "category_id", record) not in self._label_of:
-                raise DatasetError(f"{record}: field 'category_id' = {ann['category_id']} is an unknown category")
-            keypoints = ann.get("keypoints")
-            if keypoints is not None and (not isinstance(keypoints, list) or len(keypoints) != 3 * num_keypoints):
-                count = len(keypoints) if isinstance(keypoints, list) else type(keypoints).__name__
-                raise DatasetError(
-                    f"{record}: field 'keypoints' has {count} values, expected {3 * num_keypoints} "
-                    f"({num_keypoints} keypoints x 3)"
-                )
             _, _, _, height, width = image_info[image_id]
-            check_segmentation(ann.get("segmentation"), height, width, record)
-            bbox = ann["bbox"]
-            if not (isinstance(bbox, list) and len(bbox) == 4):
-                raise DatasetError(f"{record}: field 'bbox' must be [x, y, w, h], got {bbox!r}")
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
-                self.skipped["bbox not finite"] += 1
-                continue
-            x, y, w, h = bbox
-            if w <= 0 or h <= 0:
-                self.skipped["bbox with non-positive size"] += 1
-                continue
-            if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-                self.skipped["bbox entirely outside its image"] += 1
+            reason = box_skip_reason(ann["bbox"], height, width, record)
+            if reason is not None:
+                self.skipped[reason] += 1
                 continue
             (crowd_by_image if ann.get("iscrowd", 0) else by_image)[image_id].append(ann)
-        return [
+            scored.append(_as_scored(ann, num_keypoints))
+        records = [
             self._make_record(image_info[image_id], anns, crowd_by_image[image_id], num_keypoints)
             for image_id, anns in by_image.items()
         ]
+        return records, ([info[1] for info in image_info.values()], scored)
+
+    def _check_annotation(self, ann: object, record: str, image_info: dict[int, tuple], num_keypoints: int) -> int:
+        """Check one annotation by the rules of ``data.coco_checks``; its ``image_id``."""
+        require(ann, ("id", "image_id", "category_id", "bbox", "area"), record)
+        integer(ann, "id", record)
+        image_id = integer(ann, "image_id", record)
+        if image_id not in image_info and image_id not in self._left_out_ids:
+            raise DatasetError(f"{record}: field 'image_id' = {ann['image_id']} names no image in 'images'")
+        if integer(ann, "category_id", record) not in self._label_of:
+            raise DatasetError(f"{record}: field 'category_id' = {ann['category_id']} is an unknown category")
+        check_scoring_fields(ann, record)
+        check_keypoints(ann, num_keypoints, record)
+        if image_id in image_info:
+            _, _, _, height, width = image_info[image_id]
+            check_segmentation(ann.get("segmentation"), height, width, record)
+        return image_id
 
     def _check_image_files(self, image_info: dict[int, tuple[int, dict, Path, int, int]]) -> set[int]:
         """Read every image header; return the ids of the images left out (``skip_bad_images``), else raise.
@@ -328,73 +336,27 @@ class CocoDataset:
         )
 
 
+def _as_scored(ann: dict, num_keypoints: int) -> dict:
+    """An annotation as COCO evaluation reads it: ``iscrowd`` 0 / 1 and, in a file with ``num_keypoints``
+    keypoints, ``keypoints`` (all unlabelled when absent, as in training) and ``num_keypoints`` (the labelled ones,
+    ``v > 0``, when absent). The annotation itself when nothing changes."""
+    changes: dict = {}
+    if "iscrowd" in ann and type(ann["iscrowd"]) is not int:
+        changes["iscrowd"] = int(ann["iscrowd"])
+    if num_keypoints:
+        keypoints = ann.get("keypoints")
+        if keypoints is None:
+            changes["keypoints"] = keypoints = [0] * (3 * num_keypoints)
+        if "num_keypoints" not in ann:
+            changes["num_keypoints"] = sum(v > 0 for v in keypoints[2::3])
+    return {**ann, **changes} if changes else ann
+
+
 def _xyxy(bboxes: list[list[float]]) -> np.ndarray:
     """COCO ``[x, y, w, h]`` boxes -> (N, 4) float32 xyxy."""
     boxes = np.array(bboxes, dtype=np.float32).reshape(-1, 4)
     boxes[:, 2:] += boxes[:, :2]
     return boxes
-
-
-def check_segmentation(segmentation: object, height: int, width: int, where: str) -> None:
-    """Refuse a COCO ``segmentation`` that cannot be a mask of a ``height x width`` image: polygons must be flat
-    lists of numbers of even length, an RLE must be ``{"size": [height, width], "counts": ...}`` whose runs
-    (a list, or COCO's compressed string) cover exactly ``height x width`` pixels. Absent or empty is fine.
-
-    Raises:
-        DatasetError: naming ``where`` and what is wrong.
-    """
-    if segmentation is None or (isinstance(segmentation, list | dict) and not segmentation):
-        return
-    field = f"{where}: field 'segmentation'"
-    if isinstance(segmentation, list):
-        for part in segmentation:
-            if not isinstance(part, list) or not all(type(v) in (int, float) for v in part):
-                raise DatasetError(f"{field} has a polygon that is not a flat list of numbers ({str(part)[:60]})")
-            if len(part) % 2:
-                raise DatasetError(f"{field} has a polygon of odd length {len(part)}; it must list (x, y) pairs")
-        return
-    if not isinstance(segmentation, dict):
-        raise DatasetError(f"{field} must be a list of polygons or an RLE object, got {str(segmentation)[:60]!r}")
-    size, counts = segmentation.get("size"), segmentation.get("counts")
-    if size != [height, width]:
-        raise DatasetError(f"{field}: RLE 'size' = {size!r} is not the image's [height, width] = {[height, width]}")
-    if isinstance(counts, str):
-        runs = _rle_string_runs(counts)
-        if runs is None:
-            raise DatasetError(f"{field}: RLE 'counts' is not a COCO compressed RLE string ({counts[:40]!r})")
-    elif isinstance(counts, list) and all(type(v) is int for v in counts):
-        runs = counts
-    else:
-        raise DatasetError(f"{field}: RLE 'counts' must be a string or a list of integers, got {str(counts)[:40]!r}")
-    if any(run < 0 for run in runs) or sum(runs) != height * width:
-        raise DatasetError(
-            f"{field}: RLE runs cover {sum(runs)} pixels (or are negative), not the image's {height}x{width} = "
-            f"{height * width}"
-        )
-
-
-def _rle_string_runs(text: str) -> list[int] | None:
-    """The run lengths of COCO's compressed RLE string (pycocotools ``rleFrString``), or None if it is not one."""
-    runs: list[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(text):
-                return None  # ends inside a number
-            code = ord(text[position]) - 48
-            if not 0 <= code < 64:
-                return None
-            value |= (code & 0x1F) << (5 * shift)
-            more = bool(code & 0x20)
-            position += 1
-            shift += 1
-            if not more and code & 0x10:
-                value |= -1 << (5 * shift)
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
 
 
 def read_polygons(segmentations: list, where: str) -> list[list[Tensor]]:

@@ -94,6 +94,8 @@ def image_header(path: str | Path) -> ImageHeader:
             width, height = image.size
             header = ImageHeader(height, width, _orientation(image), image.format or "")
             image.verify()
+        if header.format == "PNG" and _png_metadata_after_pixels(path):
+            header = header._replace(orientation=_decoded_orientation(path))
     except FileNotFoundError as error:
         raise ImageReadError(f"{path}: image file not found") from error
     except _UNREADABLE as error:
@@ -123,16 +125,51 @@ def apply_orientation(image: Tensor, orientation: int) -> Tensor:
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1 = upright) without decoding the pixels."""
-    if image.format == "PNG":  # PIL's getexif() decodes a PNG whose eXIf chunk follows the pixel data
-        raw = image.info.get("exif")
-        if not raw:
-            return 1
-        exif = Image.Exif()
-        exif.load(raw)
-    else:
-        exif = image.getexif()
+    """The EXIF orientation (1 = upright) of the metadata read when the file was opened (the whole header of a
+    JPEG; what precedes the pixel data of a PNG), without decoding the pixels."""
+    # A PNG's own getexif() decodes the pixels first, to reach chunks after them (``_png_metadata_after_pixels``);
+    # the base method reads the same sources (eXIf, a "Raw profile type exif" text, XMP) from what is already read.
+    exif = Image.Image.getexif(image) if image.format == "PNG" else image.getexif()
     return int(exif.get(_EXIF_ORIENTATION, 1) or 1)
+
+
+def _decoded_orientation(path: str | Path) -> int:
+    """The EXIF orientation as ``read_image`` applies it: after decoding, as ``ImageOps.exif_transpose`` reads it."""
+    with Image.open(path) as image:
+        image.load()
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_ORIENTATION_TEXTS = (b"Raw profile type exif", b"XML:com.adobe.xmp")  # texts PIL reads an orientation from
+_PNG_KEYWORD_BYTES = 80  # a PNG text keyword is 1-79 bytes and a NUL
+
+
+def _png_metadata_after_pixels(path: str | Path) -> bool:
+    """Whether a PNG places an ``eXIf`` chunk, or a text chunk PIL reads an orientation from, after its first
+    ``IDAT``: PIL reads those only when it decodes the pixels, and then turns the image by them. Reads the chunk
+    headers only (and the keywords of text chunks after the pixels)."""
+    with open(path, "rb") as file:
+        if file.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+            return False
+        after_pixels = False
+        while len(header := file.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            skip = length + 4  # the data and its CRC
+            if kind == b"IEND":
+                return False
+            if kind == b"IDAT":
+                after_pixels = True
+            elif after_pixels and kind == b"eXIf":
+                return True
+            elif after_pixels and kind in _PNG_TEXT_CHUNKS:
+                keyword = file.read(min(length, _PNG_KEYWORD_BYTES))
+                if keyword.split(b"\0", 1)[0] in _PNG_ORIENTATION_TEXTS:
+                    return True
+                skip -= len(keyword)
+            file.seek(skip, 1)
+    return False
 
 
 def _reason(error: Exception) -> str:

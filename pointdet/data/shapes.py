@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pointdet.data.cache import build_once, cache_dir
+from pointdet.data.cache import build_once, cache_dir, generation_progress
 from pointdet.ops.polygons import signed_area
 
 CLASS_NAMES = ("circle", "triangle", "square")
@@ -102,7 +102,7 @@ def _write_split(folder: Path, name: str, count: int, size: int, seed: int) -> N
     rng = np.random.default_rng([seed, {"train": 0, "val": 1}[name]])
     images, annotations = [], []
     (folder / name).mkdir(parents=True)
-    for index in range(count):
+    for index in generation_progress(range(count), count, f"generating {count} shapes images ({name})"):
         image_id = index + 1
         image, anns = _make_image(rng, size, image_id, len(annotations) + 1)
         file_name = f"{image_id:06d}.png"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pointdet.data.cache import build_once, cache_dir
+from pointdet.data.cache import build_once, cache_dir, generation_progress
 from pointdet.data.kitti import write_label_file
 from pointdet.ops.camera import cuboid_corners, observation_angle, project_points
 from pointdet.structures import KittiObject
@@ -232,7 +232,8 @@ def _write(folder: Path, num_train: int, num_val: int, size: tuple[int, int], se
     (folder / "ImageSets").mkdir()
     names = [f"{i:06d}" for i in range(num_train + num_val)]
     calibration = _calibration_text(p2)
-    for index, name in enumerate(names):
+    scenes = generation_progress(enumerate(names), len(names), f"generating {len(names)} synthetic KITTI scenes")
+    for index, name in scenes:
         rng = np.random.default_rng([seed, index])
         image, objects = _render(rng, size, p2)
         image.save(folder / "training" / "image_2" / f"{name}.png")

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import DataConfig, ExperimentConfig
 from pointdet.data.coco import CocoDataset
 from pointdet.data.dataset import SeededShuffleSampler, ShardSampler, TransformedDataset, collate
@@ -31,6 +30,7 @@ from pointdet.data.transforms import (
     original_size_transforms,
     train_transforms,
 )
+from pointdet.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ def evaluate_detector(
         image_ids = [r.image_id for r in coco.records]
         if results_file is not None:
             Path(results_file).write_text(json.dumps(boxes))
-        box = run_coco_evaluation(coco.annotation_file, boxes, image_ids, backend=backend)
+        box = run_coco_evaluation(coco.ground_truth, boxes, image_ids, backend=backend)
         evaluation = Evaluation(
             dict(box.metrics),
             box_precision=box.precision,
@@ -223,15 +223,15 @@ def evaluate_detector(
         if keypoints:
             _write_beside(results_file, "keypoints", keypoints)
             sigmas = keypoint_sigmas_for(len(coco.keypoint_names), keypoint_sigmas)
-            oks = run_coco_evaluation(coco.annotation_file, keypoints, image_ids, backend, "keypoints", sigmas)
+            oks = run_coco_evaluation(coco.ground_truth, keypoints, image_ids, backend, "keypoints", sigmas)
             evaluation.metrics.update({KEYPOINT_PREFIX + name: value for name, value in oks.metrics.items()})
             _add_per_class(evaluation, "keypoints", oks)
             if oks.precision is not None:
-                joints = per_joint_ap(coco.annotation_file, keypoints, coco.keypoint_names, sigmas, image_ids, backend)
+                joints = per_joint_ap(coco.ground_truth, keypoints, coco.keypoint_names, sigmas, image_ids, backend)
                 evaluation.per_class["keypoint joints"] = joints
         if masks:
             _write_beside(results_file, "segm", masks)
-            segm = run_coco_evaluation(coco.annotation_file, masks, image_ids, backend, "segm")
+            segm = run_coco_evaluation(coco.ground_truth, masks, image_ids, backend, "segm")
             evaluation.metrics.update({SEGM_PREFIX + name: value for name, value in segm.metrics.items()})
             _add_per_class(evaluation, "masks", segm)
     return broadcast_object(evaluation)

@@ -25,7 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from pointdet.configs import CONFIG_VERSION, ConfigError, ExperimentConfig, OptimConfig, config_to_dict
-from pointdet.data.coco import DatasetError
+from pointdet.data.coco import CocoDataset, DatasetError
 from pointdet.data.images import read_image
 from pointdet.data.kitti import KittiDataset
 from pointdet.distributed import (
@@ -74,6 +74,8 @@ def init_distributed() -> None:
 
 def _check_task_fits_data(config: ExperimentConfig, dataset) -> None:
     task, where = config.model.task, dataset.annotation_file
+    if isinstance(dataset, CocoDataset):
+        dataset.require_objects()
     if task == "pose" and not dataset.keypoint_names:
         raise DatasetError(f"{where}: model.task=pose needs categories with 'keypoints'; none define any")
     if (task == "mono3d") != isinstance(dataset, KittiDataset):

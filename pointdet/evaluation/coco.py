@@ -178,7 +178,8 @@ def run_coco_evaluation(
     """Run COCOeval; its numbers, precision array and ground truth.
 
     Args:
-        annotation_file: the ground-truth COCO JSON (or its content).
+        annotation_file: the ground-truth COCO JSON, or its content (``CocoDataset.ground_truth``: what the
+            dataset trains on); a given content is not changed.
         results: COCO result records (``detections_to_coco`` or ``keypoints_to_coco``).
         image_ids: evaluate on these images only (default: all images of the file).
         backend: ``pycocotools`` or ``faster_coco_eval``.
@@ -191,7 +192,10 @@ def run_coco_evaluation(
     with contextlib.redirect_stdout(io.StringIO()):
         if isinstance(annotation_file, dict):
             ground_truth = coco_cls()
-            ground_truth.dataset = annotation_file
+            # COCOeval writes into the annotations (``ignore``, masks as RLE): it gets copies, ``annotation_file``
+            # is left as it was
+            annotations = [dict(annotation) for annotation in annotation_file["annotations"]]
+            ground_truth.dataset = {**annotation_file, "annotations": annotations}
             ground_truth.createIndex()
         else:
             ground_truth = coco_cls(str(annotation_file))
@@ -220,7 +224,7 @@ def evaluate_coco(*args, **kwargs) -> dict[str, float]:
 
 
 def per_joint_ap(
-    annotation_file: str | Path,
+    annotation_file: str | Path | dict,
     results: list[dict],
     joint_names: Sequence[str],
     keypoint_sigmas: Sequence[float],
@@ -234,7 +238,7 @@ def per_joint_ap(
     where the joint is not labelled are ignored, as COCO ignores objects without keypoints. One COCOeval run per
     joint.
     """
-    truth = json.loads(Path(annotation_file).read_text())
+    truth = annotation_file if isinstance(annotation_file, dict) else json.loads(Path(annotation_file).read_text())
     table = {}
     for joint, name in enumerate(joint_names):
         annotations = []

@@ -13,7 +13,6 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
-from pointdet.configs.overrides import ConfigError
 from pointdet.configs.schema import (
     CenterNetConfig,
     CornerConfig,
@@ -35,6 +34,7 @@ from pointdet.decoders.mono3d import Mono3DPostprocess
 from pointdet.decoders.pose import PosePostprocess
 from pointdet.decoders.reppoints import RepPointsPostprocess
 from pointdet.decoders.reppoints_v2 import RepPointsV2Postprocess
+from pointdet.errors import ConfigError
 from pointdet.models.backbones import DLA34, ResNet, TimmBackbone, hourglass52, hourglass104, hourglass_small
 from pointdet.models.detector import Detector
 from pointdet.models.heads import (
