@@ -17,7 +17,7 @@ def test_default_preset_learns_the_raccoon_photos(tmp_path):
     assert metrics["AP"] >= 0.45 and metrics["AP50"] >= 0.8, metrics
 
 
-# Each shapes preset's promise on the shapes val split (its issue's target; measured figures in the README).
+# Each shapes preset's promise on the shapes val split (its issue's target; measured figures in docs/).
 SHAPES_TARGETS = [
     ("reppoints_lite0_shapes", "AP", 0.8),
     ("reppoints_v2_shapes", "AP", 0.8),

@@ -84,7 +84,8 @@ def centernet_hg104() -> ExperimentConfig:
 
 
 def centernet_dla34_shapes() -> ExperimentConfig:
-    """DLA-34 CenterNet on generated shapes at 128 px from scratch, about 10 minutes on 2 CPU cores (box AP 55-65)."""
+    """DLA-34 CenterNet on generated shapes at 128 px from scratch, about 10 minutes on 2 CPU cores (box AP 34-66 across
+    machines and seeds; docs/centernet.md)."""
     # DLA-34 rather than ResNet-18: trained from scratch at 128 px, ResNet-18 + deconv (no skip connections,
     # a 4x4 C5 map) stays on the heatmap-prior plateau for hundreds of steps, while DLA-up's skip
     # aggregation starts localising within one epoch (measured; see the issue notes).
@@ -304,7 +305,7 @@ def reppoints_lite0_shapes() -> ExperimentConfig:
 
     ``reppoints_shapes`` with the Lite0 features (stem and stride-4 blocks frozen) and a 64-channel FPN and head:
     a step costs 0.22 s instead of 0.48 s on 2 CPU cores, and ImageNet features converge in 11 epochs with a cosine
-    schedule (box AP 84.7, 85.3 with the flip test, in 7 min 45 s from a fresh cache; see the README).
+    schedule (box AP 84.7, 85.3 with the flip test, in 7 min 45 s from a fresh cache; docs/shapes.md).
     """
     base = reppoints_shapes()
     return replace(
@@ -328,7 +329,7 @@ def centernet_effl0_raccoon() -> ExperimentConfig:
     The Lite0 stem and blocks through stride 8 frozen, BatchNorm frozen (fine-tuning 160 photos), the up-sampler's
     3x3 convs plain rather than DCNv2 (a third cheaper step on a CPU), Adam 5e-4 at batch 8 with a 60-step warm-up
     and a cosine over 22 epochs, evaluated once at the end with the flip test (test AP 40.0, AP50 94.6 in 9 min 17 s
-    on 2 CPU cores; see the README).
+    on 2 CPU cores; docs/real_photos.md).
     """
     base = centernet_r18()
     return replace(
@@ -454,7 +455,7 @@ def dense_reppoints_v2_shapes() -> ExperimentConfig:
     ImageNet EfficientNet-Lite0 offline, 64-channel FPN and head, Adam 1e-3 at batch 8, a cosine over 11 epochs,
     flip-tested evaluation) with a smaller point set: 81 points in 9 groups, 25 score maps, a 3-conv mask branch.
     Masks are the points' convex hull (``mask_rule="hull"``): the card's triangulation of 81 points cannot exceed
-    ~40 mask AP on these 15-40 px objects even with perfect points (README "Dense RepPoints v2").
+    ~40 mask AP on these 15-40 px objects even with perfect points (docs/reppoints.md).
     """
     model = DenseRepPointsV2Config(
         **_LITE0_SHAPES, num_points=81, num_score_groups=25, stacked_mask_convs=3, mask_rule="hull"
@@ -636,7 +637,7 @@ def lsnet_pose_shapes() -> ExperimentConfig:
     With pointdet's signed-offset L1 term at weight 3 (``model.pose_offset_l1``; 0 is LSNet's loss): a vertex's
     coordinate across its side (top.x, right.y, ...) changes sign with the shape's rotation, and the cross-IoU alone
     puts it on its more frequent side (keypoint AP 30.9 without the term, 39.3 / 59.1 / 55.0 at weights 1 / 3 / 10;
-    README "LSNet pose").
+    docs/lsnet.md).
     """
     base = lsnet_shapes()
     model = replace(base.model, task="pose", pose_offset_l1=3.0)

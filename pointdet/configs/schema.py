@@ -276,8 +276,8 @@ class RepPointsV2Config(RepPointsConfig):
     into the classifier and the refine regressor, and joint inference at test time.
 
     Every ``RepPointsConfig`` key applies, with v2's defaults: ``corner_minmax`` boxes (``exact_minmax`` is the
-    code's, which can invert a box for good: README), GIoU box loss (weights 1 / 2), the ATSS refine assigner, NMS
-    IoU 0.6. The other attributes:
+    code's, which can invert a box for good: docs/reppoints.md), GIoU box loss (weights 1 / 2), the ATSS refine
+    assigner, NMS IoU 0.6. The other attributes:
 
     Attributes:
         method: ``reppoints_v2``; selects this family.
@@ -347,7 +347,8 @@ class DenseRepPointsV2Config(RepPointsV2Config):
         mask_rule: how a mask is made of the points (a decode option): ``triangulation``, the code's interpolation
             of their mask scores (``ops.masks.point_set_masks``; the default, the card's rule), or ``hull``, the
             polygon of their convex hull (Dense RepPoints' hull inference; ``dense_reppoints_v2_shapes`` uses it:
-            with 81 points the triangulation caps the shapes' mask AP near 40 even for perfect points, README).
+            with 81 points the triangulation caps the shapes' mask AP near 40 even for perfect points;
+            docs/reppoints.md).
         point_targets: the GT point sets of the Chamfer loss: ``contour``, N points exactly on the contour (LSNet's
             resampling; the default, the points the ``hull`` rule wants); ``band``, drawn at random from the band
             within ``band_distance`` cells of the contour on a 56 x 56 grid over the box, both sides of it (the

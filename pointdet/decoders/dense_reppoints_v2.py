@@ -17,7 +17,7 @@ From Scalsol/RepPointsV2 ``dense_reppoints_v2_head.py`` (``_get_bboxes_single``)
    their mask probability) and the added contour points, on a ``mask_size`` grid over the box, which
    ``Detections.masks`` then pastes into the image; ``hull`` (the default): the convex hull of the same points
    (``ops.masks.point_set_hulls``) as ``Detections.contours``, rasterised on the image. With 81 points the
-   triangulation caps the shapes' mask AP near 40 even for perfect points (README), the hull does not.
+   triangulation caps the shapes' mask AP near 40 even for perfect points (docs/reppoints.md), the hull does not.
 
 The flip test merges the mirrored pass (boxes and every point mapped back by ``x -> W - x``). There is no ONNX
 export: the masks come from scipy's convex hull or Delaunay interpolation (``batched`` refuses, naming it).

@@ -207,7 +207,7 @@ class Keypoints:
     box branch's ``bbox`` cross-IoU (with the code's penalty) x 0.1 (``BOX_BRANCH_LOSS``). ``offset_l1`` > 0 adds
     pointdet's own term, ``offset_l1 x losses.cross_iou.signed_offset_l1`` of the keypoints and the centre over the
     square root of the GT box area: with the cross-IoU alone, a keypoint coordinate whose sign varies between objects
-    of one class (the shapes' top.x, right.y, ...) settles on its more frequent side (README "LSNet pose").
+    of one class (the shapes' top.x, right.y, ...) settles on its more frequent side (docs/lsnet.md).
 
     Args:
         count: keypoints per object (17 for COCO).
