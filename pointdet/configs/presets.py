@@ -362,7 +362,9 @@ _LITE0_FPN = {
 }
 
 
-def _on_raccoon(name: str, model: RepPointsConfig | RepPointsV2Config | LSNetConfig) -> ExperimentConfig:
+def _on_raccoon(
+    name: str, model: RepPointsConfig | RepPointsV2Config | LSNetConfig | CPMRCNNConfig
+) -> ExperimentConfig:
     """``centernet_effl0_raccoon``'s data, schedule (Adam 5e-4 at batch 8, 60 warm-up steps, a cosine over 22
     epochs) and flip-tested evaluation for another family's model."""
     return replace(centernet_effl0_raccoon(), name=name, model=model)
@@ -390,6 +392,16 @@ def fcos_effl0_raccoon() -> ExperimentConfig:
     schedule, evaluation) is the main job's, so the two compare on equal terms.
     """
     return replace(reppoints_v2_effl0_raccoon(), name="fcos_effl0_raccoon", model=FCOSConfig(**_LITE0_FPN))
+
+
+def cpm_rcnn_effl0_raccoon() -> ExperimentConfig:
+    """CPM R-CNN on the shipped raccoon photos: the Lite0 FPN (P2-P6) and the raccoon recipe, with
+    ``cpm_rcnn_shapes``' CPU-sized RoI heads and anchors of 16-256 px (the objects of a 320 px photo)."""
+    model = CPMRCNNConfig(
+        **_LITE0_FPN, anchor_sizes=(16, 32, 64, 128, 256), rpn_train_rois=300, rpn_test_rois=300, roi_batch=64,
+        hidden=256, point_channels=8, grid_convs=4, max_grid_rois=32, train_grid_rois=8, roi_sampling_ratio=1,
+    )  # fmt: skip
+    return _on_raccoon("cpm_rcnn_effl0_raccoon", model)
 
 
 def lsnet_effl0_raccoon() -> ExperimentConfig:
@@ -672,6 +684,7 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
         reppoints_effl0_raccoon,
         reppoints_v2_effl0_raccoon,
         lsnet_effl0_raccoon,
+        cpm_rcnn_effl0_raccoon,
         fcos_effl0_raccoon,
         reppoints_v2_shapes,
         reppoints_v2_r50_fpn,
