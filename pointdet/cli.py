@@ -43,9 +43,10 @@ def _box_ranges(text: str) -> tuple[tuple[float, float], ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    if "=" in args.preset:  # `pointdet train key=value ...`: the first override landed in the preset slot
+    if args.preset is not None and "=" in args.preset:  # `train key=value ...`: the first override took its slot
         args.overrides.insert(0, args.preset)
-        args.preset = DEFAULT_PRESET
+        args.preset = None
+    from pointdet.distributed import is_main_process
     from pointdet.engine.checkpoint import load_checkpoint
     from pointdet.engine.trainer import Trainer
     from pointdet.evaluation import format_metrics
@@ -53,18 +54,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume is not None:
         resume = args.resume if args.resume != "latest" else _latest_run(args.preset)
         config = config_from_checkpoint(load_checkpoint(resume))
+        _refuse_another_preset(args.preset, config, resume)
         print(f"resuming {resume}")
     else:
-        resume, config = None, get_preset(args.preset)
+        resume, config = None, get_preset(args.preset or DEFAULT_PRESET)
     config = apply_overrides(config, args.overrides)
     started = time.time()
     trainer = Trainer(config, resume=resume)
+    if is_main_process():
+        print(f"run folder: {trainer.run_dir}")
     try:
         metrics = trainer.train()
     except KeyboardInterrupt:  # the trainer said where it stopped and how to continue
         raise SystemExit(130) from None
-    from pointdet.distributed import is_main_process
-
     if is_main_process():
         print(f"\nfinished in {time.time() - started:.0f} s — run folder: {trainer.run_dir}")
         print(f"metrics on {trainer.val_set.annotation_file}:\n{format_metrics(metrics)}")
@@ -81,6 +83,20 @@ def _report_skipped_images(trainer) -> None:
     failures = sum(dataset.decode_failures.value for dataset in datasets if hasattr(dataset, "decode_failures"))
     if failures:
         print(f"{failures} image read(s) failed to decode and were skipped (the warnings above name the files)")
+
+
+def _refuse_another_preset(preset: str | None, config: ExperimentConfig, resume: str | Path) -> None:
+    """``train PRESET --resume RUN`` where RUN was trained from another preset: the run's own config is what resumes,
+    so the preset named would be ignored.
+
+    Raises:
+        ConfigError: the preset's config name is not the run's.
+    """
+    if preset is not None and get_preset(preset).name != config.name:
+        raise ConfigError(
+            f"--resume {resume} continues that run with its own config ({config.name}); the preset {preset} named "
+            "here would be ignored: drop it (key=value overrides still apply), or train it without --resume"
+        )
 
 
 def _latest_run(preset: str | None) -> Path:
@@ -405,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "preset",
         nargs="?",
-        default=DEFAULT_PRESET,
-        help=f"preset name (default {DEFAULT_PRESET}); see `pointdet presets`",
+        default=None,
+        help=f"preset name (default {DEFAULT_PRESET}); see `pointdet presets`. With --resume RUN: none, the run's own",
     )
     train.add_argument(
         "overrides", nargs="*", help="config overrides key=value, e.g. optim.epochs=10 data.train_json=a.json"
