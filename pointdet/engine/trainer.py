@@ -52,6 +52,7 @@ from pointdet.engine.evaluate import (
     run_inference,
 )
 from pointdet.engine.interrupt import StepBoundaryInterrupt
+from pointdet.engine.output_paths import DiskFullError
 from pointdet.engine.plots import write_plots, write_training_curves
 from pointdet.engine.run_folder import RunFolderError, RunFolderLock, lock_run_folder, new_run_folder
 from pointdet.engine.train_step import TrainStep
@@ -265,7 +266,12 @@ class Trainer:
             state = self._state()
             if weights_only:
                 state = {key: value for key, value in state.items() if key not in ("optimizer", "scaler")}
-            save_checkpoint(state, self.run_dir / name)
+            try:
+                save_checkpoint(state, self.run_dir / name)
+            except DiskFullError as error:
+                last = self.run_dir / "last.pt"
+                resume = f"continue with: pointdet train --resume {self.run_dir}" if last.exists() else "train again"
+                raise DiskFullError(f"{error}. Free some space, then {resume}") from None
         if name == "last.pt":
             self.saved_step = self.global_step
 
