@@ -31,41 +31,44 @@ def writable_folder(folder: str | Path, option: str) -> Path:
         OutputPathError: it, or a folder above it, is a file, or it cannot be created or written.
     """
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except FileExistsError:
-        raise OutputPathError(f"{option} {folder} is a file, not a folder") from None
-    except OSError as error:
-        raise OutputPathError(f"cannot write to {option} {folder} ({error.strerror or error})") from None
+    problem = _folder_problem(folder)
+    if problem is not None:
+        raise OutputPathError(f"{option} {folder} {problem}")
     return folder
 
 
 def writable_file(path: str | Path, option: str) -> Path:
-    """Check that the file ``path`` can be written (its folder is created): not a folder, not below a file.
+    """Check that the file ``path`` can be written (its folder is created): not a folder, not below a file, not
+    read-only.
 
     Raises:
-        OutputPathError: ``path`` is a folder, or its folder cannot be created or written.
+        OutputPathError: it cannot be written; the message says why.
     """
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(f"{option} {path} is a folder; give a file name (e.g. {path / 'out'}{path.suffix})")
-    try:
-        writable_folder(path.parent, option)
-    except OutputPathError as error:
-        raise OutputPathError(f"{option} {path}: {str(error).removeprefix(option + ' ')}") from None
-    if path.exists() and not _can_open_for_writing(path):
-        raise OutputPathError(f"cannot write {option} {path} (the file is read-only)")
+    problem = _folder_problem(path.parent)
+    if problem is not None:
+        raise OutputPathError(f"{option} {path}: its folder {path.parent} {problem}")
+    if path.exists():
+        try:
+            with open(path, "r+b"):
+                pass
+        except OSError as error:
+            raise OutputPathError(f"{option} {path} cannot be written ({error.strerror or error})") from None
     return path
 
 
-def _can_open_for_writing(path: Path) -> bool:
+def _folder_problem(folder: Path) -> str | None:
+    """None if ``folder`` exists or can be created and takes a new file; else what is wrong, in words."""
     try:
-        with open(path, "r+b"):
-            return True
-    except OSError:
-        return False
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except FileExistsError:
+        return "is a file, not a folder"
+    except OSError as error:
+        return f"cannot be written ({error.strerror or error})"
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -61,7 +61,7 @@ from pointdet.models.build import build_model
 
 logger = logging.getLogger(__name__)
 
-LOG_EVERY = 10  # steps between the loss / learning-rate entries of TensorBoard and the training curves
+LOG_EVERY = 10  # steps between the loss / learning-rate entries of TensorBoard and the curves (after the first 10)
 
 
 def init_distributed() -> None:
@@ -377,7 +377,7 @@ class Trainer:
             self.global_step += 1
             bar.update()
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-            if self.global_step % LOG_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch:
+            if self._logs_this_step():
                 self._log_losses(losses)
             if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
                 self.save("last.pt")
@@ -386,6 +386,16 @@ class Trainer:
             if interrupt.agreed():
                 break
         bar.close()
+
+    def _logs_this_step(self) -> bool:
+        """Loss entries every ``LOG_EVERY`` steps, at epoch ends and at the last step, and at each of the first
+        ``LOG_EVERY`` steps: a short run's curves have points too."""
+        return (
+            self.global_step <= LOG_EVERY
+            or self.global_step % LOG_EVERY == 0
+            or self.step_in_epoch == self.steps_per_epoch
+            or self.global_step >= self.total_steps
+        )
 
     def _log_losses(self, losses: dict[str, float]) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
