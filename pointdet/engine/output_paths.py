@@ -31,7 +31,7 @@ def writable_folder(folder: str | Path, option: str) -> Path:
         OutputPathError: it, or a folder above it, is a file, or it cannot be created or written.
     """
     folder = Path(folder)
-    problem = _folder_problem(folder)
+    problem = folder_problem(folder)
     if problem is not None:
         raise OutputPathError(f"{option} {folder} {problem}")
     return folder
@@ -47,7 +47,7 @@ def writable_file(path: str | Path, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(f"{option} {path} is a folder; give a file name (e.g. {path / 'out'}{path.suffix})")
-    problem = _folder_problem(path.parent)
+    problem = folder_problem(path.parent)
     if problem is not None:
         raise OutputPathError(f"{option} {path}: its folder {path.parent} {problem}")
     if path.exists():
@@ -59,7 +59,7 @@ def writable_file(path: str | Path, option: str) -> Path:
     return path
 
 
-def _folder_problem(folder: Path) -> str | None:
+def folder_problem(folder: Path) -> str | None:
     """None if ``folder`` exists or can be created and takes a new file; else what is wrong, in words."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
