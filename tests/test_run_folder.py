@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -21,10 +17,7 @@ from pointdet.engine.checkpoint import load_checkpoint
 from pointdet.engine.run_folder import LOCK_FILE, RunFolderError, lock_run_folder, new_run_folder
 from pointdet.engine.trainer import Trainer
 
-from .helpers import tiny_config, tiny_data_overrides
-
-ROOT = Path(__file__).resolve().parents[1]
-CHILD = Path(__file__).with_name("interrupted_child.py")
+from .helpers import paused_child, tiny_config, tiny_data_overrides
 
 
 def _train_args(shapes, *extra: str) -> list[str]:
@@ -32,25 +25,9 @@ def _train_args(shapes, *extra: str) -> list[str]:
     return ["train", "centernet_r18", *tiny_data_overrides(shapes), *settings, "model.backbone_weights=null", *extra]
 
 
-def _paused_training(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    """``pointdet ARGS`` in a child process, returned once it waits inside its second training step."""
-    marker, log = tmp_path / "child.arrived", tmp_path / "child.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.update(POINTDET_TEST_PAUSE="step:2", POINTDET_TEST_MARKER=str(marker))
-    with open(log, "w") as out:
-        child = subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        if child.poll() is not None or time.monotonic() > deadline:
-            child.kill()
-            pytest.fail(f"the child never reached its second step:\n{log.read_text()}")
-        time.sleep(0.05)
-    return child
-
-
 def test_a_live_run_folder_refuses_a_second_training_and_a_killed_one_does_not(tiny_shapes, tmp_path, capsys):
     run = tmp_path / "run"
-    child = _paused_training(_train_args(tiny_shapes, f"run_dir={run}", "checkpoint_every=1"), tmp_path)
+    child = paused_child(_train_args(tiny_shapes, f"run_dir={run}", "checkpoint_every=1"), tmp_path / "child", "step:2")
     try:
         with pytest.raises(SystemExit) as caught:
             main(_train_args(tiny_shapes, f"run_dir={run}", "max_steps=1"))
