@@ -455,6 +455,11 @@ def cmd_presets(_: argparse.Namespace) -> None:
         print(f"{name:<{width}}{lines[0]}", *(" " * width + line for line in lines[1:]), sep="\n")
 
 
+def _what_preset_trains(name: str) -> str:
+    """A preset docstring's opening words, before its first colon ("RepPoints v2 on the shipped raccoon photos")."""
+    return _first_sentence(PRESETS[name].__doc__ or name).split(":")[0].rstrip(".")
+
+
 def _first_sentence(docstring: str) -> str:
     """The first sentence of a docstring's first paragraph, on one line, without reST's double backquotes."""
     paragraph = " ".join(inspect.cleandoc(docstring).split("\n\n")[0].split())
@@ -484,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
-        help="train a preset (default: reppoints_v2_effl0_raccoon, RepPoints v2 on the shipped raccoon photos)",
+        help=f"train a preset (default: {DEFAULT_PRESET}, {_what_preset_trains(DEFAULT_PRESET)})",
         epilog=_train_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

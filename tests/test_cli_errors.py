@@ -23,7 +23,7 @@ from PIL import Image
 import pointdet
 from pointdet.api import as_image_tensor
 from pointdet.cli import _first_sentence, main
-from pointdet.configs import PRESETS
+from pointdet.configs import DEFAULT_PRESET, PRESETS
 from pointdet.engine import checkpoint
 from pointdet.engine.checkpoint import load_checkpoint, save_checkpoint
 from pointdet.engine.output_paths import DiskFullError
@@ -239,6 +239,11 @@ def test_presets_are_aligned_with_whole_first_sentences(capsys):
 
 
 def test_help_names_the_top_level_keys_and_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert f"train a preset (default: {DEFAULT_PRESET}, RepPoints v2 on the shipped raccoon photos)" in " ".join(
+        capsys.readouterr().out.split()
+    )
     for command in ("train", "eval", "predict"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
