@@ -41,6 +41,8 @@ def as_image_tensor(image: ImageInput) -> Tensor:
             raise ValueError(
                 f"numpy images must be HxWx3 (or HxW) uint8 RGB, got shape {image.shape} dtype {image.dtype}"
             )
+        if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch shares writable memory only, so copy
+            image = np.array(image)
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
@@ -167,7 +169,8 @@ class Predictor:
 
 
 def load(path: str | Path, device: str | torch.device | None = None, compile: bool | None = None) -> Predictor:
-    """Load a trained model from a checkpoint (``best.pt``/``last.pt``) or a run folder.
+    """Load a trained model from a checkpoint (``best.pt``/``last.pt``) or a run folder, which means its ``last.pt``
+    (the latest weights; logged at INFO level, since ``best.pt`` holds the best evaluated ones).
 
     ``compile``: ``torch.compile`` the network + decode of ``predict`` (``Predictor``): None = on CUDA only
     (``mode="reduce-overhead"``, CUDA graphs), False = off, True = also on the CPU.

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import logging
+import math
+import re
+import shutil
 import sys
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,8 +32,25 @@ from pointdet.configs.presets import atss_multiscale_eval
 from pointdet.errors import ConfigError, PointdetError
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
+def _scales(text: str) -> tuple[float, ...]:
+    """``0.5,1,1.5``: one or more positive scale factors."""
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers (e.g. 0.75,1,1.25)") from None
+    if not all(scale > 0 and math.isfinite(scale) for scale in scales):
+        raise argparse.ArgumentTypeError(f"{text!r}: scales are positive factors of the input size (e.g. 0.75,1,1.25)")
+    return scales
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    return value
 
 
 def _box_ranges(text: str) -> tuple[tuple[float, float], ...]:
@@ -43,28 +66,30 @@ def _box_ranges(text: str) -> tuple[tuple[float, float], ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    if "=" in args.preset:  # `pointdet train key=value ...`: the first override landed in the preset slot
+    if args.preset is not None and "=" in args.preset:  # `train key=value ...`: the first override took its slot
         args.overrides.insert(0, args.preset)
-        args.preset = DEFAULT_PRESET
-    from pointdet.engine.checkpoint import load_checkpoint
+        args.preset = None
+    from pointdet.distributed import is_main_process
+    from pointdet.engine.checkpoint import checkpoint_file, load_checkpoint
     from pointdet.engine.trainer import Trainer
     from pointdet.evaluation import format_metrics
 
     if args.resume is not None:
-        resume = args.resume if args.resume != "latest" else _latest_run(args.preset)
+        resume = checkpoint_file(args.resume if args.resume != "latest" else _latest_run(args.preset))
         config = config_from_checkpoint(load_checkpoint(resume))
+        _refuse_another_preset(args.preset, config, resume)
         print(f"resuming {resume}")
     else:
-        resume, config = None, get_preset(args.preset)
+        resume, config = None, get_preset(args.preset or DEFAULT_PRESET)
     config = apply_overrides(config, args.overrides)
     started = time.time()
     trainer = Trainer(config, resume=resume)
+    if is_main_process():
+        print(f"run folder: {trainer.run_dir}")
     try:
         metrics = trainer.train()
     except KeyboardInterrupt:  # the trainer said where it stopped and how to continue
         raise SystemExit(130) from None
-    from pointdet.distributed import is_main_process
-
     if is_main_process():
         print(f"\nfinished in {time.time() - started:.0f} s — run folder: {trainer.run_dir}")
         print(f"metrics on {trainer.val_set.annotation_file}:\n{format_metrics(metrics)}")
@@ -83,6 +108,20 @@ def _report_skipped_images(trainer) -> None:
         print(f"{failures} image read(s) failed to decode and were skipped (the warnings above name the files)")
 
 
+def _refuse_another_preset(preset: str | None, config: ExperimentConfig, resume: str | Path) -> None:
+    """``train PRESET --resume RUN`` where RUN was trained from another preset: the run's own config is what resumes,
+    so the preset named would be ignored.
+
+    Raises:
+        ConfigError: the preset's config name is not the run's.
+    """
+    if preset is not None and get_preset(preset).name != config.name:
+        raise ConfigError(
+            f"--resume {resume} continues that run with its own config ({config.name}); the preset {preset} named "
+            "here would be ignored: drop it (key=value overrides still apply), or train it without --resume"
+        )
+
+
 def _latest_run(preset: str | None) -> Path:
     name = preset or DEFAULT_PRESET
     runs = sorted(Path("runs").glob(f"{name}-*/last.pt"), key=lambda p: p.stat().st_mtime)
@@ -93,16 +132,18 @@ def _latest_run(preset: str | None) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     import pointdet
-    from pointdet.engine.checkpoint import load_checkpoint
+    from pointdet.engine.checkpoint import checkpoint_file, load_checkpoint
     from pointdet.engine.data import eval_loader, load_val_dataset
     from pointdet.engine.evaluate import describe_subset, evaluate_model, match_categories
     from pointdet.engine.plots import write_plots
     from pointdet.models.build import build_postprocess
 
-    state = load_checkpoint(args.weights)
+    weights = checkpoint_file(args.weights)
+    state = load_checkpoint(weights)
     config = apply_eval_overrides(config_from_checkpoint(state), args.overrides)
     settings = _eval_settings(config, args)
-    predictor = pointdet.load(args.weights, device="cpu" if config.device == "cpu" else None)
+    _check_eval_outputs(args, kitti=config.model.task == "mono3d")
+    predictor = pointdet.load(weights, device="cpu" if config.device == "cpu" else None)
     _refuse_3d_test_augmentation(config.model.task, bool(args.flip) or args.atss_ms_test, args.scales)
     dataset = load_val_dataset(config.data)
     subset = describe_subset(predictor.class_names, match_categories(predictor.class_names, dataset))
@@ -128,12 +169,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
     mode = "flip" if settings.flip else "plain"
     mode += f", scales {','.join(map(str, settings.scales))}" if len(settings.scales) > 1 else ""
     mode += ", per-scale box ranges" if settings.scale_box_ranges else ""
-    print(f"metrics of {args.weights} on {dataset.annotation_file} ({mode}):\n{evaluation.describe()}")
+    print(f"metrics of {weights} on {dataset.annotation_file} ({mode}):\n{evaluation.describe()}")
     if args.plots is not None:
         written = write_plots(args.plots, evaluation)
         coco = evaluation.confusion is not None
         none = "none (see the warnings above)" if coco else "none (they are drawn for COCO box evaluations)"
         print(f"plots: {', '.join(str(path) for path in written) or none}")
+
+
+def _check_eval_outputs(args: argparse.Namespace, kitti: bool) -> None:
+    """``--results`` (a file; KITTI: a folder) and ``--plots`` (a folder) can be written: checked before the evaluation.
+
+    Raises:
+        OutputPathError: one of them cannot be written.
+    """
+    from pointdet.engine.output_paths import writable_file, writable_folder
+
+    if args.results is not None:
+        (writable_folder if kitti else writable_file)(args.results, "--results")
+    if args.plots is not None:
+        writable_folder(args.plots, "--plots")
 
 
 def _eval_settings(config: ExperimentConfig, args: argparse.Namespace) -> EvalConfig:
@@ -338,8 +393,10 @@ def _predict_images(
 
 def cmd_export(args: argparse.Namespace) -> None:
     import pointdet
+    from pointdet.engine.output_paths import writable_file
     from pointdet.export import export_onnx
 
+    writable_file(args.out, "--out")
     predictor = pointdet.load(args.weights, device="cpu")
     height = predictor.input_height or predictor.input_size
     try:
@@ -390,9 +447,40 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_presets(_: argparse.Namespace) -> None:
+    width = max(len(name) for name in PRESETS) + 2
+    columns = max(shutil.get_terminal_size((120, 24)).columns, width + 40)
     for name, fn in PRESETS.items():
-        marker = " (default)" if name == DEFAULT_PRESET else ""
-        print(f"{name:24s}{(fn.__doc__ or '').strip().splitlines()[0]}{marker}")
+        text = _first_sentence(fn.__doc__ or "") + (" (default)" if name == DEFAULT_PRESET else "")
+        lines = textwrap.wrap(text, columns - width) or [""]
+        print(f"{name:<{width}}{lines[0]}", *(" " * width + line for line in lines[1:]), sep="\n")
+
+
+def _what_preset_trains(name: str) -> str:
+    """A preset docstring's opening words, before its first colon ("RepPoints v2 on the shipped raccoon photos")."""
+    return _first_sentence(PRESETS[name].__doc__ or name).split(":")[0].rstrip(".")
+
+
+def _first_sentence(docstring: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line, without reST's double backquotes."""
+    paragraph = " ".join(inspect.cleandoc(docstring).split("\n\n")[0].split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph)[0].replace("``", "")
+
+
+def _train_epilog() -> str:
+    """The top-level config keys with their defaults and meanings (``ExperimentConfig``'s docstring); the sections."""
+    doc = inspect.cleandoc(ExperimentConfig.__doc__ or "")
+    described = dict(re.findall(r"^ {4}(\w+): (.*(?:\n {8}.*)*)", doc, re.M))
+    lines = ["config keys (key=value overrides, e.g. max_steps=100 seed=1 device=cpu optim.epochs=10):"]
+    for field in dataclasses.fields(ExperimentConfig):
+        if field.default is not dataclasses.MISSING:
+            meaning = " ".join(described.get(field.name, "").replace("``", "").split()).rstrip(".")
+            shown = field.name != "name" and field.default is not None  # every preset sets its name
+            default = f" [default: {field.default}]" if shown else ""
+            lines.append(f"  {field.name:<20}{meaning}{default}")
+    lines.append(
+        "  data.KEY, model.KEY, optim.KEY, eval.KEY: the sections' keys; a run's config.yaml lists every key and value"
+    )
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,13 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser(
-        "train", help="train a preset (default: reppoints_v2_effl0_raccoon, RepPoints v2 on the shipped raccoon photos)"
+        "train",
+        help=f"train a preset (default: {DEFAULT_PRESET}, {_what_preset_trains(DEFAULT_PRESET)})",
+        epilog=_train_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument(
         "preset",
         nargs="?",
-        default=DEFAULT_PRESET,
-        help=f"preset name (default {DEFAULT_PRESET}); see `pointdet presets`",
+        default=None,
+        help=f"preset name (default {DEFAULT_PRESET}); see `pointdet presets`. With --resume RUN: none, the run's own",
     )
     train.add_argument(
         "overrides", nargs="*", help="config overrides key=value, e.g. optim.epochs=10 data.train_json=a.json"
@@ -429,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--scales",
-        type=_floats,
+        type=_scales,
         default=None,
         help="test scales, e.g. 0.5,0.75,1,1.25,1.5 (default: the run's eval.scales)",
     )
@@ -447,7 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the ATSS / LSNet multi-scale test: flip, shorter sides 400-1800 as factors of data.test_min_size, "
         "their box ranges, merged by the model's own merge (LSNet: box voting)",
     )
-    evaluate.add_argument("--backend", choices=["pycocotools", "faster_coco_eval"], default="pycocotools")
+    evaluate.add_argument(
+        "--backend",
+        choices=["pycocotools", "faster_coco_eval"],
+        default="pycocotools",
+        help="COCO evaluator: pycocotools (default) or faster_coco_eval (the same numbers, faster on large sets)",
+    )
     evaluate.add_argument(
         "--results", default=None, help="also write the COCO results JSON here (KITTI: a folder of result files)"
     )
@@ -480,8 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the files an earlier predict wrote into --out (without it, predict refuses to replace them)",
     )
-    predict.add_argument("--flip", action="store_true")
-    predict.add_argument("--scales", type=_floats, default=(1.0,))
+    predict.add_argument("--flip", action="store_true", help="also run the mirrored image and merge (flip test)")
+    predict.add_argument(
+        "--scales",
+        type=_scales,
+        default=(1.0,),
+        help="test scales as factors of the model's input size, merged, e.g. 0.75,1,1.25 (default: 1)",
+    )
     predict.add_argument(
         "--scale-box-ranges",
         type=_box_ranges,
@@ -492,7 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--score-threshold", type=float, default=0.3, help="minimum score drawn (the JSON keeps all top-100)"
     )
-    predict.add_argument("--batch-size", type=int, default=8, help="images or video frames per model call")
+    predict.add_argument(
+        "--batch-size", type=_positive_int, default=8, help="images or video frames per model call (default: 8)"
+    )
     predict.add_argument(
         "--calib",
         default=None,
@@ -506,7 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx"], default="onnx", help="only ONNX for now")
     export.add_argument("--out", default="model.onnx", help="output file (default: model.onnx)")
     export.add_argument(
-        "--k", type=int, default=None, help="detections per image (default: 100; RepPoints: 1000 pre-NMS candidates)"
+        "--k",
+        type=_positive_int,
+        default=None,
+        help="detections per image (default: 100; RepPoints and LSNet: 1000 pre-NMS candidates)",
     )
     export.set_defaults(func=cmd_export)
 
@@ -558,3 +664,11 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except PointdetError as error:  # the user's input (data, config, checkpoint): the message says what and where
         raise SystemExit(f"{'config error' if isinstance(error, ConfigError) else 'error'}: {error}") from None
+    except Exception as error:
+        from pointdet.engine.output_paths import NO_SPACE, free_space, is_disk_full
+
+        if not is_disk_full(error):
+            raise  # a bug in pointdet: its traceback
+        where = getattr(error, "filename", None)
+        where = f" while writing {where} ({free_space(Path(where).parent)})" if where else ""
+        raise SystemExit(f"error: the disk is full ({NO_SPACE}){where}") from None

@@ -7,10 +7,10 @@ monocular 3D models. Normalisation, the network, peak extraction and decoding ar
 deformable convolutions export through their ``grid_sample`` formulation (``ops.dcn``). The caller letterboxes
 and maps boxes back to the original image, as ``pointdet.load(...).predict`` does.
 
-RepPoints models are the exception to "detections": their graph returns the top ``k`` **pre-NMS candidates**
-per image (``k`` = 1000 by default), by score, in the same three outputs; rows past an image's candidates are
-zero-score fillers. The caller applies the score threshold (0.05) and class-wise NMS at IoU 0.5 (the config's
-``nms_iou``), then keeps the top 100::
+RepPoints v1 and LSNet models are the exception to "detections": their graph returns the top ``k`` **pre-NMS
+candidates** per image (``k`` = 1000 by default), by score, in the same three outputs; rows past an image's
+candidates are zero-score fillers. The caller applies the score threshold (0.05) and class-wise NMS at IoU 0.5
+(the config's ``nms_iou``), then keeps the top 100::
 
     for b in range(len(boxes)):  # the graph's outputs, numpy
         keep = scores[b] > 0.05
@@ -23,9 +23,11 @@ traced batch), and ONNX's batched ``NonMaxSuppression`` has no PyTorch op to tra
 data-dependent list; ``decoders.reppoints`` gives the details.
 
 A model exports when its post-processor has a tensor-only ``batched(outputs, k=...)`` path and it has no RoI
-stage. Corner detectors are refused: their Gaussian soft-NMS keeps a data-dependent number of boxes one at a
-time, which has no ONNX operator. RepPoints v2 is refused too: its corner pooling is ``torch.cummax``, which has
-no ONNX operator (its decoder, joint inference included, is tensor-only).
+stage: CenterNet (boxes, keypoints, 3D boxes), RepPoints v1 and LSNet (boxes only: its extreme points, contours and
+keypoints stay out of the graph). Corner detectors are refused: their Gaussian soft-NMS keeps a data-dependent
+number of boxes one at a time, which has no ONNX operator. RepPoints v2 and LSNet-CPV are refused too: their corner
+pooling is ``torch.cummax``, which has no ONNX operator (the decoder, joint inference included, is tensor-only).
+Dense RepPoints v2 (masks from scipy) and CPM R-CNN (an RoI stage) are refused as well.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from pointdet.models.heads.corner import CornerPoolModule
 
 OPSET = 17
 DEFAULT_K = 100
+# What exports (tests/test_export.py, tests/test_lsnet_training.py): CenterNet's boxes with their keypoints (pose)
+# or 3D boxes (mono3d), RepPoints v1's and LSNet's boxes (LSNet's extreme points, contours and keypoints stay out).
+EXPORTABLE = "CenterNet (boxes, keypoints, 3D boxes), RepPoints v1 and LSNet (boxes)"
 
 
 class ExportableDetector(nn.Module):
@@ -59,13 +64,13 @@ class ExportableDetector(nn.Module):
             reason = "has an RoI stage" if model.roi_heads is not None else f"decodes with {postprocess}"
             raise ValueError(
                 f"this model cannot be exported to ONNX: it {reason}, whose data-dependent loop (soft-NMS, RoI "
-                "selection) has no ONNX form; export supports models with a tensor-only decoder (CenterNet, RepPoints)"
+                f"selection) has no ONNX form; export supports models with a tensor-only decoder: {EXPORTABLE}"
             )
         if any(isinstance(module, CornerPoolModule) for module in model.modules()):
             raise ValueError(
                 "this model cannot be exported to ONNX: its corner pooling (RepPoints v2's corner verification) is "
                 "torch.cummax, which has no ONNX operator (opset 17); export supports models with a tensor-only "
-                "network and decoder (CenterNet, RepPoints v1)"
+                f"network and decoder: {EXPORTABLE}"
             )
         self.model = model.eval()
         self.k = getattr(model.postprocess, "export_k", DEFAULT_K) if k is None else k
@@ -87,10 +92,10 @@ def export_onnx(
     """Write ``model`` with its decoder to ``path`` (ONNX opset 17); returns the output names.
 
     Args:
-        model: a CenterNet-family or RepPoints ``Detector`` (on the CPU).
+        model: a ``Detector`` of a family that exports (``EXPORTABLE``), on the CPU.
         path: the ``.onnx`` file.
         height, width: size of the example input that is traced (the exported graph accepts any size).
-        k: detections per image (pre-NMS candidates for RepPoints); None: 1000 for RepPoints, 100 otherwise.
+        k: detections per image (pre-NMS candidates for RepPoints and LSNet); None: 1000 for those, 100 otherwise.
     """
     # eval() on the wrapper itself: the exporter restores the wrapper's mode afterwards, and a wrapper left in
     # training mode would switch the model's BatchNorm back to batch statistics.

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
 import torch
 
 from pointdet.configs import DataConfig, EvalConfig, ExperimentConfig, OptimConfig, get_preset
@@ -166,3 +172,36 @@ def random_state(tensors: dict[str, list[int]], seed: int = 0, counters: bool = 
         else:
             state[key] = 0.1 * torch.randn(shape, generator=generator)
     return state
+
+
+CHILD = Path(__file__).with_name("interrupted_child.py")
+
+
+def launch_child(args: list[str], logs: Path, pause: str | None = None) -> tuple[subprocess.Popen, Path]:
+    """``pointdet ARGS`` in a child process (``interrupted_child.py``; stdout and stderr in ``logs.out`` / ``.err``);
+    with ``pause``, it waits at that point and touches the marker file returned beside the process on arrival."""
+    marker = logs.with_suffix(".arrived")
+    env = {**os.environ, "PYTHONPATH": str(CHILD.parents[1]), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("POINTDET_TEST_PAUSE", None)
+    if pause is not None:
+        env.update(POINTDET_TEST_PAUSE=pause, POINTDET_TEST_MARKER=str(marker))
+    with open(logs.with_suffix(".out"), "w") as out, open(logs.with_suffix(".err"), "w") as err:
+        process = subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=out, stderr=err, text=True)
+    return process, marker
+
+
+def child_output(logs: Path) -> str:
+    return logs.with_suffix(".out").read_text() + logs.with_suffix(".err").read_text()
+
+
+def paused_child(args: list[str], logs: Path, pause: str) -> subprocess.Popen:
+    """``launch_child`` with ``pause``, returned once the child waits there (the test fails if it ends first or
+    takes over 300 s)."""
+    process, marker = launch_child(args, logs, pause)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the child never reached {pause}:\n{child_output(logs)}")
+        time.sleep(0.05)
+    return process

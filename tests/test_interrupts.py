@@ -8,11 +8,7 @@ signal lands there. 16 images in batches of 4, 2 epochs (8 steps), an evaluation
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +16,7 @@ import torch
 
 from pointdet.engine.checkpoint import load_checkpoint
 
-from .helpers import tiny_data_overrides
-
-ROOT = Path(__file__).resolve().parents[1]
-CHILD = Path(__file__).with_name("interrupted_child.py")
+from .helpers import child_output, launch_child, paused_child, tiny_data_overrides
 
 
 def _train_args(shapes, run_dir: Path, *extra: str) -> list[str]:
@@ -33,38 +26,17 @@ def _train_args(shapes, run_dir: Path, *extra: str) -> list[str]:
     return ["train", "centernet_r18", *tiny_data_overrides(shapes), *settings, *common, *extra]
 
 
-def _launch(args: list[str], logs: Path, pause: str | None = None) -> tuple[subprocess.Popen, Path]:
-    marker = logs.with_suffix(".arrived")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("POINTDET_TEST_PAUSE", None)
-    if pause is not None:
-        env.update(POINTDET_TEST_PAUSE=pause, POINTDET_TEST_MARKER=str(marker))
-    with open(logs.with_suffix(".out"), "w") as out, open(logs.with_suffix(".err"), "w") as err:
-        process = subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=out, stderr=err, text=True)
-    return process, marker
-
-
-def _output(logs: Path) -> str:
-    return logs.with_suffix(".out").read_text() + logs.with_suffix(".err").read_text()
-
-
 def _run(args: list[str], logs: Path) -> str:
-    process, _ = _launch(args, logs)
-    assert process.wait(timeout=300) == 0, _output(logs)
-    return _output(logs)
+    process, _ = launch_child(args, logs)
+    assert process.wait(timeout=300) == 0, child_output(logs)
+    return child_output(logs)
 
 
 def _stop(args: list[str], logs: Path, pause: str, sig: signal.Signals) -> tuple[int, str]:
     """Run until the child waits at ``pause``, send ``sig``, and return its exit status and output."""
-    process, marker = _launch(args, logs, pause)
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the child never reached {pause}:\n{_output(logs)}")
-        time.sleep(0.05)
+    process = paused_child(args, logs, pause)
     process.send_signal(sig)
-    return process.wait(timeout=300), _output(logs)
+    return process.wait(timeout=300), child_output(logs)
 
 
 @pytest.fixture(scope="module")

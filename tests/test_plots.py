@@ -143,7 +143,7 @@ def test_plots_are_written_and_a_failing_picture_does_not_raise(tmp_path, caplog
     assert write_plots(blocked, evaluation) == []
     assert "could not draw" in caplog.text
     log = [{"step": 10, "lr": 0.1, "heatmap": 2.0}, {"step": 20, "lr": 0.1, "heatmap": 1.0}]
-    history = [{"epoch": 1, "metrics": {"AP": 0.1, "AP50": 0.2}}]
+    history = [{"epoch": 1, "step": 20, "metrics": {"AP": 0.1, "AP50": 0.2}}]
     assert write_training_curves(tmp_path / "curves", log, history)
     assert write_training_curves(blocked, log, history) is False
 

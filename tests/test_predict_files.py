@@ -99,5 +99,5 @@ def test_an_output_path_that_is_a_file_is_one_line(photos):
     folder, weights = photos
     with pytest.raises(SystemExit, match=r"predict: --out .*b.png is a file, not a folder"):
         main(["predict", str(folder / "a.jpg"), "--weights", str(weights), "--out", str(folder / "b.png")])
-    with pytest.raises(SystemExit, match=r"predict: cannot write to --out .*b.png/x \(Not a directory\)"):
+    with pytest.raises(SystemExit, match=r"predict: --out .*b.png/x cannot be written \(Not a directory\)"):
         main(["predict", str(folder / "a.jpg"), "--weights", str(weights), "--out", str(folder / "b.png" / "x")])

@@ -122,8 +122,8 @@ ARCHITECTURES = {
 _RESNET_DEPTHS = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101}
 
 
-def infer_architecture(state: dict[str, torch.Tensor]) -> str:
-    """The ``--arch`` whose official network holds these tensors."""
+def infer_architecture(state: dict[str, torch.Tensor], source: str | Path) -> str:
+    """The ``--arch`` whose official network holds these tensors (``source``: the file they come from)."""
     if "base.base_layer.0.weight" in state:
         return "dla34"
     if "pre.0.conv.weight" in state and "kps.1.up1.0.conv1.weight" in state:
@@ -134,7 +134,8 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> str:
         if depth is not None:
             return f"resdcn{depth}"
     raise ConversionError(
-        f"not an official CenterNet network this converter knows ({', '.join(ARCHITECTURES)}): e.g. {list(state)[:3]}"
+        f"{source}: not an official CenterNet network this converter knows ({', '.join(ARCHITECTURES)}); its "
+        f"tensors are e.g. {list(state)[:3]}"
     )
 
 
@@ -205,7 +206,7 @@ def convert_centernet(
         ConversionError: the file is not one of these networks, or its tensors do not map one-to-one.
     """
     official = read_official(path)
-    found_arch, found_task = infer_architecture(official), infer_task(official)
+    found_arch, found_task = infer_architecture(official, path), infer_task(official)
     for option, given, found in (("--arch", arch, found_arch), ("--task", task, found_task)):
         if given is not None and given != found:
             raise ConversionError(f"{path}: {option} {given}, but the file holds a {found} network")

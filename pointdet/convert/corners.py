@@ -140,8 +140,8 @@ def mmdet_architecture(backbone: str) -> Architecture:
     )
 
 
-def infer_method(official: dict[str, torch.Tensor], framework: str) -> str:
-    """``centripetalnet`` (guiding-shift branches) or ``cornernet`` (embedding branches)."""
+def infer_method(official: dict[str, torch.Tensor], framework: str, source: str | Path) -> str:
+    """``centripetalnet`` (guiding-shift branches) or ``cornernet`` (embedding branches) (``source``: the file)."""
     guiding = "bbox_head.tl_off_c.0.conv.weight" if framework == "centripetalnet" else "bbox_head.tl_guiding_shift."
     embedding = "bbox_head.tl_emb."
     if any(name.startswith(guiding) for name in official):
@@ -151,16 +151,20 @@ def infer_method(official: dict[str, torch.Tensor], framework: str) -> str:
     expected = (
         "a CentripetalNet release" if framework == "centripetalnet" else "an mmdetection CornerNet or CentripetalNet"
     )
-    raise ConversionError(f"not {expected} checkpoint: no '{guiding}*' tensors; e.g. {list(official)[:3]}")
+    raise ConversionError(
+        f"{source}: not {expected} checkpoint: no '{guiding}*' tensors; its tensors are e.g. {list(official)[:3]}"
+    )
 
 
-def infer_backbone(official: dict[str, torch.Tensor], framework: str) -> str:
-    """``hourglass104`` (two stacks) or ``hourglass52`` (one, mmdetection only)."""
+def infer_backbone(official: dict[str, torch.Tensor], framework: str, source: str | Path) -> str:
+    """``hourglass104`` (two stacks) or ``hourglass52`` (one, mmdetection only) (``source``: the file)."""
     stacks_name = "backbone.hg_modules." if framework == "centripetalnet" else "backbone.hourglass_modules."
     stacks = {name.split(".")[2] for name in official if name.startswith(stacks_name)}
     backbones = {2: "hourglass104", 1: "hourglass52"} if framework == "mmdet" else {2: "hourglass104"}
     if len(stacks) not in backbones:
-        raise ConversionError(f"{len(stacks)} '{stacks_name}*' hourglass stacks: expected {sorted(backbones)}")
+        raise ConversionError(
+            f"{source}: {len(stacks)} '{stacks_name}*' hourglass stacks: expected {sorted(backbones)}"
+        )
     return backbones[len(stacks)]
 
 
@@ -207,7 +211,7 @@ def convert_corners(
     if framework not in FRAMEWORKS:
         raise ConversionError(f"--from {framework}: corner checkpoints come from {', '.join(FRAMEWORKS)}")
     official = read_official(path)
-    method, backbone = infer_method(official, framework), infer_backbone(official, framework)
+    method, backbone = infer_method(official, framework, path), infer_backbone(official, framework, path)
     if arch is not None and arch != backbone:
         raise ConversionError(f"{path}: --arch {arch}, but the file holds a {backbone} network")
     heat = "bbox_head.tl_heat.1.weight" if framework == "centripetalnet" else "bbox_head.tl_heat.0.1.conv.weight"

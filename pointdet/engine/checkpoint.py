@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -12,9 +13,11 @@ from typing import Any
 
 import torch
 
+from pointdet.engine.output_paths import NO_SPACE, DiskFullError, free_space, is_disk_full
 from pointdet.errors import PointdetError
 
 CHECKPOINT_FORMAT = "pointdet-checkpoint-v1"
+logger = logging.getLogger(__name__)
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 
 
@@ -23,7 +26,11 @@ class CheckpointError(PointdetError, ValueError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` via a temporary file and ``os.replace``: a crash never leaves half a file."""
+    """Write ``state`` to ``path`` via a temporary file and ``os.replace``: a crash never leaves half a file.
+
+    Raises:
+        DiskFullError: the disk filled up while writing; ``path`` still holds what it held before.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -33,9 +40,38 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, Exception) and is_disk_full(error):
+            kept = f"the previous {path.name} is intact" if path.exists() else f"there was no earlier {path.name}"
+            raise DiskFullError(
+                f"{path}: not written, the disk holding {path.parent} is full ({NO_SPACE}; "
+                f"{free_space(path.parent)} after removing the partial file); {kept}"
+            ) from None
         raise
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: itself, or for a run folder its ``last.pt`` (the latest weights), which is
+    logged, since the folder's ``best.pt`` holds other weights.
+
+    Raises:
+        CheckpointError: no such file; the message names the checkpoints the folder does hold.
+    """
+    path = Path(path)
+    if path.is_dir():
+        logger.info("%s is a run folder: using its last.pt (the latest weights; best.pt: the best evaluated)", path)
+        path = path / "last.pt"
+    if path.is_file():
+        return path
+    held = sorted(p.name for p in path.parent.glob("*.pt")) if path.parent.is_dir() else []
+    if not held:
+        raise CheckpointError(f"{path}: checkpoint not found")
+    suggested = "last.pt" if "last.pt" in held else held[0]
+    why = " (the first evaluation writes best.pt: this run stopped before one)" if path.name == "best.pt" else ""
+    raise CheckpointError(
+        f"{path}: checkpoint not found; {path.parent} holds {', '.join(held)}{why}: use {path.parent / suggested}"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -44,11 +80,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing file, a file torch cannot read safely, or not a pointdet checkpoint.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    path = checkpoint_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # torch's safe reader refused it: pickled objects, or not torch's

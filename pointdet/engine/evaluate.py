@@ -220,16 +220,15 @@ def evaluate_detector(
         evaluation.confusion = coco_confusion_matrix(
             box.ground_truth, boxes, image_ids, box.category_ids, CONFUSION_IOU, confusion_threshold
         )
-        if keypoints:
+        if keypoints or with_keypoints:  # also without a single detection: every evaluation prints the same tables
             _write_beside(results_file, "keypoints", keypoints)
             sigmas = keypoint_sigmas_for(len(coco.keypoint_names), keypoint_sigmas)
             oks = run_coco_evaluation(coco.ground_truth, keypoints, image_ids, backend, "keypoints", sigmas)
             evaluation.metrics.update({KEYPOINT_PREFIX + name: value for name, value in oks.metrics.items()})
             _add_per_class(evaluation, "keypoints", oks)
-            if oks.precision is not None:
-                joints = per_joint_ap(coco.ground_truth, keypoints, coco.keypoint_names, sigmas, image_ids, backend)
-                evaluation.per_class["keypoint joints"] = joints
-        if masks:
+            joints = per_joint_ap(coco.ground_truth, keypoints, coco.keypoint_names, sigmas, image_ids, backend)
+            evaluation.per_class["keypoint joints"] = joints
+        if masks or with_masks:
             _write_beside(results_file, "segm", masks)
             segm = run_coco_evaluation(coco.ground_truth, masks, image_ids, backend, "segm")
             evaluation.metrics.update({SEGM_PREFIX + name: value for name, value in segm.metrics.items()})
@@ -238,9 +237,8 @@ def evaluate_detector(
 
 
 def _add_per_class(evaluation: Evaluation, kind: str, result) -> None:
-    """The per-class AP / AP50 table of one COCOeval ``result`` (none when there were no detections)."""
-    if result.precision is not None:
-        evaluation.per_class[kind] = per_class_ap(result.precision, result.category_names)
+    """The per-class AP / AP50 table of one COCOeval ``result`` (zeros when there were no detections)."""
+    evaluation.per_class[kind] = per_class_ap(result.precision, result.category_names)
 
 
 def _write_beside(results_file: str | Path | None, kind: str, records: list[dict]) -> None:

@@ -46,8 +46,8 @@ def _safely(what: str, draw: Callable[[], None]) -> bool:
 
 def write_training_curves(folder: str | Path, loss_log: Sequence[dict], history: Sequence[dict]) -> bool:
     """``training_curves.png``: every loss term and the learning rate against steps (``loss_log`` entries
-    ``{"step", "lr", <term>: value}``), the validation AP numbers against epochs (``history`` entries
-    ``{"epoch", "metrics"}``). False if drawing failed (the warning says why)."""
+    ``{"step", "lr", <term>: value}``), the validation AP numbers against the steps they were measured at (``history``
+    entries ``{"step", "metrics"}``). False if drawing failed (the warning says why)."""
     return _safely(TRAINING_CURVES, lambda: _draw_training_curves(Path(folder), loss_log, history))
 
 
@@ -66,11 +66,7 @@ def _draw_training_curves(folder: Path, loss_log: Sequence[dict], history: Seque
     steps = [entry["step"] for entry in loss_log]
     for ax, panel in zip(axes.flat, panels, strict=False):
         if panel == "validation":
-            epochs = [entry["epoch"] for entry in history]
-            for name in metrics:
-                ax.plot(epochs, [100 * entry["metrics"].get(name, np.nan) for entry in history], marker="o", label=name)
-            ax.set(xlabel="epoch", ylabel="%", title="validation")
-            ax.legend(fontsize=7)
+            _draw_validation(ax, history, metrics, last_step=max(steps[-1:] + [entry["step"] for entry in history]))
         else:
             if panel == "total loss":
                 values = [sum(entry[t] for t in terms) for entry in loss_log]
@@ -86,6 +82,23 @@ def _draw_training_curves(folder: Path, loss_log: Sequence[dict], history: Seque
     figure.tight_layout()
     figure.savefig(folder / TRAINING_CURVES, dpi=80)
     plt.close(figure)
+
+
+def _draw_validation(ax, history: Sequence[dict], metrics: Sequence[str], last_step: int) -> None:
+    """The validation numbers (%) against the step of each evaluation, on the loss panels' step axis; the axis runs
+    from 0 to a little above the best value (at least 10 %), and a few points are labelled with their values."""
+    steps = [entry["step"] for entry in history]
+    top = 0.0
+    for name in metrics:
+        values = [100 * entry["metrics"].get(name, np.nan) for entry in history]
+        ax.plot(steps, values, marker="o", label=name, clip_on=False)
+        top = max([top, *(v for v in values if np.isfinite(v))])
+        if len(values) <= 3:
+            for step, value in zip(steps, values, strict=True):
+                ax.annotate(f"{value:.1f}", (step, value), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set(xlabel="step", ylabel="%", title="validation", xlim=(0, max(last_step, 1) * 1.05))
+    ax.set_ylim(0, min(100.0, max(10.0, 1.15 * top)))
+    ax.legend(fontsize=7)
 
 
 def write_plots(folder: str | Path, evaluation) -> list[Path]:

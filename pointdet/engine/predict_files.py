@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from pointdet.engine.output_paths import folder_problem
 from pointdet.errors import PointdetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -124,14 +124,9 @@ def prepare_output_folder(out: Path, inputs: list[PredictInput], mono3d: bool, o
                 f"the output folder {out} holds the input {item.path}; drawn copies would sit among (or over) "
                 "the photos they come from: choose a folder of their own, e.g. --out predictions"
             )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except FileExistsError:
-        raise PredictOutputError(f"--out {out} is a file, not a folder") from None
-    except OSError as error:
-        raise PredictOutputError(f"cannot write to --out {out} ({error.strerror or error})") from None
+    problem = folder_problem(out)
+    if problem is not None:
+        raise PredictOutputError(f"--out {out} {problem}")
     planned = [path for item in inputs for path in item.output_files(out, mono3d)]
     if any(not item.is_video for item in inputs) and not mono3d:
         planned.append(out / DETECTIONS_FILE)

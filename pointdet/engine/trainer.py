@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -53,14 +52,16 @@ from pointdet.engine.evaluate import (
     run_inference,
 )
 from pointdet.engine.interrupt import StepBoundaryInterrupt
+from pointdet.engine.output_paths import DiskFullError
 from pointdet.engine.plots import write_plots, write_training_curves
+from pointdet.engine.run_folder import RunFolderError, RunFolderLock, lock_run_folder, new_run_folder
 from pointdet.engine.train_step import TrainStep
 from pointdet.engine.visualize import draw_detections, draw_mono3d
 from pointdet.models.build import build_model
 
 logger = logging.getLogger(__name__)
 
-LOG_EVERY = 10  # steps between the loss / learning-rate entries of TensorBoard and the training curves
+LOG_EVERY = 10  # steps between the loss / learning-rate entries of TensorBoard and the curves (after the first 10)
 
 
 def init_distributed() -> None:
@@ -115,6 +116,15 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, resume: str | Path | None = None) -> None:
         init_distributed()
         self.config = config
+        self.run_lock: RunFolderLock | None = None
+        self._claim_run_folder(resume)
+        try:
+            self._set_up(config, resume)
+        except BaseException:
+            self._release_run_folder(remove_if_unused=True)
+            raise
+
+    def _set_up(self, config: ExperimentConfig, resume: str | Path | None) -> None:
         self.device = torch.device("cpu") if config.device == "cpu" else device_for_process()
         if config.device == "cuda" and self.device.type != "cuda":
             raise RuntimeError("device=cuda was asked for but CUDA is not available")
@@ -160,17 +170,10 @@ class Trainer:
         self.loss_log: list[dict] = []  # {"step", "lr", <loss term>: value} every LOG_EVERY steps: the curves
         self.eval_due = False  # the epoch just finished is to be evaluated (saved, so that a resumed run does it)
         self.saved_step: int | None = None  # the step last.pt holds
-        self.run_dir = (
-            Path(config.run_dir)
-            if config.run_dir
-            else Path(config.out_dir) / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        )
         if resume is not None:
             self._restore(resume)
-        self.run_dir = Path(broadcast_object(str(self.run_dir)))
         self.writer = None
         if is_main_process():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temporaries()
             text = yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
             (self.run_dir / "config.yaml").write_text(f"# pointdet config version {CONFIG_VERSION}\n{text}")
@@ -180,6 +183,33 @@ class Trainer:
     def class_names(self) -> list[str]:
         """The model's classes (its labels index them): the training set's categories."""
         return list(self.train_set.class_names)
+
+    # ------------------------------------------------------------------------------------------ run folder
+    def _claim_run_folder(self, resume: str | Path | None) -> None:
+        """Lock the run folder for this run (``engine.run_folder``): the resumed run's, ``run_dir``, or a new
+        ``out_dir/NAME-<time>``. The main process claims it; the others learn its path, or the refusal."""
+        folder, problem = None, None
+        if is_main_process():
+            try:
+                if resume is not None:
+                    self.run_lock = lock_run_folder(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
+                elif self.config.run_dir:
+                    self.run_lock = lock_run_folder(self.config.run_dir)
+                else:
+                    new = new_run_folder(self.config.out_dir, self.config.name)
+                    self.run_lock = lock_run_folder(new, created=True)
+                folder = str(self.run_lock.folder)
+            except RunFolderError as error:
+                problem = str(error)
+        folder, problem = broadcast_object((folder, problem))
+        if problem is not None:
+            raise RunFolderError(problem)
+        self.run_dir = Path(folder)
+
+    def _release_run_folder(self, remove_if_unused: bool = False) -> None:
+        if self.run_lock is not None:
+            self.run_lock.release(remove_if_unused)
+            self.run_lock = None
 
     # ----------------------------------------------------------------------------------------------- state
     def _state(self) -> dict:
@@ -228,8 +258,6 @@ class Trainer:
                 state["world_size"],
                 world()[1],
             )
-        source = Path(source)
-        self.run_dir = source if source.is_dir() else source.parent
 
     def save(self, name: str, weights_only: bool = False) -> None:
         """Write ``name`` into the run folder: everything resume needs, or with ``weights_only`` the model and
@@ -238,7 +266,12 @@ class Trainer:
             state = self._state()
             if weights_only:
                 state = {key: value for key, value in state.items() if key not in ("optimizer", "scaler")}
-            save_checkpoint(state, self.run_dir / name)
+            try:
+                save_checkpoint(state, self.run_dir / name)
+            except DiskFullError as error:
+                last = self.run_dir / "last.pt"
+                resume = f"continue with: pointdet train --resume {self.run_dir}" if last.exists() else "train again"
+                raise DiskFullError(f"{error}. Free some space, then {resume}") from None
         if name == "last.pt":
             self.saved_step = self.global_step
 
@@ -260,8 +293,15 @@ class Trainer:
         """Run (or continue) the schedule; returns the final metrics (also in ``metrics.json``).
 
         Ctrl-C finishes the step under way, saves ``last.pt`` and raises ``KeyboardInterrupt``; a second one, or one
-        during an evaluation (``last.pt`` says it is due, so a resumed run repeats it), stops at once.
+        during an evaluation (``last.pt`` says it is due, so a resumed run repeats it), stops at once. The run
+        folder's lock is released at the end, however the run ends.
         """
+        try:
+            return self._train()
+        finally:
+            self._release_run_folder()
+
+    def _train(self) -> dict:
         start = time.time()
         with StepBoundaryInterrupt() as interrupt:
             try:
@@ -337,7 +377,7 @@ class Trainer:
             self.global_step += 1
             bar.update()
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-            if self.global_step % LOG_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch:
+            if self._logs_this_step():
                 self._log_losses(losses)
             if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
                 self.save("last.pt")
@@ -346,6 +386,16 @@ class Trainer:
             if interrupt.agreed():
                 break
         bar.close()
+
+    def _logs_this_step(self) -> bool:
+        """Loss entries every ``LOG_EVERY`` steps, at epoch ends and at the last step, and at each of the first
+        ``LOG_EVERY`` steps: a short run's curves have points too."""
+        return (
+            self.global_step <= LOG_EVERY
+            or self.global_step % LOG_EVERY == 0
+            or self.step_in_epoch == self.steps_per_epoch
+            or self.global_step >= self.total_steps
+        )
 
     def _log_losses(self, losses: dict[str, float]) -> None:
         lr = self.optimizer.param_groups[0]["lr"]

@@ -153,8 +153,7 @@ class CocoEvaluation:
 
     Attributes:
         metrics: the standard numbers in [0, 1] (``-1`` where a range has no ground truth).
-        precision: COCOeval's accumulated ``(T, R, K, A, M)`` precision array (``evaluation.per_class``), None
-            when there were no results.
+        precision: COCOeval's accumulated ``(T, R, K, A, M)`` precision array (``evaluation.per_class``).
         category_names: the K names of its category axis (sorted category ids, as COCOeval orders them).
         category_ids: those K sorted ids.
         ground_truth: the loaded ground-truth ``COCO`` object (main process only; not meant to be sent).
@@ -201,9 +200,12 @@ def run_coco_evaluation(
             ground_truth = coco_cls(str(annotation_file))
         category_ids = sorted(ground_truth.getCatIds())
         category_names = [category["name"] for category in ground_truth.loadCats(category_ids)]
-        if not results:
-            return CocoEvaluation(dict.fromkeys(names, 0.0), None, category_names, category_ids, ground_truth)
-        predictions = ground_truth.loadRes([dict(r) for r in results])  # loadRes adds keys to the records
+        if results:
+            predictions = ground_truth.loadRes([dict(r) for r in results])  # loadRes adds keys to the records
+        else:  # loadRes refuses an empty list; COCOeval itself scores no detections (0, per class too)
+            predictions = coco_cls()
+            predictions.dataset = {**ground_truth.dataset, "annotations": []}
+            predictions.createIndex()
         evaluator = eval_cls(ground_truth, predictions, iou_type)
         if image_ids is not None:
             evaluator.params.imgIds = sorted(int(i) for i in image_ids)
