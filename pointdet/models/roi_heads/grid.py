@@ -70,7 +70,7 @@ class PointFusion(nn.Module):
         the convs give bfloat16 / float16 while the GroupNorm'd base stays float32)."""
         count, _, channels, height, width = source.shape
         gathered = source[:, self.sources].flatten(1, 2)  # (N, E * P, H, W)
-        transferred = self.pointwise(self.depthwise(gathered)).view(count, -1, channels, height, width)
+        transferred = self.pointwise(self.depthwise(gathered)).view(count, len(self.sources), channels, height, width)
         return base.index_add(1, self.targets, transferred.to(base.dtype))
 
 
