@@ -17,7 +17,7 @@ from pointdet.data.images import pil_to_tensor_rgb, read_image
 from pointdet.data.transforms import Letterbox, Sample, Transform
 from pointdet.distributed import device_for_process
 from pointdet.engine.checkpoint import load_checkpoint, load_model_weights, model_state
-from pointdet.engine.compiled import CompiledPredict, compiles
+from pointdet.engine.compiled import CompiledPredict, compiled_by_default, compiles
 from pointdet.engine.data import select_eval_transforms
 from pointdet.engine.inference import check_box_ranges, predict_images, to_original_pixels
 from pointdet.models.build import build_model
@@ -69,8 +69,8 @@ class Predictor:
         transform: the test geometry (``data.test_resize`` of the run); None = letterbox to
             ``input_height x input_size``.
         compile: ``torch.compile`` the network + decode of single-scale predictions (``engine.compiled``:
-            CUDA graphs on CUDA): None = on CUDA only, True = also on the CPU, False = never. CenterNet-family
-            models only; others run eagerly.
+            CUDA graphs on CUDA): None = on CUDA for the CenterNet family, True = also on the CPU and for the
+            RepPoints family (RepPoints v1 / v2, Dense RepPoints v2, LSNet), False = never; others run eagerly.
     """
 
     def __init__(
@@ -105,11 +105,13 @@ class Predictor:
     def compiled_predict(self) -> CompiledPredict | None:
         """The compiled network + decode when ``compile`` asks for it on this device and the model qualifies."""
         on_cuda = self.device.type == "cuda"
-        if not (self.compile if self.compile is not None else on_cuda):
+        if not (self.compile if self.compile is not None else on_cuda and compiled_by_default(self.model)):
             return None
         if not compiles(self.model):
             if self.compile:
-                logger.warning("%s models run eagerly: compile applies to the CenterNet family", type(self.model))
+                logger.warning(
+                    "%s models run eagerly: compile applies to the CenterNet and RepPoints families", type(self.model)
+                )
             return None
         mode = "reduce-overhead" if on_cuda else None
         if self._compiled is None or self._compiled.mode != mode:

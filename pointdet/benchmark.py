@@ -3,10 +3,15 @@
 For every preset: end-to-end inference images/s (uint8 batch on the device in, decoded ``Detections`` out,
 synchronised) at each batch size and precision, one training step's images/s at the preset's batch (data on the
 device, forward, loss, backward, optimizer) and the peak device memory. In the same run, the peers a user would
-pick instead — torchvision's FCOS and RetinaNet (ResNet-50-FPN) end to end at the same input size — and the bare
-ResNet-18 features (the ceiling of any ResNet-18 detector), plus the data pipeline alone (decoded and augmented
-training images/s with N loader workers) and the COCO evaluation of 5,000 detections beside plain pycocotools.
-Random weights everywhere: speed does not depend on them and nothing is downloaded.
+pick instead — torchvision's FCOS, RetinaNet and Faster R-CNN (ResNet-50-FPN) end to end at the same input size —
+and the bare ResNet-18 features (the ceiling of any ResNet-18 detector), plus the data pipeline alone (decoded and
+augmented training images/s with N loader workers) and the COCO evaluation of 5,000 detections beside plain pycocotools.
+Random weights everywhere: speed does not depend on them and nothing is read from the network (presets whose
+backbone starts from ImageNet weights are built without them).
+
+The host report (``--host-size``, 64 by default) gives, per preset, what one predict call (batch 1) and one training
+step (batch 2) cost the host on the CPU at a tiny input, where compute is negligible: the aten operators they
+dispatch (``pointdet.launches``; on a GPU each computing one is a kernel launch) and their milliseconds.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from torch import nn
 
 from pointdet.configs import get_preset
 from pointdet.engine.train_step import TrainStep
+from pointdet.launches import HostCost, host_cost
 from pointdet.models.build import build_model
 from pointdet.structures import Instances
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PEERS = ("fcos_resnet50_fpn", "retinanet_resnet50_fpn")
+PEERS = ("fcos_resnet50_fpn", "retinanet_resnet50_fpn", "fasterrcnn_resnet50_fpn")
 
 
 def significant(rate: float, digits: int = 4) -> float:
@@ -133,24 +139,68 @@ def bench_preset(name: str, settings: Settings, train_batch: int | None = None) 
     (default: the preset's batch; bf16 autocast on CUDA, fp32 on CPU)."""
     config = get_preset(name)
     device, size = settings.device, settings.size
-    model = build_model(config.model, num_classes=80).to(device).eval()
+    model = _random_model(name, device)
     yield from sweep("inference", name, model.predict, lambda b: _images(b, size, device), settings)
-    model.train()
     batch = train_batch or config.optim.batch_size
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    step = training_step(model, batch, size, torch.bfloat16 if precision == "bf16" else None)
+    _reset_memory(device)
+    seconds = time_per_call(step, device, settings.warmup, settings.iters)
+    yield _record("train", name, device, seconds, batch, size=size, precision=precision)
+
+
+def _random_model(name: str, device: torch.device) -> nn.Module:
+    """The preset's network with random weights (no ImageNet file read or downloaded), in eval mode."""
+    return build_model(get_preset(name).model, num_classes=80, with_backbone_weights=False).to(device).eval()
+
+
+def training_step(model: nn.Module, batch: int, size: int, amp_dtype: torch.dtype | None) -> Callable[[], None]:
+    """One training step of ``model`` (put in train mode) on a fixed batch of ``batch`` random ``size`` images with
+    three boxes each: forward and loss, backward, Adam step."""
+    model.train()
+    device = next(model.parameters()).device
     images, instances = _images(batch, size, device), _boxes_for(batch, size, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
-    precision = "bf16" if device.type == "cuda" else "fp32"
-    train_step = TrainStep(model, torch.bfloat16 if precision == "bf16" else None)
+    train_step = TrainStep(model, amp_dtype)
 
-    def step():
+    def step() -> None:
         loss = sum(train_step(images, instances).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    _reset_memory(device)
-    seconds = time_per_call(step, device, settings.warmup, settings.iters)
-    yield _record("train", name, device, seconds, batch, size=size, precision=precision)
+    return step
+
+
+def bench_host(name: str, size: int, warmup: int = 1, iters: int = 3) -> dict:
+    """The host report of preset ``name`` on the CPU at ``size`` px (module docstring): aten operators and median
+    host ms (least of ``iters``) of one predict call (batch 1, eval, no grad) and one fp32 training step (batch 2)."""
+    cpu = torch.device("cpu")
+    model = _random_model(name, cpu)
+    images = _images(1, size, cpu)
+
+    def predict() -> None:
+        with torch.no_grad():
+            model.predict(images)
+
+    costs: dict[str, HostCost] = {"predict": host_cost(predict, warmup, iters)}
+    costs["train"] = host_cost(training_step(model, 2, size, None), warmup, iters)
+    figures = {
+        f"{call}_{figure}": value
+        for call, cost in costs.items()
+        for figure, value in (("ops", cost.ops.operators), ("views", cost.ops.views), ("host_ms", cost.host_ms))
+    }
+    return {
+        "kind": "host",
+        "model": name,
+        "device": "cpu",
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "size": size,
+        "predict_batch": 1,
+        "train_batch": 2,
+        **figures,
+    }
 
 
 def bench_peer(name: str, settings: Settings) -> Iterator[dict]:
@@ -283,11 +333,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     for preset in args.presets:
         for record in bench_preset(preset, settings, args.train_batch):
             emit(record)
+        if args.host_size:
+            emit(bench_host(preset, args.host_size))
     for peer in args.peers:
         for record in bench_peer(peer, settings):
             emit(record)
-    for record in bench_backbone(settings):
-        emit(record)
+    if args.backbone:
+        for record in bench_backbone(settings):
+            emit(record)
     data_files = (args.data_json, args.data_images)
     for workers in args.workers:
         emit(bench_data(args.data_preset, args.size, workers, args.data_batches, *data_files))
@@ -318,6 +371,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--coco-eval-images", type=int, default=50, help="COCO evaluation of 100 detections x N images (0: off)"
+    )
+    parser.add_argument(
+        "--backbone",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the bare ResNet-18 features (--no-backbone: not)",
+    )
+    parser.add_argument(
+        "--host-size",
+        type=int,
+        default=64,
+        help="host report per preset: aten ops and host ms of one predict call and training step on the CPU at this "
+        "input side (0: off)",
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=5)

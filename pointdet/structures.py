@@ -151,6 +151,20 @@ class Detections:
         }
         return replace(self, boxes=self.boxes / divisor.repeat(2), keypoints=keypoints, mono3d=mono3d, **points)
 
+    def split(self, counts: list[int]) -> list[Detections]:
+        """Detections of several images, concatenated, cut into one ``Detections`` per image of ``counts`` objects
+        (views, one ``split`` per field whatever the number of images)."""
+        present = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        parts = {name: getattr(self, name).split(counts) for name in present}
+        return [replace(self, **{name: parts[name][b] for name in present}) for b in range(len(counts))]
+
+    def unbind(self) -> list[Detections]:
+        """A batched ``Detections`` (every field with a leading batch dimension B) as B per-image ones (views, one
+        ``unbind`` per field whatever B)."""
+        present = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        parts = {name: getattr(self, name).unbind(0) for name in present}
+        return [replace(self, **{name: parts[name][b] for name in present}) for b in range(len(self))]
+
     @staticmethod
     def cat(parts: list[Detections], dim: int = 0) -> Detections:
         """``parts`` joined along ``dim`` (1 joins batched ones image by image)."""

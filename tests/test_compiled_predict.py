@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import pointdet
-from pointdet.engine.compiled import CompiledPredict, compiles
+from pointdet.configs import get_preset
+from pointdet.engine.compiled import CompiledPredict, compiles, network_and_decode
 from pointdet.models.build import build_model
 from tests.helpers import untrained_checkpoint
 
@@ -46,13 +47,27 @@ def test_compiled_predict_on_cpu_equals_eager(tiny_shapes, tmp_path):
     assert_same_detections(multi, eager.predict(images, scales=(1.0, 0.5), k=20))
 
 
-def test_only_the_centernet_family_compiles():
-    from pointdet.configs import get_preset
-
+def test_only_the_centernet_and_reppoints_families_compile():
     corner = build_model(get_preset("cornernet_hg52").model, 2, with_backbone_weights=False)
     assert not compiles(corner)
-    with pytest.raises(ValueError, match="CenterNet family"):
+    with pytest.raises(ValueError, match="CenterNet and RepPoints families only"):
         CompiledPredict(corner)
+
+
+@pytest.mark.parametrize("preset", ["centernet_r18", "reppoints_shapes", "reppoints_v2_shapes", "lsnet_shapes"])
+def test_network_and_decode_compile_into_one_graph(preset):
+    """``torch.compile(..., fullgraph=True)`` of predict's network + fixed-size decode: no graph break, no host
+    sync between the uint8 images and the fixed-size output, and the eager result. Dynamo's capture is what
+    fullgraph checks; the ``eager`` backend runs the captured graph without generating kernels (the
+    ``test_compiled_predict_on_cpu_equals_eager`` test compiles kernels too)."""
+    torch.manual_seed(0)
+    model = build_model(get_preset(preset).model, 3, with_backbone_weights=False).eval()
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    torch._dynamo.reset()
+    graph = torch.compile(network_and_decode, fullgraph=True, backend="eager", dynamic=False)
+    with torch.no_grad():
+        for a, b in zip(graph(model, images, True, 20), network_and_decode(model, images, True, 20), strict=True):
+            torch.testing.assert_close(a, b)
 
 
 @pytest.mark.gpu

@@ -200,6 +200,20 @@ def test_detector_losses_reach_every_parameter_and_prediction_is_bounded():
         assert (d.boxes[:, 0::2] >= 0).all() and (d.boxes[:, 2:] <= 64).all()
 
 
+def test_bfloat16_autocast_trains_and_predicts():
+    """The grid fusion adds bfloat16 conv outputs onto float32 GroupNorm'd features (index_add needs one dtype)."""
+    torch.manual_seed(0)
+    model = build_model(replace(TINY, score_threshold=0.0), num_classes=3, with_backbone_weights=False).train()
+    images, instances = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.loss(images, instances)
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        model.eval()
+        detections = model.predict(images, k=10)
+    assert all(0 < len(d) <= 10 and torch.isfinite(d.boxes).all() for d in detections)
+
+
 def test_flip_test_merges_the_mirrored_passes_detections_mapped_back():
     torch.manual_seed(0)
     model = build_model(replace(TINY, score_threshold=0.0), num_classes=3, with_backbone_weights=False).eval()

@@ -7,7 +7,8 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from pointdet.configs import CenterNetConfig, CornerConfig, RepPointsConfig
-from pointdet.decoders.reppoints import RepPointsPostprocess, points_to_boxes
+from pointdet.decoders.point_sets import points_to_boxes
+from pointdet.decoders.reppoints import RepPointsPostprocess
 from pointdet.export import export_onnx
 from pointdet.models.build import build_model
 from pointdet.structures import Detections
@@ -146,7 +147,7 @@ def old_reppoints_call(post: RepPointsPostprocess, outputs, flipped=None, k=100,
             mirrored = mirrored[:, [2, 1, 0, 3]] * mirrored.new_tensor([-1.0, 1.0, -1.0, 1.0])
             mirrored = mirrored + mirrored.new_tensor([frame[1], 0.0, frame[1], 0.0])
             boxes, scores = torch.cat([boxes, mirrored]), torch.cat([scores, mirrored_scores])
-        detections.append(post.select(boxes, scores, k))
+        detections.append(Detections(*post.select(boxes, scores, k)))
     return detections
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
-from pointdet.decoders.reppoints import RepPointsPostprocess, image_frame, points_to_boxes
+from pointdet.decoders.point_sets import points_to_boxes
+from pointdet.decoders.reppoints import RepPointsPostprocess, image_frame
 from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.models.heads import RepPointsHead, RepPointsOutputs
 from pointdet.models.heads.reppoints import dcn_base_offset

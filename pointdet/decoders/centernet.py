@@ -35,7 +35,7 @@ def centre_boxes(heatmap: Tensor, size: Tensor, offset: Tensor, k: int = 100) ->
 
 def per_image(batched: Detections) -> list[Detections]:
     """Split a batched ``Detections`` (every field with a leading batch dimension B) into B per-image ones."""
-    return [batched[b] for b in range(len(batched))]
+    return batched.unbind()
 
 
 def decode_centernet(heatmap: Tensor, size: Tensor, offset: Tensor, stride: int, k: int = 100) -> Detections:

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from pointdet.decoders.reppoints import RepPointsPostprocess, level_strides
-from pointdet.decoders.reppoints_v2 import snap_points
+from pointdet.decoders.reppoints import RepPointsPostprocess
+from pointdet.decoders.reppoints_v2 import snap_points, verification_grids
 from pointdet.decoders.tta import mirror_boxes
 from pointdet.ops.masks import point_set_hulls, point_set_masks
 from pointdet.structures import Detections
@@ -59,7 +59,8 @@ def clip_points(points: Tensor, frame: Tensor) -> Tensor:
 def contour_points(
     points: Tensor, outputs: DenseRepPointsV2Outputs, frame: Tensor, threshold: float
 ) -> tuple[Tensor, Tensor]:
-    """Joint inference: every point of the P4-P7 sets snapped on the P3 / P4 contour map (module docstring).
+    """Joint inference: every point of the P4-P7 sets snapped on the P3 / P4 contour map (module docstring), every
+    level at once.
 
     Args:
         points: (B, P, N, 2) clipped xy points of every prior's set.
@@ -71,25 +72,16 @@ def contour_points(
         (B, P, N, 2) the snapped points (clipped) and (B, P, N) their values: 0.5 where added, 0 elsewhere (every
         point of P3 sets, and every point without contour maps or with fewer than 2 levels).
     """
-    batch, num_priors, num_points, _ = points.shape
-    values = points.new_zeros(batch, num_priors * num_points)
-    strides = level_strides(outputs.strides[0])
-    if len(strides) < 2 or outputs.contour_scores.shape[-1] == 0:
-        return points, values.view(batch, num_priors, num_points)
-    flat = points.flatten(1, 2)  # (B, P*N, 2)
-    prior_strides = outputs.strides.float()
-    point_strides = prior_strides.repeat_interleave(num_points, dim=1)  # (B, P*N)
-    scores, offsets = outputs.contour_scores.detach().float()[..., 0], outputs.contour_offsets.detach().float()
-    snapped = flat
-    for map_stride, set_strides in ((strides[0], strides[1:3]), (strides[1], strides[3:])):
-        if not set_strides:
-            continue
-        moved = (point_strides >= set_strides[0]) & (point_strides <= set_strides[-1])
-        on_map = prior_strides == map_stride
-        level, score = snap_points(flat, scores, offsets, on_map, outputs.priors.float(), prior_strides, map_stride)
-        snapped = torch.where(moved[..., None], clip_points(level, frame), snapped)
-        values = torch.where(moved & (score > threshold), CONTOUR_POINT_VALUE, values)
-    return snapped.view_as(points), values.view(batch, num_priors, num_points)
+    if outputs.contour_scores.shape[-1] == 0:
+        return points, points.new_zeros(points.shape[:-1])
+    grids, moved = verification_grids(outputs.priors.float(), outputs.strides.float())
+    scores, offsets = outputs.contour_scores.detach().float(), outputs.contour_offsets.detach().float()[:, :, None]
+    channels = torch.zeros(points.shape[2], dtype=torch.long, device=points.device)
+    snapped, score = snap_points(points, channels, scores, offsets, grids)  # (B, P, N, 2), (B, P, N)
+    moved = moved[..., None]  # (B, P, 1)
+    snapped = torch.where(moved[..., None], clip_points(snapped, frame), points)
+    values = torch.where(moved & (score > threshold), CONTOUR_POINT_VALUE, 0.0)
+    return snapped, values
 
 
 class DenseRepPointsV2Postprocess(RepPointsPostprocess):

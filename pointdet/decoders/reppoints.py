@@ -1,21 +1,26 @@
 """RepPoints decoding (METHODS.md CARD 5 §5.0 "Test"): point sets -> pseudo boxes -> class-wise NMS.
 
-``points_to_boxes`` is the point-set-to-box transform of RepPoints (Yang et al. ICCV 2019, §3.2 "pseudo box";
-open-mmlab/mmdetection v2.x mmdet/models/dense_heads/reppoints_head.py ``points2bbox``; ``exact_minmax`` from
-Scalsol/RepPointsV2 mmdet/models/dense_heads/reppoints_head.py). The head's loss uses it too, so training and
-decoding read the same boxes.
-
 ``RepPointsPostprocess`` follows mmdetection's ``_get_bboxes_single`` and ``multiclass_nms``: per image and level
-keep the ``pre_nms`` priors of highest max-class score, box them from the refine points, clip to the image, keep
-every (prior, class) pair scoring above the threshold, class-wise NMS, top ``k``. The flip test concatenates the
-candidates of the mirrored pass (mapped back by ``x -> W - x``) with the plain pass's before the threshold and NMS,
-as mmdetection's dense-head ``aug_test_bboxes`` merges augmented passes.
+keep the ``pre_nms`` priors of highest max-class score, box them from the refine points (``decoders.point_sets``),
+clip to the image, keep every (prior, class) pair scoring above the threshold, class-wise NMS, top ``k``. The flip
+test concatenates the candidates of the mirrored pass (mapped back by ``x -> W - x``) with the plain pass's before
+the threshold and NMS, as mmdetection's dense-head ``aug_test_bboxes`` merges augmented passes.
 
-``__call__`` and ``batched`` share ``candidates`` (the per-level top ``pre_nms`` priors of every image, boxed and
-clipped, in tensor ops of static size). ``__call__`` then thresholds and NMSes each image; ``batched`` returns the
-top ``k`` (prior, class) pairs of each image **before NMS** — boxes (B, k, 4), scores (B, k), labels (B, k) — and
-is what ``pointdet export`` puts in the ONNX graph (``export_k`` = 1000 candidates by default). The caller of the
-graph applies the score threshold (0.05) and class-wise NMS at ``nms_iou`` (0.5), then keeps the top 100::
+Every image and level is decoded at once, in tensor ops of static size and no host sync, up to a fixed-size output
+(``top_detections``, what ``torch.compile`` and CUDA graphs capture): ``candidates`` marks each level's top
+``pre_nms`` priors by ranking within levels (``ops.priors.rank_within_levels``), the ``max_candidates`` best
+(prior, class) pairs above the threshold go through ``ops.nms.fixed_size_nms`` (torchvision's class-wise NMS as
+fixed-size tensor ops) and the first ``k`` kept are the detections. The result is certified per image
+(``TopDetections.exact``): it is the full decode's whenever at most ``max_candidates`` pairs pass the threshold
+or ``k`` of the ``max_candidates`` best survive NMS, because greedy NMS decides each candidate from the better ones
+alone. ``__call__`` splits the fixed-size output into per-image ``Detections`` with one host sync at the end, and
+decodes an image whose result is not certified with the exact per-image path (``select``: threshold,
+``torchvision.ops.batched_nms``, top ``k``), which is also the reference the tests compare with.
+
+``batched`` returns the top ``k`` (prior, class) pairs of each image **before NMS** — boxes (B, k, 4), scores
+(B, k), labels (B, k) — and is what ``pointdet export`` puts in the ONNX graph (``export_k`` = 1000 candidates by
+default). The caller of the graph applies the score threshold (0.05) and class-wise NMS at ``nms_iou`` (0.5), then
+keeps the top 100::
 
     for b in range(len(boxes)):  # boxes, scores, labels: the graph's outputs, numpy
         keep = scores[b] > 0.05
@@ -23,87 +28,53 @@ graph applies the score threshold (0.05) and class-wise NMS at ``nms_iou`` (0.5)
         top = torchvision.ops.batched_nms(box, score, label, 0.5)[:100]  # box[top], score[top], label[top]
 
 This gives ``predict``'s detections whenever its top 100 lie within the ``k`` candidates, always so when at most
-``k`` pairs pass the threshold (tested). Why NMS stays out of the graph: torchvision's ``nms`` / ``batched_nms``
-trace to one ONNX ``NonMaxSuppression`` over a single box set, so per-image NMS needs a loop over the batch, which
-the tracer unrolls to the traced batch size (the graph's batch is dynamic). ONNX's own ``NonMaxSuppression`` is
-batched and class-wise, but PyTorch has no op that traces to it (it would need a custom symbolic with no PyTorch
-reference to test against), it returns a data-dependent list of (image, class, box) triples that must be
-scattered back into a padded top ``k``, and runtimes differ in its tie and threshold handling. A fixed-size
-candidate output keeps the graph plain tensor ops, equal to PyTorch's ``batched`` to float precision, with the
-NMS the caller runs being torchvision's, the one ``predict`` runs.
+``k`` pairs pass the threshold (tested). Why NMS stays out of the ONNX graph: torchvision's ``nms`` traces to one
+ONNX ``NonMaxSuppression`` over a single box set (per-image NMS would unroll a loop over the traced batch), and
+runtimes differ in its tie and threshold handling; a fixed-size candidate output keeps the graph plain tensor ops,
+with the NMS the caller runs being torchvision's, the one ``select`` runs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from pointdet.decoders.point_sets import TRANSFORMS, RepPointsOutputs, Transform, points_to_boxes
 from pointdet.decoders.tta import mirror_boxes
+from pointdet.ops.nms import fixed_size_nms
+from pointdet.ops.priors import prior_levels, rank_within_levels
 from pointdet.structures import Detections
 
-if TYPE_CHECKING:
-    from pointdet.models.heads.reppoints import RepPointsOutputs
-
-Transform = Literal["minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax"]
-TRANSFORMS: tuple[str, ...] = ("minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax")
-CORNER_POINTS = 2  # exact_minmax / corner_minmax: points 0 and 1 are the box corners
+NMS_ITERATIONS = 10  # fixed_size_nms iterations before its fixed-point check
 
 
-def points_to_boxes(points: Tensor, transform: Transform, moment_transfer: Tensor | None = None) -> Tensor:
-    """Pseudo boxes of point sets.
+class TopDetections(NamedTuple):
+    """The fixed-size output of ``RepPointsPostprocess.top_detections``; every field leads with the batch.
 
-    - ``minmax``: the extent of all points; ``partial_minmax``: the extent of the first 4 points.
-    - ``moment``: ``mean ± std * exp(moment_transfer)`` per axis, std unbiased (``torch.std``, as mmdetection);
-      ``moment_transfer`` is ``(log width factor, log height factor)``.
-    - ``exact_minmax`` (the RepPoints v2 code): point 0 is ``(x1, y1)`` and point 1 is ``(x2, y2)``. A pair that
-      crosses over gives an inverted box, which no box loss can turn back: its overlap with any GT is 0.
-    - ``corner_minmax`` (pointdet's RepPoints v2 default): the extent of points 0 and 1, equal to ``exact_minmax``
-      whenever point 0 is above and left of point 1, and a valid box when the pair crosses over.
-
-    Args:
-        points: (..., N, 2) xy. The transforms commute with ``points * stride + prior``, so pixels in gives pixels
-            out and stride units in gives stride units out.
-        transform: one of ``TRANSFORMS``.
-        moment_transfer: for ``moment`` only, a tensor broadcastable to (..., 2): (2,) or, for (B, P, N, 2) points,
-            (B, 1, 2). None means 0.
-
-    Returns:
-        (..., 4) xyxy boxes in the units of ``points``.
+    Attributes:
+        rows: (B, k, 4 + E) candidate rows of the detections: xyxy box and a subclass's E further columns.
+        scores: (B, k) by decreasing score; 0 in the slots after an image's ``count`` detections.
+        labels: (B, k) classes (0 in the empty slots).
+        count: (B,) detections of each image.
+        exact: (B,) bool, whether the image's detections are certainly those of the full decode (module docstring).
     """
-    if points.shape[-1] != 2:
-        raise ValueError(f"points must be (..., N, 2) xy, got shape {tuple(points.shape)}")
-    if transform in ("minmax", "partial_minmax", "corner_minmax"):
-        subset = {
-            "minmax": points,
-            "partial_minmax": points[..., :4, :],
-            "corner_minmax": points[..., :CORNER_POINTS, :],
-        }
-        return torch.cat([subset[transform].amin(dim=-2), subset[transform].amax(dim=-2)], dim=-1)
-    if transform == "exact_minmax":
-        return points[..., :CORNER_POINTS, :].flatten(-2)
-    if transform == "moment":
-        mean = points.mean(dim=-2)  # (..., 2)
-        half = points.std(dim=-2)  # (..., 2) unbiased, as mmdetection's torch.std
-        if moment_transfer is not None:
-            half = half * moment_transfer.exp()
-        return torch.cat([mean - half, mean + half], dim=-1)
-    raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+
+    rows: Tensor
+    scores: Tensor
+    labels: Tensor
+    count: Tensor
+    exact: Tensor
 
 
 def clip_boxes(boxes: Tensor, frame: Tensor) -> Tensor:
     """(B, P, 4) xyxy boxes clipped to ``[0, W] x [0, H]`` of ``frame`` (B, 2) ``(height, width)``."""
     limits = frame.flip(-1).repeat(1, 2)[:, None]  # (B, 1, 4) = (W, H, W, H)
     return boxes.clamp(min=0).minimum(limits)
-
-
-def level_strides(strides: Tensor) -> list[float]:
-    """The stride of each pyramid level, finest first, from the (P,) stride of each prior (levels are contiguous
-    runs). Model constants: while tracing they become constants of the graph, which is right at any input size."""
-    return torch.unique_consecutive(strides).tolist()
 
 
 def image_frames(priors: Tensor, strides: Tensor) -> Tensor:
@@ -132,25 +103,33 @@ def image_frame(priors: Tensor, strides: Tensor) -> tuple[float, float]:
 class RepPointsPostprocess:
     """Detections from ``RepPointsOutputs``, optionally merged with the outputs of the mirrored batch.
 
-    ``__call__`` gives the final per-image detections (threshold, class-wise NMS, top ``k``); ``batched`` gives the
-    top ``k`` pre-NMS candidates of every image as one batched ``Detections``, tensor ops only, which is what the
-    ONNX export runs (``pointdet.export``). Both start from the same ``candidates``.
+    ``__call__`` gives the final per-image detections (threshold, class-wise NMS, top ``k``) from
+    ``top_detections``, its fixed-size tensor-only part; ``batched`` gives the top ``k`` pre-NMS candidates of
+    every image as one batched ``Detections``, which is what the ONNX export runs (``pointdet.export``). Both start
+    from the same ``candidates``.
 
     Args:
         transform: point-set-to-box transform of the head that produced the outputs.
         score_threshold: least class probability kept (strictly greater, as ``multiclass_nms``).
         nms_iou: class-wise NMS IoU (0.5 for RepPoints v1, 0.6 for v2).
         pre_nms: priors kept per level and image before NMS, by their max class probability (<= 0: all).
+        max_candidates: (prior, class) pairs per image that the fixed-size NMS reads, the best above the threshold.
     """
 
     export_k = 1000  # candidates per image in the exported graph when ``export_onnx`` is given no ``k``
 
     def __init__(
-        self, transform: Transform = "moment", score_threshold: float = 0.05, nms_iou: float = 0.5, pre_nms: int = 1000
+        self,
+        transform: Transform = "moment",
+        score_threshold: float = 0.05,
+        nms_iou: float = 0.5,
+        pre_nms: int = 1000,
+        max_candidates: int = 1000,
     ) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         self.transform, self.score_threshold, self.nms_iou, self.pre_nms = transform, score_threshold, nms_iou, pre_nms
+        self.max_candidates = max_candidates
 
     def __call__(
         self,
@@ -175,10 +154,67 @@ class RepPointsPostprocess:
             frame = image_frames(outputs.priors, outputs.strides)
         else:
             frame = outputs.priors.new_tensor(image_size, dtype=torch.float32).expand(outputs.priors.shape[0], 2)
-        boxes, scores = self.merged_candidates(outputs, flipped, frame)
-        return [
-            self.select(image_boxes, image_scores, k) for image_boxes, image_scores in zip(boxes, scores, strict=True)
+        top = self.top_detections(outputs, flipped, k, frame)
+        return self.per_image(top, lambda: self.merged_candidates(outputs, flipped, frame), k)
+
+    def top_detections(
+        self,
+        outputs: RepPointsOutputs,
+        flipped: RepPointsOutputs | None = None,
+        k: int = 100,
+        frame: Tensor | None = None,
+    ) -> TopDetections:
+        """The detections of every image as fixed-size tensors, with no host sync (module docstring).
+
+        Args:
+            outputs, flipped, k: as ``__call__``.
+            frame: (B, 2) ``(height, width)`` to clip to and mirror in; None reads it off the priors.
+        """
+        if frame is None:
+            frame = image_frames(outputs.priors, outputs.strides)
+        rows, scores = self.merged_candidates(outputs, flipped, frame)  # (B, Q, 4 + E), (B, Q, C)
+        num_classes = scores.shape[-1]
+        pairs = scores.flatten(1)  # (B, Q * C)
+        above = pairs > self.score_threshold
+        best, index = torch.where(above, pairs, -1.0).topk(min(self.max_candidates, pairs.shape[1]))  # (B, M)
+        valid = best > self.score_threshold
+        labels = index % num_classes
+        rows = rows.gather(
+            1, torch.div(index, num_classes, rounding_mode="floor")[..., None].expand(-1, -1, rows.shape[-1])
+        )
+        nms = fixed_size_nms(rows[..., :4], labels, valid, self.nms_iou, NMS_ITERATIONS)
+        kept = nms.keep.sum(dim=1)
+        exact = nms.exact & ((above.sum(dim=1) <= best.shape[1]) | (kept >= k))
+        # The first k kept candidates, in order: the k largest of (M - position) over the kept ones.
+        slots = min(k, best.shape[1])
+        position = torch.arange(best.shape[1], 0, -1, device=best.device)
+        _, first = torch.where(nms.keep, position, 0).topk(slots)  # (B, slots)
+        filled = torch.arange(k, device=best.device) < kept[:, None]  # (B, k)
+        rows = F.pad(rows.gather(1, first[..., None].expand(-1, -1, rows.shape[-1])), (0, 0, 0, k - slots))
+        best, labels = F.pad(best.gather(1, first), (0, k - slots)), F.pad(labels.gather(1, first), (0, k - slots))
+        return TopDetections(rows * filled[..., None], best * filled, labels * filled, kept.clamp(max=k), exact)
+
+    def per_image(
+        self, top: TopDetections, candidates: Callable[[], tuple[Tensor, Tensor]], k: int
+    ) -> list[Detections]:
+        """``top_detections``' output as per-image ``Detections``, after one host sync; an image whose result is not
+        ``exact`` is decoded again by ``select`` from ``candidates()`` (``merged_candidates``' output)."""
+        counts, exact = top.count.tolist(), top.exact.tolist()
+        batch, slots = top.scores.shape
+        if all(exact):
+            flat = [b * slots + i for b in range(batch) for i in range(counts[b])]
+            index = torch.tensor(flat, dtype=torch.long, device=top.rows.device)
+            rows, scores, labels = (t.flatten(0, 1).index_select(0, index) for t in (top.rows, top.scores, top.labels))
+            return self.detections(rows, scores, labels).split(counts)
+        all_rows, all_scores = candidates()
+        parts = [
+            (top.rows[b, :n], top.scores[b, :n], top.labels[b, :n])
+            if ok
+            else self.select(all_rows[b], all_scores[b], k)
+            for b, (n, ok) in enumerate(zip(counts, exact, strict=True))
         ]
+        rows, scores, labels = (torch.cat(field) for field in zip(*parts, strict=True))
+        return self.detections(rows, scores, labels).split([len(part[1]) for part in parts])
 
     def batched(self, outputs: RepPointsOutputs, flipped: RepPointsOutputs | None = None, k: int = 100) -> Detections:
         """The top ``k`` pre-NMS (prior, class) candidates of every image, by score, as one batched ``Detections``:
@@ -220,38 +256,24 @@ class RepPointsPostprocess:
         return mirror_boxes(candidates, width)
 
     def candidates(self, outputs: RepPointsOutputs, frame: Tensor) -> tuple[Tensor, Tensor]:
-        """Every image's per-level top ``pre_nms`` priors by max class probability, tensor ops only.
+        """Every prior's candidate row and its class probabilities, zero outside its level's top ``pre_nms``.
 
         Args:
             outputs: head outputs of B images.
             frame: (B, 2) ``(height, width)`` the boxes are clipped to.
 
         Returns:
-            (B, Q, 4) clipped boxes (and the further columns a subclass's ``boxes`` appends to them) and (B, Q, C)
-            class probabilities, ``Q = levels * pre_nms``: level after level,
-            each by decreasing max probability; a level with fewer than ``pre_nms`` priors leaves its last slots
-            empty (zero box, zero probabilities). With ``pre_nms`` <= 0, every prior (Q = P).
+            (B, P, 4) clipped boxes (and the further columns a subclass's ``boxes`` appends to them) and (B, P, C)
+            class probabilities, 0 for a prior outside the ``pre_nms`` of highest max probability of its level
+            (ties to the lower index). With ``pre_nms`` <= 0, every prior keeps its probabilities.
         """
         scores = self.probabilities(outputs)  # (B, P, C)
         boxes = self.boxes(outputs, frame)
         if self.pre_nms <= 0:
             return boxes, scores
-        # One top-k per level over all P priors, the other levels' masked to -1 and pre_nms -1 fillers appended:
-        # static sizes whatever the input size (a level may have fewer than pre_nms priors); probabilities are
-        # >= 0, so a slot holding -1 is empty. Padding boxes and scores by pre_nms rows makes every index valid.
-        best = F.pad(scores.amax(dim=-1), (0, self.pre_nms), value=-1.0)  # (B, P + pre_nms)
-        strides = F.pad(outputs.strides, (0, self.pre_nms), value=0.0)
-        slots, index = [], []
-        for stride in level_strides(outputs.strides[0]):
-            level_best, level_index = torch.where(strides == stride, best, -1.0).topk(self.pre_nms)
-            slots.append(level_best >= 0)
-            index.append(level_index)
-        filled, index = torch.cat(slots, dim=1)[..., None], torch.cat(index, dim=1)  # (B, Q, 1), (B, Q)
-        boxes = F.pad(boxes, (0, 0, 0, self.pre_nms))
-        boxes = torch.gather(boxes, 1, index[..., None].expand(-1, -1, boxes.shape[-1]))
-        scores = F.pad(scores, (0, 0, 0, self.pre_nms))
-        scores = torch.gather(scores, 1, index[..., None].expand(-1, -1, scores.shape[-1]))
-        return boxes * filled, scores * filled
+        levels = prior_levels(outputs.strides).expand(scores.shape[:2])
+        chosen = rank_within_levels(scores.amax(dim=-1), levels) < self.pre_nms  # (B, P)
+        return boxes, scores * chosen[..., None]
 
     def probabilities(self, outputs: RepPointsOutputs) -> Tensor:
         """(B, P, C) class probabilities of every prior, what ``candidates`` ranks and thresholds."""
@@ -264,19 +286,23 @@ class RepPointsPostprocess:
         transfer = outputs.moment_transfer.detach().float()[:, None]  # (B, 1, 2)
         return clip_boxes(points_to_boxes(points, self.transform, transfer), frame)
 
-    def select(self, boxes: Tensor, scores: Tensor, k: int) -> Detections:
-        """Every (candidate, class) pair above the threshold, class-wise NMS, the top ``k``.
+    def select(self, rows: Tensor, scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The exact per-image decode: every (candidate, class) pair above the threshold, class-wise NMS
+        (``torchvision.ops.batched_nms``), the top ``k``.
 
         Args:
-            boxes: (Q, 4 + E) xyxy candidates, with the E further columns of a subclass (``decoders.lsnet``).
+            rows: (Q, 4 + E) xyxy candidates, with the E further columns of a subclass (``decoders.lsnet``).
             scores: (Q, C) class probabilities.
             k: detections kept.
+
+        Returns:
+            The kept (N, 4 + E) rows, (N,) scores and (N,) labels, by decreasing score.
         """
         index, labels = (scores > self.score_threshold).nonzero(as_tuple=True)
-        boxes, scores = boxes[index], scores[index, labels]
-        keep = batched_nms(boxes[:, :4], scores, labels, self.nms_iou)[:k]
-        return self.detections(boxes[keep], scores[keep], labels[keep])
+        rows, scores = rows[index], scores[index, labels]
+        keep = batched_nms(rows[:, :4], scores, labels, self.nms_iou)[:k]
+        return rows[keep], scores[keep], labels[keep]
 
-    def detections(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Detections:
-        """The kept (N, 4 + E) candidates, (N,) scores and labels as ``Detections`` (E = 0 here)."""
-        return Detections(boxes, scores, labels)
+    def detections(self, rows: Tensor, scores: Tensor, labels: Tensor) -> Detections:
+        """Kept (N, 4 + E) candidate rows, (N,) scores and labels as ``Detections`` (E = 0 here)."""
+        return Detections(rows, scores, labels)

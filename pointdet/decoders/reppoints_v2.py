@@ -21,58 +21,68 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from pointdet.decoders.reppoints import RepPointsPostprocess, Transform, clip_boxes, level_strides
+from pointdet.decoders.point_sets import Transform
+from pointdet.decoders.reppoints import RepPointsPostprocess, clip_boxes
+from pointdet.ops.priors import LevelGrids, level_grids, prior_levels
 
 if TYPE_CHECKING:
     from pointdet.models.heads.reppoints_v2 import RepPointsV2Outputs, VerificationOutputs
 
 WINDOW = ((0, 0), (1, 0), (0, 1), (1, 1))  # (dx, dy) of the 2x2 window, row-major
+CORNER_CHANNELS = (0, 1)  # the top-left corner reads map channel 0, the bottom-right one channel 1
 
 
-def snap_corner(
-    point: Tensor, scores: Tensor, offsets: Tensor, on_map: Tensor, priors: Tensor, strides: Tensor, stride: float
-) -> Tensor:
-    """One corner of every box moved to the best location of its 2x2 window on one corner map (``snap_points``
-    without the scores)."""
-    return snap_points(point, scores, offsets, on_map, priors, strides, stride)[0]
+def verification_grids(priors: Tensor, strides: Tensor) -> tuple[LevelGrids, Tensor]:
+    """The verification map every prior's points snap on, and whether they move (module docstring): P4, P5 read
+    P3 (level 0), P6, P7 level 1, P3 does not move (nor anything with a single level).
+
+    Args:
+        priors: (B, P, 2) xy locations; strides: (B, P).
+
+    Returns:
+        ``LevelGrids`` with (B, P, 1) fields and (B, P) bool ``moved``.
+    """
+    levels = prior_levels(strides).expand(priors.shape[:2])
+    maps = level_grids(priors, strides, levels, 2)  # (B, 2) fields: levels 0 and 1
+    reads = (levels >= 3).long()  # (B, P)
+    return LevelGrids(*(field.gather(1, reads)[..., None] for field in maps)), levels >= 1
 
 
 def snap_points(
-    point: Tensor, scores: Tensor, offsets: Tensor, on_map: Tensor, priors: Tensor, strides: Tensor, stride: float
+    points: Tensor, channels: Tensor, scores: Tensor, offsets: Tensor, grids: LevelGrids
 ) -> tuple[Tensor, Tensor]:
-    """Points moved to the best location of their 2x2 window on one verification map (corners, contours).
+    """Points moved to the best location of their 2x2 window on a verification map (corners, contours).
 
     Args:
-        point: (B, Q, 2) xy points, image pixels (a corner of every box, or every point of every set).
-        scores: (B, P) corner logits of every prior (all levels, flattened like the head's outputs).
-        offsets: (B, P, 2) ``(dx, dy)`` corner offsets of every prior, in stride units.
-        on_map: (B, P) bool, the priors of the map read (one level).
-        priors: (B, P, 2) xy locations.
-        strides: (B, P) stride of each location.
-        stride: the map's stride.
+        points: (B, Q, K, 2) xy points, image pixels (the two corners of every box, or every point of every set).
+        channels: (K,) long, the map channel point k reads.
+        scores: (B, P, S) logits of every prior's S channels (all levels, flattened like the head's outputs).
+        offsets: (B, P, S, 2) ``(dx, dy)`` offsets of every prior and channel, in stride units.
+        grids: the map each of the Q point groups reads, (B, Q, 1) fields (``verification_grids``).
 
     Returns:
-        (B, Q, 2) the snapped points, image pixels (not clipped), and (B, Q) the ``sigmoid`` score of their
+        (B, Q, K, 2) the snapped points, image pixels (not clipped), and (B, Q, K) the ``sigmoid`` score of their
         locations.
     """
-    start = (strides < stride).sum(dim=1, keepdim=True)  # (B, 1) first index of the map (levels finest first)
-    count = on_map.sum(dim=1, keepdim=True)
-    width = torch.where(on_map, priors[..., 0], -1.0).amax(dim=1, keepdim=True).div(stride).round().long() + 1
-    height = torch.div(count, width, rounding_mode="floor")
-    limit = torch.stack([width, height], dim=-1)  # (B, 1, 2)
-    cell = torch.maximum(torch.minimum(torch.floor(point / stride).long(), limit - 2), torch.zeros_like(limit))
-    window = point.new_tensor(WINDOW, dtype=torch.long)  # (4, 2)
-    candidates = torch.minimum(cell[:, :, None] + window, limit[:, :, None] - 1)  # (B, P, 4, 2)
-    flat = (start[..., None] + candidates[..., 1] * width[..., None] + candidates[..., 0]).flatten(1)  # (B, P*4)
-    best_score, best = torch.gather(scores.sigmoid(), 1, flat).view(*point.shape[:2], 4).max(dim=-1)  # (B, P)
-    chosen = torch.gather(candidates, 2, best[..., None, None].expand(-1, -1, 1, 2)).squeeze(2)  # (B, P, 2)
-    index = start + chosen[..., 1] * width + chosen[..., 0]  # (B, P)
-    offset = torch.gather(offsets, 1, index[..., None].expand(-1, -1, 2))
-    return (chosen.to(point.dtype) + offset) * stride, best_score
+    batch, count, num_points, _ = points.shape
+    channels_total = scores.shape[-1]
+    stride = grids.stride[..., None]  # (B, Q, 1, 1)
+    limit = torch.stack([grids.width, grids.height], dim=-1)  # (B, Q, 1, 2)
+    cell = torch.maximum(torch.minimum(torch.floor(points / stride).long(), limit - 2), torch.zeros_like(limit))
+    window = points.new_tensor(WINDOW, dtype=torch.long)  # (4, 2)
+    candidates = torch.minimum(cell[..., None, :] + window, limit[..., None, :] - 1)  # (B, Q, K, 4, 2)
+    start, width = grids.start[..., None], grids.width[..., None]  # (B, Q, 1, 1)
+    flat = (start + candidates[..., 1] * width + candidates[..., 0]) * channels_total + channels[:, None]
+    probabilities = scores.sigmoid().flatten(1)  # (B, P * S)
+    best_score, best = probabilities.gather(1, flat.flatten(1)).view(batch, count, num_points, 4).max(dim=-1)
+    chosen = candidates.gather(3, best[..., None, None].expand(-1, -1, -1, 1, 2)).squeeze(3)  # (B, Q, K, 2)
+    index = ((grids.start + chosen[..., 1] * grids.width + chosen[..., 0]) * channels_total + channels).flatten(1)
+    offset = offsets.flatten(1, 2).gather(1, index[..., None].expand(-1, -1, 2)).view_as(points)
+    return (chosen.to(points.dtype) + offset) * stride, best_score
 
 
 def joint_inference(boxes: Tensor, outputs: VerificationOutputs, frame: Tensor) -> Tensor:
-    """Boxes of P4-P7 refined by the P3 / P4 corner maps (module docstring).
+    """Boxes of P4-P7 refined by the P3 / P4 corner maps (module docstring), every level at once.
 
     Args:
         boxes: (B, P, 4) xyxy boxes of every prior, clipped to ``frame``.
@@ -82,31 +92,13 @@ def joint_inference(boxes: Tensor, outputs: VerificationOutputs, frame: Tensor) 
     Returns:
         (B, P, 4) boxes, clipped; those of P3 (and of every level when fewer than 2 exist) unchanged.
     """
-    strides = level_strides(outputs.strides[0])
-    if len(strides) < 2:
-        return boxes
-    priors, prior_strides = outputs.priors.float(), outputs.strides.float()
-    scores, offsets = outputs.corner_scores.detach().float(), outputs.corner_offsets.detach().float()
-    refined = boxes
-    for map_stride, box_strides in ((strides[0], strides[1:3]), (strides[1], strides[3:])):
-        if not box_strides:
-            continue
-        moved = ((prior_strides >= box_strides[0]) & (prior_strides <= box_strides[-1]))[..., None]  # (B, P, 1)
-        on_map = prior_strides == map_stride
-        corners = [
-            snap_corner(
-                boxes[..., 2 * k : 2 * k + 2],
-                scores[..., k],
-                offsets[..., 2 * k : 2 * k + 2],
-                on_map,
-                priors,
-                prior_strides,
-                map_stride,
-            )
-            for k in range(2)
-        ]
-        refined = torch.where(moved, clip_boxes(torch.cat(corners, dim=-1), frame), refined)
-    return refined
+    grids, moved = verification_grids(outputs.priors.float(), outputs.strides.float())
+    batch, num_priors = boxes.shape[:2]
+    scores = outputs.corner_scores.detach().float()  # (B, P, 2)
+    offsets = outputs.corner_offsets.detach().float().view(batch, num_priors, 2, 2)
+    channels = torch.tensor(CORNER_CHANNELS, device=boxes.device)
+    corners, _ = snap_points(boxes.unflatten(-1, (2, 2)), channels, scores, offsets, grids)
+    return torch.where(moved[..., None], clip_boxes(corners.flatten(2), frame), boxes)
 
 
 class RepPointsV2Postprocess(RepPointsPostprocess):

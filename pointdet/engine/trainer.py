@@ -32,7 +32,6 @@ from pointdet.distributed import (
     broadcast_object,
     device_for_process,
     is_main_process,
-    mean_over_processes,
     world,
 )
 from pointdet.engine.checkpoint import (
@@ -52,6 +51,7 @@ from pointdet.engine.evaluate import (
     run_inference,
 )
 from pointdet.engine.interrupt import StepBoundaryInterrupt
+from pointdet.engine.loss_window import LossWindow
 from pointdet.engine.output_paths import DiskFullError
 from pointdet.engine.plots import write_plots, write_training_curves
 from pointdet.engine.run_folder import RunFolderError, RunFolderLock, lock_run_folder, new_run_folder
@@ -371,20 +371,27 @@ class Trainer:
             disable=not is_main_process(),
             leave=False,
         )
+        window = LossWindow()  # the losses are read (one host sync) when logged, saved or stopped, not every step
         for batch in self.loader:
-            losses = self._step(batch)
+            window.add(self.global_step, self._step(batch))
             self.step_in_epoch += 1
             self.global_step += 1
             bar.update()
-            bar.set_postfix(loss=f"{sum(losses.values()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-            if self._logs_this_step():
+            logs = self._logs_this_step()
+            saves = bool(self.config.checkpoint_every) and self.global_step % self.config.checkpoint_every == 0
+            if logs or saves:
+                losses = window.read()
+                bar.set_postfix(loss=f"{sum(losses.values()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            if logs:
                 self._log_losses(losses)
-            if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
+            if saves:
                 self.save("last.pt")
             if self.step_in_epoch == self.steps_per_epoch or self.global_step >= self.total_steps:
                 break
             if interrupt.agreed():
                 break
+        if len(window):
+            window.read()  # a non-finite loss stops the run before the epoch's checkpoint
         bar.close()
 
     def _logs_this_step(self) -> bool:
@@ -405,15 +412,13 @@ class Trainer:
                 self.writer.add_scalar(f"train/{name}", value, self.global_step)
             self.writer.add_scalar("train/lr", lr, self.global_step)
 
-    def _step(self, batch) -> dict[str, float]:
+    def _step(self, batch) -> dict[str, torch.Tensor]:
+        """One optimizer step; returns the loss terms as device tensors (``LossWindow`` checks them)."""
         lr = learning_rate(self.config, self.global_step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses = self.step_module(batch.images, batch.instances)
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            terms = {name: value.item() for name, value in losses.items()}
-            raise FloatingPointError(f"loss became {total.item()} at step {self.global_step}: {terms}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.config.optim.grad_clip:
@@ -421,7 +426,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {name: mean_over_processes(value.detach()).item() for name, value in losses.items()}
+        return losses
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _evaluate_and_keep_best(self) -> dict[str, float]:

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from pointdet.ops.constants import cached_constant
+
 
 def deform_conv2d_sampled(
     x: Tensor,
@@ -53,15 +55,15 @@ def deform_conv2d_sampled(
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = offset.shape[-2:]
     points = kernel_h * kernel_w
-    steps_y = torch.arange(kernel_h, device=x.device, dtype=x.dtype) * dilation
-    steps_x = torch.arange(kernel_w, device=x.device, dtype=x.dtype) * dilation
-    kernel_y = steps_y.repeat_interleave(kernel_w).view(points, 1, 1)
-    kernel_x = steps_x.repeat(kernel_h).view(points, 1, 1)
-    base_y = torch.arange(out_h, device=x.device, dtype=x.dtype).view(1, out_h, 1) * stride - padding
-    base_x = torch.arange(out_w, device=x.device, dtype=x.dtype).view(1, 1, out_w) * stride - padding
+    key = ("dcn_grid", kernel_h, kernel_w, out_h, out_w, stride, padding, dilation, str(x.device), x.dtype)
+    grid_y, grid_x = cached_constant(
+        key, lambda: _kernel_grid(kernel_h, kernel_w, out_h, out_w, stride, padding, dilation, x)
+    )
     offset = offset.view(batch, points, 2, out_h, out_w)
-    sample_y = (base_y + kernel_y + offset[:, :, 0]) * scale[0]  # (B, k*k, H', W') pixel coordinates of x
-    sample_x = (base_x + kernel_x + offset[:, :, 1]) * scale[1]
+    sample_y = grid_y + offset[:, :, 0]  # (B, k*k, H', W') pixel coordinates of x
+    sample_x = grid_x + offset[:, :, 1]
+    if scale != (1.0, 1.0):
+        sample_y, sample_x = sample_y * scale[0], sample_x * scale[1]
     # Pixel index u maps to normalised (2u + 1) / size - 1 with align_corners=False; zero padding outside,
     # exactly torchvision's bilinear rule.
     grid = torch.stack([(2 * sample_x + 1) / width - 1, (2 * sample_y + 1) / height - 1], dim=-1)
@@ -73,6 +75,20 @@ def deform_conv2d_sampled(
         sampled = sampled * mask.view(batch, 1, points, out_h, out_w)
     out = torch.einsum("bckhw,ock->bohw", sampled, weight.view(out_channels, channels, points))
     return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def _kernel_grid(
+    kernel_h: int, kernel_w: int, out_h: int, out_w: int, stride: int, padding: int, dilation: int, like: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(k*k, H', W') y and x input coordinates of every kernel point over the output grid, before the offsets."""
+    points = kernel_h * kernel_w
+    steps_y = torch.arange(kernel_h, device=like.device, dtype=like.dtype) * dilation
+    steps_x = torch.arange(kernel_w, device=like.device, dtype=like.dtype) * dilation
+    kernel_y = steps_y.repeat_interleave(kernel_w).view(points, 1, 1)
+    kernel_x = steps_x.repeat(kernel_h).view(points, 1, 1)
+    base_y = torch.arange(out_h, device=like.device, dtype=like.dtype).view(1, out_h, 1) * stride - padding
+    base_x = torch.arange(out_w, device=like.device, dtype=like.dtype).view(1, 1, out_w) * stride - padding
+    return base_y + kernel_y, base_x + kernel_x
 
 
 class ModulatedDeformConv2d(nn.Module):

@@ -1,8 +1,11 @@
-"""Soft-NMS (Bodla et al. 2017; METHODS.md §1.11), linear and Gaussian, per class.
+"""Soft-NMS (Bodla et al. 2017; METHODS.md §1.11), linear and Gaussian, per class, and class-wise greedy NMS of a
+padded batch in a fixed number of tensor ops.
 
-Used to merge multi-scale CenterNet detections (Gaussian, sigma 0.5) and by the corner detectors to clean the
-matched corner pairs (Gaussian, IoU 0.5). ``batched_soft_nms`` runs a fixed number of steps over a padded batch
-without host syncs; ``sequential_soft_nms`` is the former loop (the "before" of ``benchmarks/soft_nms.py``).
+Soft-NMS merges multi-scale CenterNet detections (Gaussian, sigma 0.5) and cleans the corner detectors' matched
+corner pairs (Gaussian, IoU 0.5). ``batched_soft_nms`` runs a fixed number of steps over a padded batch without
+host syncs; ``sequential_soft_nms`` is the former loop (the "before" of ``benchmarks/soft_nms.py``).
+``fixed_size_nms`` is torchvision's class-wise ``batched_nms`` for a batch of score-sorted candidates, without
+host syncs (the dense detectors' predict path).
 """
 
 from __future__ import annotations
@@ -162,6 +165,70 @@ def sequential_soft_nms(
     if not keep:
         return torch.zeros(0, dtype=torch.long, device=boxes.device), scores.new_zeros(0)
     return torch.stack(keep), torch.stack(kept_scores)
+
+
+class FixedNms(NamedTuple):
+    """Output of ``fixed_size_nms``.
+
+    Attributes:
+        keep: (B, N) bool, the candidates greedy NMS keeps (where ``exact``).
+        exact: (B,) bool, True where ``keep`` is the greedy result for certain: the iteration reached its fixed
+            point. Where False, run an exact NMS instead (this never happened on the models tested).
+    """
+
+    keep: Tensor
+    exact: Tensor
+
+
+def pairwise_iou(boxes: Tensor) -> Tensor:
+    """(B, N, 4) xyxy -> (B, N, N) IoU of every pair of each image, with the arithmetic of torchvision's NMS kernel
+    (``inter / (area_i + area_j - inter)``; NaN for two empty boxes, which then never suppress each other)."""
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (B, N)
+    top_left = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    bottom_right = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    size = (bottom_right - top_left).clamp(min=0)
+    inter = size[..., 0] * size[..., 1]  # (B, N, N)
+    return inter / (area[:, :, None] + area[:, None, :] - inter)
+
+
+def fixed_size_nms(
+    boxes: Tensor, labels: Tensor, valid: Tensor, iou_threshold: float, iterations: int = 10
+) -> FixedNms:
+    """Class-wise greedy NMS of score-sorted candidates, every image at once, in a fixed number of tensor ops.
+
+    Greedy NMS keeps candidate i when no earlier kept candidate of its class overlaps it with IoU above the
+    threshold: ``keep_i = valid_i and not any(suppresses[i, j] and keep_j for j < i)``. This triangular system has
+    one solution, which Cluster-NMS (Zheng et al., "Enhancing Geometric Factors in Model Learning and Inference
+    for Object Detection and Instance Segmentation", 2021, §4) reaches by iterating it from ``keep = valid``:
+    after t iterations every candidate whose chain of suppressions is at most t long is final. ``iterations``
+    iterations are run, then one more checks the fixed point (``exact``). IoUs are computed with the arithmetic
+    of torchvision's CPU kernel, and compared as it does (``>`` the double threshold), so an exact result equals
+    ``torchvision.ops.batched_nms`` on the same order (up to float rounding where torchvision offsets the boxes
+    of each class, a difference only at an IoU within rounding of the threshold).
+
+    Args:
+        boxes: (B, N, 4) xyxy, each image's candidates by decreasing score.
+        labels: (B, N) class ids; candidates of different classes never suppress each other.
+        valid: (B, N) False for padding (never kept, never suppresses).
+        iou_threshold: IoU above which the earlier candidate suppresses the later one.
+        iterations: iterations before the fixed-point check.
+
+    Returns:
+        ``FixedNms(keep (B, N), exact (B,))``.
+    """
+    count = boxes.shape[1]
+    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).tril(-1)  # [i, j]: j before i
+    # float32 IoUs compared in float64 with the threshold, as torchvision's kernel compares them with its double.
+    overlaps = pairwise_iou(boxes.float()).double() > iou_threshold
+    suppresses = (overlaps & (labels[:, :, None] == labels[:, None, :]) & earlier).float()  # (B, N, N) [i, j]
+
+    def step(keep: Tensor) -> Tensor:
+        return valid & (torch.bmm(suppresses, keep[..., None].float())[..., 0] == 0)
+
+    keep = valid
+    for _ in range(iterations):
+        keep = step(keep)
+    return FixedNms(keep, (step(keep) == keep).all(dim=1))
 
 
 class VotedDetections(NamedTuple):

@@ -17,6 +17,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from pointdet.models.backbones.weights import IMAGENET, imagenet_weights_file, load_backbone_weights
 from pointdet.ops.dcn import ModulatedDeformConv2d
+from pointdet.ops.frozen_norm import cache_frozen_norms
 from pointdet.structures import FeatureShape
 
 _BUILDERS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
@@ -87,7 +88,7 @@ class ResNet(nn.Module):
         if len(dcn_stages) != 4:
             raise ValueError(f"dcn_stages needs one flag per stage layer1..layer4, got {dcn_stages}")
         norm_layer = FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d
-        net = _BUILDERS[depth](weights=None, norm_layer=norm_layer)
+        net = cache_frozen_norms(_BUILDERS[depth](weights=None, norm_layer=norm_layer))
         if weights == IMAGENET:
             weights = imagenet_weights_file(f"resnet{depth}")
         if weights is not None:

@@ -23,6 +23,7 @@ from pointdet.models.backbones.efficientnet_lite import (
     map_lukemelas_state,
 )
 from pointdet.models.backbones.weights import WeightsError, check_backbone_state, read_state_dict
+from pointdet.ops.frozen_norm import cache_frozen_norms
 from pointdet.structures import FeatureShape
 
 IMAGENET = "imagenet"
@@ -136,7 +137,7 @@ class TimmBackbone(nn.Module):
         if weights is not None and not downloads:
             self.model = _with_weights(self.model, name, _classification_state(name, weights), options)
         if norm == "frozen_bn":
-            self.model = freeze_batch_norm_2d(self.model)
+            self.model = cache_frozen_norms(freeze_batch_norm_2d(self.model))
         info = self.model.feature_info
         reductions = info.reduction()
         self.feature_shapes = tuple(

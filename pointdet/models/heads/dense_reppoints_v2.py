@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from pointdet.decoders.reppoints import points_to_boxes
+from pointdet.decoders.point_sets import RepPointsOutputs, points_to_boxes
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import chamfer_distance, masked_smooth_l1
 from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
@@ -63,7 +63,6 @@ from pointdet.models.heads.reppoints import (
     FOCAL_ALPHA,
     FOCAL_GAMMA,
     SMOOTH_L1_BETA,
-    RepPointsOutputs,
     conv_tower,
     dcn_base_offset,
     offsets_to_points,

@@ -5,7 +5,7 @@ Per FPN level (shared weights): a classification tower and a regression tower; f
 **init** point set R = {(x_k, y_k)} as offsets from the prior location ("center_init"); a point-guided DCNv1
 (§1.9) whose 9 kernel samples sit at the init points reads both towers, giving the class logits and the **refine**
 offsets, R_r = {(x_k + Δx_k, y_k + Δy_k)} (refine = Δ + init.detach()). Pseudo boxes come from a point-set
-transform (``decoders.reppoints.points_to_boxes``); the loss is
+transform (``decoders.point_sets.points_to_boxes``); the loss is
 ``L = L_cls + γ1·L_box_init + γ2·L_box_refine`` (sigmoid focal, §1.3; smooth-L1 on box / (4·stride), §1.5, or
 GIoU, §1.6). The v1 paper text is not among ../papers, so the numbers above are read from the code below.
 
@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from pointdet.decoders.reppoints import TRANSFORMS, Transform, points_to_boxes
+from pointdet.decoders.point_sets import TRANSFORMS, RepPointsOutputs, Transform, points_to_boxes
 from pointdet.distributed import mean_over_processes
 from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.ops.dcn import deform_conv
@@ -42,31 +42,6 @@ MOMENT_MUL = 0.01  # gradient multiplier of the moment transfer (mmdetection's m
 GROUPS = 32  # GroupNorm groups of the towers
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 SMOOTH_L1_BETA = 0.11
-
-
-class RepPointsOutputs(NamedTuple):
-    """Raw head outputs, flattened over levels (p3..p7, row-major within a level, as ``ops.priors.level_points``).
-
-    Every field leads with the batch dimension, so a batch can be split (the flip test runs both passes at once).
-
-    Attributes:
-        scores: (B, P, C) class logits.
-        points_init: (B, P, 2N) init points in absolute input-image pixels, xy interleaved
-            (``view(B, P, N, 2)`` gives N ``(x, y)``): ``prior + (dx, dy) * stride``.
-        points_refine: (B, P, 2N) refine points, same convention.
-        priors: (B, P, 2) prior xy in image pixels (an expanded view).
-        strides: (B, P) float stride of each prior.
-        moment_transfer: (B, 2) ``(log width, log height)`` factors of the ``moment`` transform, gradient already
-            scaled by 0.01 (an expanded view of the head's parameter); zeros for the other transforms. Carried in
-            the outputs so the loss and the decoder need nothing but the outputs.
-    """
-
-    scores: Tensor
-    points_init: Tensor
-    points_refine: Tensor
-    priors: Tensor
-    strides: Tensor
-    moment_transfer: Tensor
 
 
 def conv_tower(in_channels: int, channels: int, depth: int, norm: Literal["gn", "none"]) -> nn.Sequential:
@@ -133,7 +108,7 @@ class RepPointsHead(nn.Module):
         stacked_convs: convs per tower.
         num_points: N points per set, an odd square (the DCN kernel is sqrt(N) x sqrt(N)).
         norm: ``gn`` (GroupNorm(32), channels divisible by 32) or ``none`` in the towers.
-        transform: point-set-to-box transform (``decoders.reppoints.points_to_boxes``).
+        transform: point-set-to-box transform (``decoders.point_sets.points_to_boxes``).
         box_loss: ``smooth_l1`` (beta 0.11 on box / (point_base_scale * stride)) or ``giou``.
         refine_assigner: ``max_iou`` (v1) or ``atss`` (RepPointsV2's repo).
         gradient_mul: share of the DCN-offset gradient that reaches the init points.

@@ -37,10 +37,11 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
+from pointdet.decoders.point_sets import RepPointsOutputs
 from pointdet.distributed import mean_over_processes
 from pointdet.losses import masked_smooth_l1, normalized_focal_loss, penalty_reduced_focal_loss
 from pointdet.models.heads.corner import CornerPoolModule
-from pointdet.models.heads.reppoints import CLASS_PRIOR, RepPointsHead, RepPointsOutputs, conv_tower
+from pointdet.models.heads.reppoints import CLASS_PRIOR, RepPointsHead, conv_tower
 from pointdet.ops.layers import conv_norm_relu
 from pointdet.ops.priors import level_sizes
 from pointdet.structures import Instances

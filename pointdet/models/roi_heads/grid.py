@@ -66,11 +66,12 @@ class PointFusion(nn.Module):
         self.pointwise = nn.Conv2d(width, width, 1, groups=len(edges))
 
     def forward(self, base: Tensor, source: Tensor) -> Tensor:
-        """(N, 9, P, H, W) base and source features -> (N, 9, P, H, W) fused."""
+        """(N, 9, P, H, W) base and source features -> (N, 9, P, H, W) fused, in ``base``'s dtype (under autocast
+        the convs give bfloat16 / float16 while the GroupNorm'd base stays float32)."""
         count, _, channels, height, width = source.shape
         gathered = source[:, self.sources].flatten(1, 2)  # (N, E * P, H, W)
-        transferred = self.pointwise(self.depthwise(gathered)).view(count, -1, channels, height, width)
-        return base.index_add(1, self.targets, transferred)
+        transferred = self.pointwise(self.depthwise(gathered)).view(count, len(self.sources), channels, height, width)
+        return base.index_add(1, self.targets, transferred.to(base.dtype))
 
 
 class GridBranch(nn.Module):
