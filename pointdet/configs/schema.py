@@ -469,6 +469,10 @@ class LSNetConfig(FPNBackboneConfig):
         landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet), ``single`` (level l only) or
             ``none`` (no landmark DCN: the refine stage and the classifier read a 3x3 conv of the tower): the paper's
             Table 3 ablation.
+        pyramid_scaling: how the pyramid DCN's offsets are rescaled to the neighbour levels: ``paper`` (each level
+            by its own size ratio, the default: what the paper describes) or ``code`` (the official code's in-place
+            rescaling, which leaves the third level read with the product of two ratios; ``heads.lsnet``): the
+            models ``pointdet convert --from lsnet`` writes use ``code``.
         box_penalty: the code's CIoU-style penalty added to the cross-IoU loss (METHODS.md App. A #12); false is the
             paper's loss.
         init_weight, refine_weight: cross-IoU loss weights of the two stages (1 and 2).
@@ -518,6 +522,7 @@ class LSNetConfig(FPNBackboneConfig):
     pose_offset_l1: float = 0.0
     tower: Literal["dcn", "conv"] = "dcn"
     landmark_features: Literal["pyramid", "single", "none"] = "pyramid"
+    pyramid_scaling: Literal["paper", "code"] = "paper"
     box_penalty: bool = True
     init_weight: float = 1.0
     refine_weight: float = 2.0

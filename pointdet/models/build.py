@@ -337,7 +337,8 @@ def _build_lsnet(
     head = LSNetHead(
         config.channels, num_classes, task=task,
         strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
-        channels=config.channels, landmark_features=config.landmark_features, stacked_convs=config.stacked_convs,
+        channels=config.channels, landmark_features=config.landmark_features, pyramid_scaling=config.pyramid_scaling,
+        stacked_convs=config.stacked_convs,
         box_penalty=config.box_penalty, gradient_mul=config.gradient_mul, init_weight=config.init_weight,
         refine_weight=config.refine_weight, init_loss=config.init_loss,
         corner_verification=config.corner_verification, foreground_verification=config.foreground_verification,
