@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from pointdet.configs import ExperimentConfig, LSNetConfig, get_preset
+from pointdet.configs import ExperimentConfig, get_preset
 from pointdet.convert.classes import class_list, keypoint_layout
 from pointdet.convert.common import (
     COUNTER,
@@ -40,6 +40,8 @@ from pointdet.convert.common import (
     convert_into,
     read_official,
 )
+from pointdet.models.backbones.res2net import RES2NETS
+from pointdet.models.backbones.resnet import RESNETS
 
 HEAD = "bbox_head."
 # The official head's ``task`` -> (pointdet task, pose box, the branch whose towers are the landmark tower).
@@ -58,7 +60,7 @@ _POOL = {
 # mmdetection FPN with 3 backbone inputs: fpn_convs 0-2 are the output convs, 3 and 4 make P6 and P7.
 _FPN_OUTPUTS = {"0": "layer_blocks.0", "1": "layer_blocks.1", "2": "layer_blocks.2", "3": "extra_blocks.p6",
                 "4": "extra_blocks.p7"}  # fmt: skip
-# Blocks of stage 3 -> ResNet depth (bottlenecks).
+# Blocks of stage c4 -> ResNet depth (bottlenecks).
 _DEPTHS = {6: 50, 23: 101}
 
 
@@ -68,12 +70,12 @@ def _conv_module(match: re.Match, target: str) -> str:
 
 
 def backbone_rules() -> tuple[Rule, ...]:
-    """mmdetection's ResNet / ResNeXt (``style='pytorch'``): torchvision's names, the stem as pointdet's ``stem``,
-    a DCNv2's ``conv_offset`` as ``offset_mask``."""
+    """mmdetection's ResNet / ResNeXt (``style='pytorch'``): torchvision's names, the stem as pointdet's ``stem``;
+    its Res2Net: pointdet's ``Res2Net`` keeps the names; a DCNv2's ``conv_offset`` as ``offset_mask``."""
     return (
         (r"^backbone\.conv1\.", lambda m: "backbone.stem.0."),
         (r"^backbone\.bn1\.", lambda m: "backbone.stem.1."),
-        (r"^(backbone\.layer\d\.\d+\.conv2)\.conv_offset\.", lambda m: f"{m[1]}.offset_mask."),
+        (r"^(backbone\.layer\d\.\d+\.(conv2|convs\.\d))\.conv_offset\.", lambda m: f"{m[1]}.offset_mask."),
     )
 
 
@@ -177,16 +179,30 @@ def infer_task(official: dict[str, torch.Tensor]) -> tuple[str, bool]:
 
 
 def infer_backbone(official: dict[str, torch.Tensor]) -> tuple[str, bool]:
-    """``(model.backbone, model.backbone_dcn)`` of the official backbone: mmdetection's ResNet-50 / 101, with
-    DCNv2 in the 3x3 convs of stages c3-c5 (the ``dconv_c3-c5`` configs) or none."""
+    """``(model.backbone, model.backbone_dcn)`` of the official backbone: mmdetection's ResNet-50 / 101, ResNeXt-101
+    64x4d or Res2Net-101 v1d, with DCNv2 in the 3x3 convs of stages c3-c5 (the ``dconv_c3-c5`` configs) or none."""
     blocks = {name.split(".")[2] for name in official if name.startswith("backbone.layer3.")}
-    depth = _DEPTHS.get(len(blocks))
-    if depth is None or "backbone.layer1.0.conv3.weight" not in official:
-        raise ConversionError(f"the backbone is not a ResNet-50 / 101 of bottlenecks ({len(blocks)} blocks in c4)")
-    stages = tuple(f"backbone.layer{stage}.0.conv2.conv_offset.weight" in official for stage in (1, 2, 3, 4))
+    res2net = "backbone.layer1.0.convs.0.weight" in official
+    conv2 = official.get("backbone.layer1.0.convs.0.weight" if res2net else "backbone.layer1.0.conv2.weight")
+    if conv2 is None or "backbone.layer1.0.conv3.weight" not in official:
+        raise ConversionError(
+            "the backbone is not a ResNet / ResNeXt / Res2Net of bottlenecks (no backbone.layer1.0.*)"
+        )
+    width, per_group = conv2.shape[:2]  # the first 3x3 conv: (width, width / groups, 3, 3)
+    found: dict[str, int] = {"depth": _DEPTHS.get(len(blocks), 0)}
+    if res2net:
+        found.update(scales=len(official["backbone.layer1.0.bn1.weight"]) // width, base_width=width)
+    elif per_group != width:
+        found.update(groups=width // per_group, width_per_group=per_group)
+    known = {**RESNETS, **RES2NETS}
+    name = next((name for name, arguments in known.items() if arguments == found), None)
+    if name is None:
+        raise ConversionError(f"the backbone ({found}) is none of pointdet's {', '.join(known)}")
+    conv = "convs.0" if res2net else "conv2"
+    stages = tuple(f"backbone.layer{stage}.0.{conv}.conv_offset.weight" in official for stage in (1, 2, 3, 4))
     if stages not in ((False, False, False, False), (False, True, True, True)):
         raise ConversionError(f"DCN in the stages {stages} of c2-c5: pointdet has none or c3-c5")
-    return f"resnet{depth}", stages[-1]
+    return name, stages[-1]
 
 
 def converted_lsnet_config(
@@ -216,12 +232,14 @@ def converted_lsnet_config(
     return replace(config, name=name, model=model)
 
 
-def convert_lsnet(path: str | Path, out: str | Path, classes: str | None = None) -> Path:
+def convert_lsnet(path: str | Path, out: str | Path, arch: str | None = None, classes: str | None = None) -> Path:
     """Write the pointdet checkpoint ``out/last.pt`` of an official LSNet / LSNet-CPV checkpoint.
 
     Args:
         path: the official ``.pth`` file.
         out: the run folder to write (``pointdet eval/predict/export --weights out``, ``pointdet.load(out)``).
+        arch: the backbone (``model.backbone``: ``resnet50``, ``resnext101_64x4d``, ...); inferred from the tensors
+            when None, checked against them otherwise.
         classes: ``coco``, ``person`` or a file of names; None = COCO's 80 classes, or the person for pose.
 
     Raises:
@@ -235,6 +253,8 @@ def convert_lsnet(path: str | Path, out: str | Path, classes: str | None = None)
     }
     official_task, cpv = infer_task(official)
     backbone, dcn = infer_backbone(official)
+    if arch is not None and arch != backbone:
+        raise ConversionError(f"{path}: --arch {arch}, but the file holds a {backbone} backbone")
     num_classes = len(official[f"{HEAD}pts_cls_out.weight"])
     pose = TASKS[official_task][0] == "pose"
     if classes is None and (num_classes, pose) not in ((80, False), (1, True)):

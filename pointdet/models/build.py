@@ -36,6 +36,8 @@ from pointdet.decoders.reppoints import RepPointsPostprocess
 from pointdet.decoders.reppoints_v2 import RepPointsV2Postprocess
 from pointdet.errors import ConfigError
 from pointdet.models.backbones import DLA34, ResNet, TimmBackbone, hourglass52, hourglass104, hourglass_small
+from pointdet.models.backbones.res2net import RES2NETS, Res2Net
+from pointdet.models.backbones.resnet import RESNETS
 from pointdet.models.detector import Detector
 from pointdet.models.heads import (
     CenterNetHead,
@@ -251,8 +253,9 @@ def _fpn_backbone(
             config.backbone.removeprefix(TIMM_PREFIX), weights=weights, norm=norm, frozen_stages=config.frozen_stages
         )
     else:
-        backbone = ResNet(
-            int(config.backbone.removeprefix("resnet")),
+        resnet, arguments = (Res2Net, RES2NETS) if config.backbone in RES2NETS else (ResNet, RESNETS)
+        backbone = resnet(
+            **arguments[config.backbone],
             weights=weights,
             frozen_stages=config.frozen_stages,
             norm=norm,
@@ -353,8 +356,9 @@ def _lsnet_task(config: LSNetConfig, num_joints: int, flip_pairs: Sequence[tuple
     """The landmark task of ``config`` (its ``task`` and ``pose_*`` keys; the data set's keypoints), for the head and
     the post-processor alike."""
     return landmark_task(
-        config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1
-    )
+        config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1,
+        config.detection_aggregation,
+    )  # fmt: skip
 
 
 def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None) -> TwoStageDetector:
