@@ -19,6 +19,8 @@ import pointdet
 from pointdet.cli import main
 from pointdet.configs import LSNetConfig
 from pointdet.convert import ConversionError, convert_lsnet
+from pointdet.convert.common import pointdet_state
+from pointdet.convert.lsnet import plan_conversion, set_aside
 from pointdet.engine.checkpoint import model_state
 from pointdet.models.build import build_model
 from pointdet.models.heads.lsnet_layers import LandmarkFeatureConv, pyramid_levels
@@ -73,11 +75,22 @@ BACKBONE_PLACES = {
 }  # fmt: skip
 
 
+def manifest_tensors(manifest: str) -> dict[str, list[int]]:
+    return json.loads((DATA / f"{manifest}.json").read_text())["tensors"]
+
+
 def official_file(path: Path, manifest: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """An mmcv checkpoint of the manifest's names and shapes with random values; returns its state dict."""
-    state = random_state(json.loads((DATA / f"{manifest}.json").read_text())["tensors"], seed)
+    state = random_state(manifest_tensors(manifest), seed)
     torch.save({"meta": {"mmdet_version": "2.1.0", "epoch": 24}, "state_dict": state, "optimizer": {}}, path)
     return state
+
+
+def shapes_only_file(path: Path, state: dict[str, list[int]] | dict[str, torch.Tensor]) -> None:
+    """An mmcv checkpoint of tensors without values (meta tensors): enough for a conversion that must be refused."""
+    meta = {name: torch.empty(list(shape) if isinstance(shape, list) else shape.shape, device="meta")
+            for name, shape in state.items()}  # fmt: skip
+    torch.save({"meta": {}, "state_dict": meta}, path)
 
 
 def expected_places(manifest: str) -> dict[str, str]:
@@ -123,52 +136,55 @@ def expected_places(manifest: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("manifest", list(NETWORKS))
-def test_every_official_tensor_lands_once_in_its_place(tmp_path, manifest):
-    """The converted checkpoint holds each official tensor once (the backbone's BatchNorm counters set aside: frozen
-    BatchNorm has none), at the places written out by hand, and nothing else; it loads strictly."""
+def test_every_official_tensor_lands_once_in_its_place(manifest):
+    """Each official tensor (the backbone's BatchNorm counters set aside: frozen BatchNorm has none) lands once in
+    pointdet's network of the converted config, at the places written out by hand, and fills it; shapes only
+    (tensors on the meta device), the renaming itself."""
     task, cpv, backbone, dcn, num_classes = NETWORKS[manifest]
-    official = official_file(tmp_path / "official.pth", manifest)
+    official = {name: torch.empty(shape, device="meta") for name, shape in manifest_tensors(manifest).items()}
+    kept = set_aside(official)
+    assert set(official) - set(kept) == {n for n in official if n.startswith("backbone.") and "num_batches" in n}
+    plan = plan_conversion(kept, "official.pth")
+    with torch.device("meta"):
+        model = build_model(plan.config.model, num_classes, len(plan.keypoints.names), plan.keypoints.flip_pairs)
+    state = pointdet_state(kept, plan.architecture, model, "official.pth")  # raises unless one-to-one
+    place = {id(tensor): name for name, tensor in state.items()}
+    assert len(place) == len(kept) == len(state)
+    for official_name, pointdet_name in expected_places(manifest).items():
+        assert place[id(official[official_name])] == pointdet_name, official_name
+    config = plan.config.model
+    assert (config.backbone, config.backbone_dcn, config.pyramid_scaling) == (backbone, dcn, "code")
+    assert (config.corner_verification, config.foreground_verification, config.joint_inference) == (cpv, cpv, cpv)
+    assert config.task == {"bbox": "detection", "segm": "segmentation"}.get(task, "pose")
+    assert config.pose_box == ("keypoints" if task == "pose_kbox" else "object")
+    assert len(plan.classes.names) == num_classes
+    assert len(plan.keypoints.names) == (17 if task.startswith("pose") else 0)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["lsnet_bbox_r50", "lsnet_pose_bbox_r50", pytest.param("lsnet_bbox_cpv_r2_101_dcn", marks=pytest.mark.slow)],
+)
+def test_converted_checkpoints_hold_the_official_values_load_and_predict(tmp_path, manifest):
+    official = official_file(tmp_path / "official.pth", manifest, seed=3)
     main(["convert", str(tmp_path / "official.pth"), "--from", "lsnet", "--out", str(tmp_path / "run")])
     converted = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    weights = converted["model"]
-    kept = {name: t for name, t in official.items() if not (name.startswith("backbone.") and "num_batches" in name)}
-    assert len(weights) == len(kept)
-    by_value = {(tuple(t.shape), t.flatten()[:8].tolist()): name for name, t in weights.items() if t.numel() > 1}
-    for name, tensor in kept.items():
-        if tensor.numel() > 1:
-            assert (tuple(tensor.shape), tensor.flatten()[:8].tolist()) in by_value, name
     for official_name, pointdet_name in expected_places(manifest).items():
-        assert torch.equal(weights[pointdet_name], official[official_name]), official_name
-    model = converted["config"]["model"]
-    assert (model["backbone"], model["backbone_dcn"], model["pyramid_scaling"]) == (backbone, dcn, "code")
-    assert (model["corner_verification"], model["foreground_verification"]) == (cpv, cpv)
-    assert model["task"] == {"bbox": "detection", "segm": "segmentation"}.get(task, "pose")
-    assert model["pose_box"] == ("keypoints" if task == "pose_kbox" else "object")
-    assert len(converted["class_names"]) == num_classes and len(converted["keypoint_names"]) == (
-        17 if task[0] == "p" else 0
-    )
+        assert torch.equal(converted["model"][pointdet_name], official[official_name]), official_name
     assert converted["pixel_mean"] == [0.485, 0.456, 0.406]  # ImageNet, RGB (img_norm_cfg, to_rgb=True)
     assert converted["converted_from"]["framework"] == "lsnet"
-    rebuilt = build_model(LSNetConfig(**model), num_classes, len(converted["keypoint_names"]), converted["flip_pairs"])
-    rebuilt.load_state_dict(weights)  # strict
-
-
-@pytest.mark.parametrize("manifest", ["lsnet_bbox_r50", "lsnet_pose_bbox_r50", "lsnet_bbox_cpv_x101_dcn"])
-def test_converted_models_load_and_predict(tmp_path, manifest):
-    official_file(tmp_path / "official.pth", manifest, seed=3)
-    convert_lsnet(tmp_path / "official.pth", tmp_path / "run")
-    predictor = pointdet.load(tmp_path / "run", device="cpu")
+    predictor = pointdet.load(tmp_path / "run", device="cpu")  # load_state_dict(strict=True) inside
     image = torch.randint(0, 256, (3, 96, 136), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
     (detections,) = predictor.predict([image])
     assert torch.isfinite(detections.boxes).all()
 
 
 def test_a_file_that_does_not_fit_is_refused_with_every_disagreement_and_nothing_written(tmp_path):
-    state = official_file(tmp_path / "good.pth", "lsnet_bbox_r50")
-    state.pop("bbox_head.pts_bbox_refine_out.bias")
-    state["bbox_head.cls_feat_conv.weight"] = torch.zeros(256, 128, 3, 3)
-    state["bbox_head.extra_branch.weight"] = torch.zeros(3)
-    torch.save({"meta": {}, "state_dict": state}, tmp_path / "bad.pth")
+    tensors = manifest_tensors("lsnet_bbox_r50")
+    tensors.pop("bbox_head.pts_bbox_refine_out.bias")
+    tensors["bbox_head.cls_feat_conv.weight"] = [256, 128, 3, 3]
+    tensors["bbox_head.extra_branch.weight"] = [3]
+    shapes_only_file(tmp_path / "bad.pth", tensors)
     with pytest.raises(ConversionError) as error:
         convert_lsnet(tmp_path / "bad.pth", tmp_path / "run")
     message = str(error.value)
@@ -178,15 +194,15 @@ def test_a_file_that_does_not_fit_is_refused_with_every_disagreement_and_nothing
 
 
 def test_files_of_other_networks_and_wrong_options_are_refused(tmp_path):
-    official_file(tmp_path / "lsnet.pth", "lsnet_pose_kbox_x101_dcn")
+    shapes_only_file(tmp_path / "lsnet.pth", manifest_tensors("lsnet_pose_kbox_x101_dcn"))
     with pytest.raises(ConversionError, match="--arch resnet50, but the file holds a resnext101_64x4d backbone"):
         convert_lsnet(tmp_path / "lsnet.pth", tmp_path / "run", arch="resnet50")
     with pytest.raises(ConversionError, match="the classifier has 1 classes, --classes coco names 80"):
         convert_lsnet(tmp_path / "lsnet.pth", tmp_path / "run", classes="coco")
-    with pytest.raises(ConversionError, match="drop --task and --input-size"):
+    with pytest.raises(SystemExit, match="drop --task and --input-size"):
         main(["convert", str(tmp_path / "lsnet.pth"), "--from", "lsnet", "--task", "det", "--out", str(tmp_path)])
-    centernet = json.loads((DATA.parent / "official_centernet" / "resdcn18_det.json").read_text())["tensors"]
-    torch.save({"epoch": 1, "state_dict": random_state(centernet)}, tmp_path / "centernet.pth")
+    shapes_only_file(tmp_path / "centernet.pth", json.loads((DATA.parent / "official_centernet" / "resdcn18_det.json")
+                                                            .read_text())["tensors"])  # fmt: skip
     with pytest.raises(ConversionError, match="not an official LSNet head"):
         convert_lsnet(tmp_path / "centernet.pth", tmp_path / "run")
 

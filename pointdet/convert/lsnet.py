@@ -26,11 +26,12 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from pointdet.configs import ExperimentConfig, get_preset
-from pointdet.convert.classes import class_list, keypoint_layout
+from pointdet.convert.classes import ClassList, KeypointLayout, class_list, keypoint_layout
 from pointdet.convert.common import (
     COUNTER,
     IMAGENET_RGB,
@@ -232,25 +233,31 @@ def converted_lsnet_config(
     return replace(config, name=name, model=model)
 
 
-def convert_lsnet(path: str | Path, out: str | Path, arch: str | None = None, classes: str | None = None) -> Path:
-    """Write the pointdet checkpoint ``out/last.pt`` of an official LSNet / LSNet-CPV checkpoint.
+class Conversion(NamedTuple):
+    """What ``convert_lsnet`` writes: the config, classes and keypoints of the converted run and the renaming."""
 
-    Args:
-        path: the official ``.pth`` file.
-        out: the run folder to write (``pointdet eval/predict/export --weights out``, ``pointdet.load(out)``).
-        arch: the backbone (``model.backbone``: ``resnet50``, ``resnext101_64x4d``, ...); inferred from the tensors
-            when None, checked against them otherwise.
-        classes: ``coco``, ``person`` or a file of names; None = COCO's 80 classes, or the person for pose.
+    config: ExperimentConfig
+    classes: ClassList
+    keypoints: KeypointLayout
+    architecture: Architecture
+    converted_from: dict[str, str]
+
+
+def set_aside(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official tensors without the backbone's BatchNorm counters, which the forward never reads: pointdet's
+    frozen BatchNorm (the configs' ``norm_eval``: fixed statistics) has none."""
+    return {name: t for name, t in official.items() if not (name.startswith("backbone.") and name.endswith(COUNTER))}
+
+
+def plan_conversion(
+    official: dict[str, torch.Tensor], path: str | Path, arch: str | None = None, classes: str | None = None
+) -> Conversion:
+    """The converted run of the official tensors ``official`` (``set_aside`` applied) of the file ``path``
+    (``convert_lsnet``'s arguments).
 
     Raises:
-        ConversionError: the file is not one of these networks, or its tensors do not map one-to-one.
+        ConversionError: the tensors are no LSNet network of pointdet's, or the options disagree with them.
     """
-    official = read_official(path)
-    # Set aside: the backbone's BatchNorm counters, which the forward never reads; pointdet's frozen BatchNorm (the
-    # configs' norm_eval: fixed statistics) has none.
-    official = {
-        name: t for name, t in official.items() if not (name.startswith("backbone.") and name.endswith(COUNTER))
-    }
     official_task, cpv = infer_task(official)
     backbone, dcn = infer_backbone(official)
     if arch is not None and arch != backbone:
@@ -263,10 +270,37 @@ def convert_lsnet(path: str | Path, out: str | Path, arch: str | None = None, cl
     if len(names.names) != num_classes:
         raise ConversionError(f"{path}: the classifier has {num_classes} classes, --classes {classes} names "
                               f"{len(names.names)}")  # fmt: skip
-    config = converted_lsnet_config(official_task, cpv, backbone, dcn, official)
-    converted_from = {"file": str(path), "framework": "lsnet", "arch": backbone, "task": official_task}
-    if cpv:
-        converted_from["task"] = "cpv"
-    keypoints = keypoint_layout("pose" if pose else "det")
-    architecture = lsnet_architecture(official_task, cpv, backbone)
-    return convert_into(official, architecture, config, names, keypoints, out, converted_from, IMAGENET_RGB)
+    converted_from = {
+        "file": str(path),
+        "framework": "lsnet",
+        "arch": backbone,
+        "task": "cpv" if cpv else official_task,
+    }
+    return Conversion(
+        converted_lsnet_config(official_task, cpv, backbone, dcn, official),
+        names,
+        keypoint_layout("pose" if pose else "det"),
+        lsnet_architecture(official_task, cpv, backbone),
+        converted_from,
+    )
+
+
+def convert_lsnet(path: str | Path, out: str | Path, arch: str | None = None, classes: str | None = None) -> Path:
+    """Write the pointdet checkpoint ``out/last.pt`` of an official LSNet / LSNet-CPV checkpoint.
+
+    Args:
+        path: the official ``.pth`` file.
+        out: the run folder to write (``pointdet eval/predict/export --weights out``, ``pointdet.load(out)``).
+        arch: the backbone (``model.backbone``: ``resnet50``, ``resnext101_64x4d``, ...); inferred from the tensors
+            when None, checked against them otherwise.
+        classes: ``coco``, ``person`` or a file of names; None = COCO's 80 classes, or the person for pose.
+
+    Raises:
+        ConversionError: the file is not one of these networks, or its tensors do not map one-to-one (nothing is
+            written then).
+    """
+    official = set_aside(read_official(path))
+    plan = plan_conversion(official, path, arch, classes)
+    return convert_into(
+        official, plan.architecture, plan.config, plan.classes, plan.keypoints, out, plan.converted_from, IMAGENET_RGB
+    )
