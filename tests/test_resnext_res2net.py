@@ -1,5 +1,5 @@
 """The ResNeXt and Res2Net backbones (LSNet's X-101-64x4d and R2-101 models) against torchvision's and timm's
-networks, and the grouped DCNv2 of ResNeXt's "-DCN" stages against torchvision's ``deform_conv2d``."""
+networks, and the grouped DCNv2 of ResNeXt's "-DCN" stages (its sampler against torchvision's: tests/test_ops.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models import resnext50_32x4d
-from torchvision.ops import deform_conv2d
 
 from pointdet.models.backbones.res2net import Res2Net
 from pointdet.models.backbones.resnet import ResNet
-from pointdet.ops.dcn import ModulatedDeformConv2d, deform_conv2d_sampled
+from pointdet.ops.dcn import ModulatedDeformConv2d
 
 DCN_C3_C5 = (False, True, True, True)
 
@@ -24,18 +23,6 @@ def randomise_batch_norms(model: nn.Module, seed: int) -> None:
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
             module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
             module.bias.data.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-
-
-def test_grouped_sampled_deform_conv_equals_torchvision():
-    generator = torch.Generator().manual_seed(0)
-    for stride in (1, 2):
-        x = torch.randn(2, 8, 9, 11, dtype=torch.float64, generator=generator)
-        out_h, out_w = (9 - 1) // stride + 1, (11 - 1) // stride + 1
-        offset = torch.randn(2, 18, out_h, out_w, dtype=torch.float64, generator=generator) * 3
-        mask = torch.rand(2, 9, out_h, out_w, dtype=torch.float64, generator=generator)
-        weight = torch.randn(8, 2, 3, 3, dtype=torch.float64, generator=generator)  # 4 groups: 2 in, 2 out each
-        expected = deform_conv2d(x, offset, weight, None, stride=stride, padding=1, mask=mask)
-        torch.testing.assert_close(deform_conv2d_sampled(x, offset, weight, None, stride, 1, 1, mask), expected)
 
 
 def test_a_grouped_dcn_starts_as_half_the_grouped_conv():

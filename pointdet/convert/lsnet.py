@@ -2,15 +2,16 @@
 mmdetection v2 fork) as pointdet checkpoints: detection (``LSHead``, ``task='bbox'``), contour segmentation
 (``segm``), pose with the object box (``pose_bbox``) or the keypoint box (``pose_kbox``), and LSNet-CPV
 (``LSCPVHead``). An official file is mmcv's ``{'meta', 'state_dict', 'optimizer'}``; its tensors are prefixed
-``backbone.`` (mmdetection's ResNet / ResNeXt, DCNv2 in c3-c5 for the ``dconv`` configs), ``neck.`` (FPN P3-P7
-with GroupNorm) and ``bbox_head.``.
+``backbone.`` (mmdetection's ResNet, ResNeXt or Res2Net, DCNv2 in c3-c5 for the ``dconv`` configs), ``neck.`` (FPN
+P3-P7 with GroupNorm) and ``bbox_head.``.
 
 Every official tensor has one place in pointdet's network of the same configuration, which computes what the
-official one computes: checked offline against the official networks built from their own source, every raw head
-output equal in float64 (the report of the conversion work); the tests check the names and shapes from manifests of
-the official state dicts (tests/data/official_lsnet/). The official test path reads every tensor, so nothing is
-set aside. The converted model rescales the pyramid DCN's offsets as the code does (``model.pyramid_scaling=code``,
-``heads.lsnet``) and reads RGB images normalised by ImageNet's statistics (``img_norm_cfg``, ``to_rgb=True``).
+official one computes (every raw head output equal in float64 to the official networks built from their own source:
+docs/converting.md); the tests check the placement from manifests of the official state dicts
+(tests/data/official_lsnet/). The official test path reads every tensor; only the backbone's BatchNorm counters are
+set aside (``set_aside``). The converted model rescales the pyramid DCN's offsets as the code does
+(``model.pyramid_scaling=code``, ``heads.lsnet``) and reads RGB images normalised by ImageNet's statistics
+(``img_norm_cfg``, ``to_rgb=True``).
 
 Official head module -> pointdet: the towers ``{cls,bbox,segm,pose,shared}_convs.k`` (``DCNConvModule``:
 ``conv`` DCNv2 with ``conv_offset``, GroupNorm ``bn``) -> ``cls_tower``, ``reg_tower`` (the task's landmark branch),
