@@ -164,8 +164,9 @@ def lsnet_architecture(official_task: str, cpv: bool, backbone: str) -> Architec
     return Architecture(backbone=backbone, first_conv=None, rules=(*backbone_rules(), *neck_rules(), *head))
 
 
-def infer_task(official: dict[str, torch.Tensor]) -> tuple[str, bool]:
-    """The official head's ``task`` (``TASKS``) and whether it is LSNet-CPV, from the init-stage convs."""
+def infer_task(official: dict[str, torch.Tensor], path: str | Path) -> tuple[str, bool]:
+    """The official head's ``task`` (``TASKS``) and whether it is LSNet-CPV, from the init-stage convs of the file
+    ``path``."""
     has = {branch for branch in ("bbox", "segm", "pose") if f"{HEAD}pts_{branch}_init_out.weight" in official}
     cpv = f"{HEAD}hem_tl.conv1.weight" in official
     found = {
@@ -174,13 +175,13 @@ def infer_task(official: dict[str, torch.Tensor]) -> tuple[str, bool]:
     }.get(frozenset(has))  # fmt: skip
     if found is None or (cpv and found != "bbox"):
         raise ConversionError(
-            f"not an official LSNet head (LSHead / LSCPVHead): init branches {sorted(has) or 'none'}; "
+            f"{path}: not an official LSNet head (LSHead / LSCPVHead): init branches {sorted(has) or 'none'}; "
             f"e.g. {list(official)[:3]}"
         )
     return found, cpv
 
 
-def infer_backbone(official: dict[str, torch.Tensor]) -> tuple[str, bool]:
+def infer_backbone(official: dict[str, torch.Tensor], path: str | Path) -> tuple[str, bool]:
     """``(model.backbone, model.backbone_dcn)`` of the official backbone: mmdetection's ResNet-50 / 101, ResNeXt-101
     64x4d or Res2Net-101 v1d, with DCNv2 in the 3x3 convs of stages c3-c5 (the ``dconv_c3-c5`` configs) or none."""
     blocks = {name.split(".")[2] for name in official if name.startswith("backbone.layer3.")}
@@ -188,7 +189,7 @@ def infer_backbone(official: dict[str, torch.Tensor]) -> tuple[str, bool]:
     conv2 = official.get("backbone.layer1.0.convs.0.weight" if res2net else "backbone.layer1.0.conv2.weight")
     if conv2 is None or "backbone.layer1.0.conv3.weight" not in official:
         raise ConversionError(
-            "the backbone is not a ResNet / ResNeXt / Res2Net of bottlenecks (no backbone.layer1.0.*)"
+            f"{path}: the backbone is not a ResNet / ResNeXt / Res2Net of bottlenecks (no backbone.layer1.0.*)"
         )
     width, per_group = conv2.shape[:2]  # the first 3x3 conv: (width, width / groups, 3, 3)
     found: dict[str, int] = {"depth": _DEPTHS.get(len(blocks), 0)}
@@ -199,11 +200,12 @@ def infer_backbone(official: dict[str, torch.Tensor]) -> tuple[str, bool]:
     known = {**RESNETS, **RES2NETS}
     name = next((name for name, arguments in known.items() if arguments == found), None)
     if name is None:
-        raise ConversionError(f"the backbone ({found}) is none of pointdet's {', '.join(known)}")
+        raise ConversionError(f"{path}: the backbone ({found}) is none of pointdet's {', '.join(known)}")
     conv = "convs.0" if res2net else "conv2"
     stages = tuple(f"backbone.layer{stage}.0.{conv}.conv_offset.weight" in official for stage in (1, 2, 3, 4))
     if stages not in ((False, False, False, False), (False, True, True, True)):
-        raise ConversionError(f"DCN in the stages {stages} of c2-c5: pointdet has none or c3-c5")
+        raise ConversionError(f"{path}: DCN in the stages {stages} of c2-c5 (backbone.layerN.0.*.conv_offset): "
+                              "pointdet has none or c3-c5")  # fmt: skip
     return name, stages[-1]
 
 
@@ -259,8 +261,8 @@ def plan_conversion(
     Raises:
         ConversionError: the tensors are no LSNet network of pointdet's, or the options disagree with them.
     """
-    official_task, cpv = infer_task(official)
-    backbone, dcn = infer_backbone(official)
+    official_task, cpv = infer_task(official, path)
+    backbone, dcn = infer_backbone(official, path)
     if arch is not None and arch != backbone:
         raise ConversionError(f"{path}: --arch {arch}, but the file holds a {backbone} backbone")
     num_classes = len(official[f"{HEAD}pts_cls_out.weight"])
