@@ -253,14 +253,16 @@ def _fpn_backbone(
             config.backbone.removeprefix(TIMM_PREFIX), weights=weights, norm=norm, frozen_stages=config.frozen_stages
         )
     else:
-        resnet, arguments = (Res2Net, RES2NETS) if config.backbone in RES2NETS else (ResNet, RESNETS)
+        if config.backbone in RES2NETS:
+            resnet, arguments = Res2Net, RES2NETS[config.backbone]
+        else:  # the config allows stride_in_1x1 with ResNet-50 / 101 only
+            resnet, arguments = ResNet, {**RESNETS[config.backbone], "stride_in_1x1": stride_in_1x1}
         backbone = resnet(
-            **arguments[config.backbone],
+            **arguments,
             weights=weights,
             frozen_stages=config.frozen_stages,
             norm=norm,
             dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
-            stride_in_1x1=stride_in_1x1,
         )
     extra_from = "c5" if levels == (3, 7) else "p5"
     return backbone, FPN(
