@@ -420,29 +420,10 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from pointdet.convert import CORNER_FRAMEWORKS, ConversionError, convert_centernet, convert_corners
-    from pointdet.convert.grid import is_grid_rcnn_checkpoint
-    from pointdet.convert.reppoints import convert_reppoints
+    from pointdet.convert.sources import Request, convert_official
 
-    if args.framework == "cpm" or (args.framework == "mmdet" and is_grid_rcnn_checkpoint(args.file)):
-        from pointdet.convert.grid import convert_grid
-
-        if args.task not in (None, "det") or args.input_size is not None or args.arch is not None:
-            raise ConversionError(f"--from {args.framework}: a Grid / CPM R-CNN is read whole from the file; drop "
-                                  "--arch, --task and --input-size")  # fmt: skip
-        written = convert_grid(args.file, args.out, args.framework, args.classes)
-    elif args.framework == "reppointsv2":
-        if args.task is not None or args.input_size is not None:
-            raise ConversionError("--from reppointsv2: the task is read from the file and the test size is "
-                                  "(1333, 800); drop --task and --input-size")  # fmt: skip
-        written = convert_reppoints(args.file, args.out, args.arch, args.classes)
-    elif args.framework in CORNER_FRAMEWORKS:
-        if args.task not in (None, "det") or args.input_size is not None:
-            raise ConversionError(f"--from {args.framework}: box detectors tested at the image's own size; drop "
-                                  "--task and --input-size")  # fmt: skip
-        written = convert_corners(args.file, args.out, args.framework, args.arch, args.classes)
-    else:
-        written = convert_centernet(args.file, args.out, args.arch, args.task, args.classes, args.input_size)
+    request = Request(args.file, args.out, args.arch, args.task, args.classes, args.input_size)
+    written = convert_official(args.framework, request)
     print(f"wrote {written}: use it with `pointdet eval/predict/export --weights {args.out}` or pointdet.load()")
 
 
@@ -627,16 +608,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--from",
         dest="framework",
-        choices=["centernet", "centripetalnet", "mmdet", "cpm", "reppointsv2"],
+        choices=["centernet", "centripetalnet", "mmdet", "cpm", "reppointsv2", "lsnet"],
         default="centernet",
         help="xingyizhou/CenterNet, KiveeDong/CentripetalNet, mmdetection v2/v3 CornerNet, CentripetalNet and Grid "
-        "R-CNN, zhubinQAQ/CPM-R-CNN, or Scalsol/RepPointsV2 (RepPoints v2, Dense RepPoints v2)",
+        "R-CNN, zhubinQAQ/CPM-R-CNN, Scalsol/RepPointsV2 (RepPoints v2, Dense RepPoints v2), or Duankaiwen/LSNet "
+        "(detection, contours, pose, LSNet-CPV)",
     )
     convert.add_argument(
         "--arch",
         default=None,
         help="centernet: dla34, resdcn18/34/50/101, hg104; centripetalnet, mmdet: hourglass104, hourglass52; "
-        "reppointsv2: resnet50, resnet101 (default: read from the file)",
+        "reppointsv2: resnet50, resnet101; lsnet: resnet50, resnet101, resnext101_64x4d, res2net101_v1d (default: "
+        "read from the file)",
     )
     convert.add_argument("--task", choices=["det", "pose", "3d"], default=None, help="default: read from the file")
     convert.add_argument(

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from pointdet.configs import ConfigError, LSNetConfig
 from pointdet.losses.cross_iou import (
     box_penalty,
     cross_components,
@@ -14,6 +15,8 @@ from pointdet.losses.cross_iou import (
     signed_offset_l1,
     softened_targets,
 )
+from pointdet.models.build import build_model
+from pointdet.targets.lsnet_tasks import ExtremePoints
 
 
 def test_softened_targets_of_one_landmark():
@@ -161,3 +164,50 @@ def test_signed_offset_l1_gradcheck():
     scale = torch.tensor([2.0, 5.0, 9.0], dtype=torch.float64)
     visible = torch.tensor([[1.0] * 9, [0.0] * 9, [1.0, 0.0] * 4 + [2.0]], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda p: signed_offset_l1(p, target, scale, visible), (pred,))
+
+
+def _extreme_point_sample(dtype=torch.float32):
+    """One positive at the origin: GT top (1, -4), left (-3, 0), bottom (0, 2), right (5, 1), centre (1, -1)."""
+    gt = torch.tensor([[[1.0, -4.0], [-3.0, 0.0], [0.0, 2.0], [5.0, 1.0], [1.0, -1.0]]], dtype=dtype)
+    return gt, torch.zeros(1, 1, 2, dtype=dtype), torch.tensor([[-3.0, -4.0, 5.0, 2.0]], dtype=dtype)
+
+
+def test_detection_cross_iou_forms_hand_computed():
+    """Softened targets (alpha 0.2) [top, bottom, left, right]: top [4, .8, .2, 1], left [0, 0, 3, .6], bottom
+    [.4, 2, 0, 0], right [.2, 1, 1, 5], centre [1, .2, .2, 1]; against a prediction of ones the per-vector sums of
+    minima / maxima are 3/7, 1.6/6, 1.4/5, 3.2/8 and 2.4/4. The code's ``bbox``: one ratio 11.6 / 30; the paper's
+    eq. 1 (``vector``): the mean of the 4 extreme points' ratios."""
+    gt, anchors, boxes = _extreme_point_sample()
+    pred = torch.ones(1, 5, 4)
+    code = ExtremePoints().landmark_loss(pred, gt, anchors, boxes, box_penalty=False)
+    paper = ExtremePoints("vector").landmark_loss(pred, gt, anchors, boxes, box_penalty=False)
+    assert code.item() == pytest.approx(1 - 11.6 / 30)
+    assert paper.item() == pytest.approx(1 - (3 / 7 + 1.6 / 6 + 1.4 / 5 + 3.2 / 8) / 4)
+    perfect = softened_targets(gt)
+    assert ExtremePoints("vector").landmark_loss(perfect, gt, anchors, boxes, box_penalty=True).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_the_paper_form_leaves_the_centre_vector_out_of_the_loss():
+    gt, anchors, boxes = _extreme_point_sample()
+    pred = torch.rand(1, 5, 4, generator=torch.Generator().manual_seed(0)).add(0.1).requires_grad_()
+    ExtremePoints("vector").landmark_loss(pred, gt, anchors, boxes, box_penalty=False).sum().backward()
+    assert torch.equal(pred.grad[0, 4], torch.zeros(4)) and pred.grad[0, :4].abs().sum() > 0
+
+
+@pytest.mark.parametrize("box_penalty", [False, True])
+def test_detection_paper_form_gradcheck(box_penalty):
+    gt, anchors, boxes = _extreme_point_sample(torch.float64)
+    pred = torch.rand(1, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).add(0.1)
+    loss = ExtremePoints("vector").landmark_loss
+    assert torch.autograd.gradcheck(lambda p: loss(p, gt, anchors, boxes, box_penalty), (pred.requires_grad_(),))
+
+
+def test_the_config_selects_the_detection_form_for_detection_only():
+    config = LSNetConfig(backbone="resnet18", detection_aggregation="vector", tower="conv", channels=64)
+    model = build_model(config, 3, with_backbone_weights=False)
+    assert model.head.task == ExtremePoints("vector")
+    assert LSNetConfig().detection_aggregation == "bbox"  # the code's form stays the default
+    with pytest.raises(ConfigError, match="detection_aggregation=vector applies to model.task=detection"):
+        LSNetConfig(task="segmentation", detection_aggregation="vector")

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
@@ -51,15 +52,16 @@ def test_soft_nms_matches_reference_loop():
     torch.testing.assert_close(kept, torch.tensor(ref_kept))
 
 
-def test_sampled_deform_conv_equals_torchvision():
+@pytest.mark.parametrize("groups", [1, 2], ids=["plain", "grouped"])  # grouped: ResNeXt's 3x3 convs
+def test_sampled_deform_conv_equals_torchvision(groups):
     generator = torch.Generator().manual_seed(0)
     for stride in (1, 2):
         x = torch.randn(2, 4, 9, 11, dtype=torch.float64, generator=generator)
         out_h, out_w = (9 - 1) // stride + 1, (11 - 1) // stride + 1
         offset = torch.randn(2, 18, out_h, out_w, dtype=torch.float64, generator=generator) * 3
         mask = torch.rand(2, 9, out_h, out_w, dtype=torch.float64, generator=generator)
-        weight = torch.randn(5, 4, 3, 3, dtype=torch.float64, generator=generator)
-        bias = torch.randn(5, dtype=torch.float64, generator=generator)
+        weight = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, generator=generator)
+        bias = torch.randn(6, dtype=torch.float64, generator=generator)
         expected = deform_conv2d(x, offset, weight, bias, stride=stride, padding=1, mask=mask)
         torch.testing.assert_close(deform_conv2d_sampled(x, offset, weight, bias, stride, 1, 1, mask), expected)
 

@@ -164,7 +164,7 @@ class FPNBackboneConfig:
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
 
-    backbone: Literal["resnet18", "resnet50", "resnet101"] | str = "resnet50"
+    backbone: Literal["resnet18", "resnet50", "resnet101", "resnext101_64x4d", "res2net101_v1d"] | str = "resnet50"
     backbone_weights: str | None = None
     frozen_stages: int = 1
     frozen_bn: bool = True
@@ -198,9 +198,10 @@ class RepPointsConfig(FPNBackboneConfig):
     Attributes:
         method: ``reppoints``; selects this family.
         task: ``detection``.
-        backbone: ``resnet18``, ``resnet50``, ``resnet101`` or ``timm:NAME`` (any timm model whose maps include
-            strides 8, 16 and 32, e.g. ``timm:efficientnet_lite0``; ``backbone_dcn`` must then be false,
-            ``frozen_stages`` freezes through the stride ``2**(n+1)`` map, ``frozen_bn`` every BatchNorm).
+        backbone: ``resnet18``, ``resnet50``, ``resnet101``, ``resnext101_64x4d``, ``res2net101_v1d`` (no ImageNet
+            weights by name: a file) or ``timm:NAME`` (any timm model whose maps include strides 8, 16 and 32, e.g.
+            ``timm:efficientnet_lite0``; ``backbone_dcn`` must then be false, ``frozen_stages`` freezes through the
+            stride ``2**(n+1)`` map, ``frozen_bn`` every BatchNorm).
         backbone_weights: local ImageNet checkpoint for the backbone; None = random init; ``imagenet`` as
             ``CenterNetConfig.backbone_weights`` (with its normalisation rule for ``timm:NAME``).
         frozen_stages: backbone stages kept fixed (0 = none, 1 = stem + stage 1 as the recipes, up to 4).
@@ -469,8 +470,16 @@ class LSNetConfig(FPNBackboneConfig):
         landmark_features: ``pyramid`` (the same DCN on levels l-1, l, l+1, LSNet), ``single`` (level l only) or
             ``none`` (no landmark DCN: the refine stage and the classifier read a 3x3 conv of the tower): the paper's
             Table 3 ablation.
-        box_penalty: the code's CIoU-style penalty added to the cross-IoU loss (METHODS.md App. A #12); false is the
-            paper's loss.
+        pyramid_scaling: how the pyramid DCN's offsets are rescaled to the neighbour levels: ``paper`` (each level
+            by its own size ratio, the default: what the paper describes) or ``code`` (the official code's in-place
+            rescaling, which leaves the third level read with the product of two ratios; ``heads.lsnet``): the
+            models ``pointdet convert --from lsnet`` writes use ``code``.
+        detection_aggregation: detection only: the cross-IoU of a sample (``targets.lsnet_tasks.ExtremePoints``):
+            ``bbox``, one ratio over the 20 components of the 4 extreme points and the centre (the official code's,
+            the default: the authors' released models and reported numbers were trained with it), or ``vector``,
+            the paper's eq. 1 (the mean over the 4 extreme-point vectors of each vector's ratio).
+        box_penalty: the code's CIoU-style penalty added to the cross-IoU loss (METHODS.md App. A #12); the paper
+            has none. The paper's loss is ``detection_aggregation=vector`` with ``box_penalty=false``.
         init_weight, refine_weight: cross-IoU loss weights of the two stages (1 and 2).
         init_loss: the init (first) stage's loss: ``cross_iou`` (LSNet), or, with ``task=detection`` only (the
             paper's Table 2 ablation), ``smooth_l1`` on the 4 extreme points (beta 0.11 on offsets / (4 x stride))
@@ -516,8 +525,10 @@ class LSNetConfig(FPNBackboneConfig):
     pose_box: Literal["object", "keypoints"] = "object"
     pose_aggregation: Literal["keypoint", "vector"] = "keypoint"
     pose_offset_l1: float = 0.0
+    detection_aggregation: Literal["bbox", "vector"] = "bbox"
     tower: Literal["dcn", "conv"] = "dcn"
     landmark_features: Literal["pyramid", "single", "none"] = "pyramid"
+    pyramid_scaling: Literal["paper", "code"] = "paper"
     box_penalty: bool = True
     init_weight: float = 1.0
     refine_weight: float = 2.0
@@ -553,6 +564,11 @@ class LSNetConfig(FPNBackboneConfig):
         if self.pose_aggregation != "keypoint" and self.task != "pose":
             raise ConfigError(
                 f"model.pose_aggregation={self.pose_aggregation} applies to model.task=pose (task is {self.task})"
+            )
+        if self.detection_aggregation != "bbox" and self.task != "detection":
+            raise ConfigError(
+                f"model.detection_aggregation={self.detection_aggregation} applies to model.task=detection (task is "
+                f"{self.task}; pose has model.pose_aggregation)"
             )
         if self.pose_offset_l1 and self.task != "pose":
             raise ConfigError(

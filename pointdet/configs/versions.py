@@ -3,7 +3,8 @@
 Version 1 (pointdet up to the corner methods) had one flat ``ModelConfig`` of 17 fields for every method;
 version 2 has one config class per method family (``configs.schema.MODEL_FAMILIES``); version 3 has the same
 configs, and the deformable convolutions of the CenterNet up-samplers (DLA-up, the ResNet DCN up-sampler) gained
-the bias of the official DCNv2 layer (older weights load with zero biases: ``engine.checkpoint.model_state``).
+the bias of the official DCNv2 layer (older weights load with zero biases: ``engine.checkpoint.model_state``);
+version 4 gave the DCNv2 layers of LSNet's head towers their official bias too (likewise loaded as zeros).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pointdet.configs.overrides import config_from_dict
 from pointdet.configs.schema import MODEL_FAMILIES, ExperimentConfig
 from pointdet.errors import ConfigError
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 
 
 def upgrade_config(data: dict[str, Any], version: int) -> dict[str, Any]:

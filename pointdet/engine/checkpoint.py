@@ -148,8 +148,9 @@ def load_model_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tenso
 _RENAMED_PREFIXES = ((2, "head.mask_head.", "roi_heads."),)  # v2: the mask head became the RoI stage
 
 
-# Version 3: the DCNs of the CenterNet up-samplers (all the DCNs a neck holds) have a bias, as the official DCNv2.
-_NECK_DCN_BIAS_VERSION = 3
+# The version from which the DCNs under a prefix have a bias, as the official DCNv2: 3, the CenterNet up-samplers
+# (all the DCNs a neck holds); 4, the LSNet head towers (all the DCNv2 layers a head holds).
+_DCN_BIAS_VERSIONS = (("neck.", 3), ("head.", 4))
 
 
 def model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -161,17 +162,18 @@ def model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
             if version < introduced and name.startswith(old):
                 name = new + name.removeprefix(old)
         weights[name] = tensor
-    if version < _NECK_DCN_BIAS_VERSION:
-        weights.update(_zero_neck_dcn_biases(weights))
+    for prefix, introduced in _DCN_BIAS_VERSIONS:
+        if version < introduced:
+            weights.update(_zero_dcn_biases(weights, prefix))
     return weights
 
 
-def _zero_neck_dcn_biases(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A zero bias for every deformable convolution of the neck that has none: a version < 3 DCN computed exactly
-    what the same DCN with a zero bias computes."""
+def _zero_dcn_biases(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A zero bias for every deformable convolution under ``prefix`` that has none: an older DCN without a bias
+    computed exactly what the same DCN with a zero bias computes."""
     biases = {}
     for name, tensor in weights.items():
-        if name.startswith("neck.") and name.endswith(".offset_mask.weight"):
+        if name.startswith(prefix) and name.endswith(".offset_mask.weight"):
             owner = name.removesuffix("offset_mask.weight")
             if owner + "weight" in weights and owner + "bias" not in weights:
                 biases[owner + "bias"] = torch.zeros(len(weights[owner + "weight"]), dtype=tensor.dtype)

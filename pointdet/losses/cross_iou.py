@@ -172,7 +172,8 @@ def cross_iou_loss(
         pred: (Q, V, 4) non-negative predicted components.
         target: (Q, V, 4) softened targets.
         aggregation, groups, visible: as ``cross_iou``.
-        pred_boxes, gt_boxes: (Q, 4) xyxy, for the code's penalty (``bbox`` / ``polygon``); None = the paper's loss.
+        pred_boxes, gt_boxes: (Q, 4) xyxy, for the code's penalty (``bbox`` / ``polygon``); None = no penalty (the
+            paper has none).
 
     Returns:
         (Q,) losses; the caller sums the positives' and divides by their count.

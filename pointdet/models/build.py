@@ -36,6 +36,8 @@ from pointdet.decoders.reppoints import RepPointsPostprocess
 from pointdet.decoders.reppoints_v2 import RepPointsV2Postprocess
 from pointdet.errors import ConfigError
 from pointdet.models.backbones import DLA34, ResNet, TimmBackbone, hourglass52, hourglass104, hourglass_small
+from pointdet.models.backbones.res2net import RES2NETS, Res2Net
+from pointdet.models.backbones.resnet import RESNETS
 from pointdet.models.detector import Detector
 from pointdet.models.heads import (
     CenterNetHead,
@@ -251,13 +253,16 @@ def _fpn_backbone(
             config.backbone.removeprefix(TIMM_PREFIX), weights=weights, norm=norm, frozen_stages=config.frozen_stages
         )
     else:
-        backbone = ResNet(
-            int(config.backbone.removeprefix("resnet")),
+        if config.backbone in RES2NETS:
+            resnet, arguments = Res2Net, RES2NETS[config.backbone]
+        else:  # the config allows stride_in_1x1 with ResNet-50 / 101 only
+            resnet, arguments = ResNet, {**RESNETS[config.backbone], "stride_in_1x1": stride_in_1x1}
+        backbone = resnet(
+            **arguments,
             weights=weights,
             frozen_stages=config.frozen_stages,
             norm=norm,
             dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
-            stride_in_1x1=stride_in_1x1,
         )
     extra_from = "c5" if levels == (3, 7) else "p5"
     return backbone, FPN(
@@ -337,7 +342,8 @@ def _build_lsnet(
     head = LSNetHead(
         config.channels, num_classes, task=task,
         strides=[shape.stride for shape in neck.feature_shapes], tower=config.tower,
-        channels=config.channels, landmark_features=config.landmark_features, stacked_convs=config.stacked_convs,
+        channels=config.channels, landmark_features=config.landmark_features, pyramid_scaling=config.pyramid_scaling,
+        stacked_convs=config.stacked_convs,
         box_penalty=config.box_penalty, gradient_mul=config.gradient_mul, init_weight=config.init_weight,
         refine_weight=config.refine_weight, init_loss=config.init_loss,
         corner_verification=config.corner_verification, foreground_verification=config.foreground_verification,
@@ -352,8 +358,9 @@ def _lsnet_task(config: LSNetConfig, num_joints: int, flip_pairs: Sequence[tuple
     """The landmark task of ``config`` (its ``task`` and ``pose_*`` keys; the data set's keypoints), for the head and
     the post-processor alike."""
     return landmark_task(
-        config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1
-    )
+        config.task, num_joints, flip_pairs, config.pose_box, config.pose_aggregation, config.pose_offset_l1,
+        config.detection_aggregation,
+    )  # fmt: skip
 
 
 def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None) -> TwoStageDetector:

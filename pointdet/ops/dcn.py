@@ -42,7 +42,8 @@ def deform_conv2d_sampled(
     Args:
         x: (B, D_in, H, W).
         offset: (B, 2*k*k, H', W') per kernel point ``(dy, dx)``, kernel points in row-major order.
-        weight: (D_out, D_in, k, k).
+        weight: (D_out, D_in / G, k, k): G groups of channels (a grouped convolution, as ResNeXt's) when
+            D_in / G < D_in; every group samples at the same positions (one offset group).
         bias: (D_out,) or None.
         stride, padding, dilation: as ``nn.Conv2d`` (square).
         mask: (B, k*k, H', W') modulation, or None for DCNv1.
@@ -73,7 +74,10 @@ def deform_conv2d_sampled(
     sampled = sampled.view(batch, channels, points, out_h, out_w)
     if mask is not None:
         sampled = sampled * mask.view(batch, 1, points, out_h, out_w)
-    out = torch.einsum("bckhw,ock->bohw", sampled, weight.view(out_channels, channels, points))
+    groups = channels // weight.shape[1]
+    sampled = sampled.view(batch, groups, channels // groups, points, out_h, out_w)
+    grouped_weight = weight.view(groups, out_channels // groups, channels // groups, points)
+    out = torch.einsum("bgckhw,gock->bgohw", sampled, grouped_weight).reshape(batch, out_channels, out_h, out_w)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
@@ -101,6 +105,8 @@ class ModulatedDeformConv2d(nn.Module):
         kernel_size: square kernel size k.
         stride, padding, dilation: as ``nn.Conv2d``.
         bias: add a learned bias.
+        groups: groups of channels of the convolution (its weight is (D_out, D_in / groups, k, k)); the offsets and
+            the mask are shared by all groups, as mmcv's ``ModulatedDeformConv2dPack`` with ``deform_groups=1``.
         implementation: ``auto`` (torchvision on CUDA, sampling elsewhere), ``torchvision`` or ``sampled``.
 
     Shapes:
@@ -116,12 +122,13 @@ class ModulatedDeformConv2d(nn.Module):
         padding: int = 1,
         dilation: int = 1,
         bias: bool = True,
+        groups: int = 1,
         implementation: Literal["auto", "torchvision", "sampled"] = "auto",
     ) -> None:
         super().__init__()
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.implementation = implementation
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         num_points = kernel_size * kernel_size

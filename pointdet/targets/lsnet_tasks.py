@@ -98,15 +98,27 @@ class LandmarkTask(Protocol):
 
 @dataclass(frozen=True)
 class ExtremePoints:
-    """Detection: top, left, bottom, right extreme points and the box centre; boxes from the extremes."""
+    """Detection: top, left, bottom, right extreme points and the box centre; boxes from the extremes.
 
+    Args:
+        aggregation: the cross-IoU of a sample: ``bbox``, one ratio over the 20 components of the 5 vectors (the
+            official code's ``CrossIOULoss``, the default: the code's released models and numbers were trained with
+            it), or ``vector``, the paper's eq. 1: the mean over the 4 extreme-point vectors of each vector's ratio
+            ``|min(q, q*)|_1 / |max(q, q*)|_1`` (the centre vector, the code's addition, then has no loss term and is
+            one more free DCN point).
+    """
+
+    aggregation: Aggregation = "bbox"
     num_vectors: ClassVar[int] = 5
     free_points: ClassVar[int] = 4
     dcn_vectors: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 4)
     box_branch_vectors: ClassVar[int] = 0
-    aggregation: ClassVar[Aggregation] = "bbox"
     mirror_order: ClassVar[tuple[int, ...]] = (0, 3, 2, 1, 4)  # a flip swaps left and right
     detection_field: ClassVar[str] = "landmarks"
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in ("bbox", "vector"):
+            raise ValueError(f"the detection aggregation must be 'bbox' or 'vector', got {self.aggregation!r}")
 
     def ground_truth_landmarks(self, instances: Instances) -> tuple[Instances, Tensor]:
         """The GT boxes as they are; ``targets.lsnet.extreme_landmarks``."""
@@ -115,7 +127,10 @@ class ExtremePoints:
     def landmark_loss(
         self, pred: Tensor, gt_landmarks: Tensor, anchors: Tensor, gt_boxes: Tensor, box_penalty: bool
     ) -> Tensor:
-        return landmark_cross_iou(pred, gt_landmarks, anchors, gt_boxes, "bbox", self.boxes if box_penalty else None)
+        boxes_of = self.boxes if box_penalty else None
+        if self.aggregation == "vector":  # eq. 1 over the 4 extreme points
+            return landmark_cross_iou(pred[:, :4], gt_landmarks[:, :4], anchors, gt_boxes, "vector", boxes_of)
+        return landmark_cross_iou(pred, gt_landmarks, anchors, gt_boxes, "bbox", boxes_of)
 
     def boxes(self, landmarks: Tensor) -> Tensor:
         return boxes_from_extremes(landmarks)
@@ -329,12 +344,13 @@ def landmark_task(
     pose_box: PoseBox = "object",
     pose_aggregation: Aggregation = "keypoint",
     pose_offset_l1: float = 0.0,
+    detection_aggregation: Aggregation = "bbox",
 ) -> LandmarkTask:
     """The landmark task of an LSNet config's ``model.task``; pose reads the data set's keypoints, ``pose_box``,
-    ``pose_aggregation`` and ``pose_offset_l1``."""
+    ``pose_aggregation`` and ``pose_offset_l1``, detection ``detection_aggregation``."""
     pairs = tuple((int(i), int(j)) for i, j in flip_pairs)
     tasks = {
-        "detection": ExtremePoints,
+        "detection": partial(ExtremePoints, detection_aggregation),
         "segmentation": Contours,
         "pose": partial(Keypoints, num_joints, pairs, pose_box, pose_aggregation, pose_offset_l1),
     }

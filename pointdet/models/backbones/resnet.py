@@ -21,14 +21,20 @@ from pointdet.ops.frozen_norm import cache_frozen_norms
 from pointdet.structures import FeatureShape
 
 _BUILDERS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
+# ``model.backbone`` names -> ``ResNet`` arguments: ResNeXt-101 64x4d is ResNet-101 with 64 groups of 4 channels in
+# its 3x3 convs (torchvision's ``resnext101_64x4d``, mmdetection's ``ResNeXt(depth=101, groups=64, base_width=4)``).
+RESNETS: dict[str, dict[str, int]] = {
+    **{f"resnet{depth}": {"depth": depth} for depth in _BUILDERS},
+    "resnext101_64x4d": {"depth": 101, "groups": 64, "width_per_group": 4},
+}
 
 
 def _deformable_like(conv: nn.Conv2d) -> ModulatedDeformConv2d:
     """A DCNv2 with ``conv``'s geometry that reuses ``conv.weight`` (the same Parameter, so the key
     ``...conv2.weight`` and any loaded ImageNet values are kept); its offset/mask conv is new and zero."""
     geometry = (conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-    if conv.groups != 1 or any(height != width for height, width in geometry):
-        raise ValueError(f"DCN replaces square, ungrouped convs only, got {conv}")
+    if any(height != width for height, width in geometry):
+        raise ValueError(f"DCN replaces square convs only, got {conv}")
     deformable = ModulatedDeformConv2d(
         conv.in_channels,
         conv.out_channels,
@@ -37,6 +43,7 @@ def _deformable_like(conv: nn.Conv2d) -> ModulatedDeformConv2d:
         padding=conv.padding[0],
         dilation=conv.dilation[0],
         bias=conv.bias is not None,
+        groups=conv.groups,
     )
     deformable.weight = conv.weight
     if conv.bias is not None:
@@ -44,8 +51,44 @@ def _deformable_like(conv: nn.Conv2d) -> ModulatedDeformConv2d:
     return deformable
 
 
-class ResNet(nn.Module):
-    """torchvision ResNet without its classifier.
+class StagedBackbone(nn.Module):
+    """A stem and four stages ``layer1``..``layer4`` returning C2..C5, the first ``frozen_stages`` kept fixed: what
+    ``ResNet`` and ``backbones.res2net.Res2Net`` share. A subclass builds the modules, then calls ``_freeze``."""
+
+    stem: nn.Module
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    layer4: nn.Module
+
+    def _freeze(self, frozen_stages: int) -> None:
+        self.frozen_stages = frozen_stages
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self.train()
+
+    def _stages(self) -> list[nn.Module]:
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        return self._stages()[: self.frozen_stages + 1] if self.frozen_stages > 0 else []
+
+    def train(self, mode: bool = True) -> StagedBackbone:
+        """Set train/eval mode, keeping the frozen stages in eval mode (their batch-norm statistics fixed)."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        c2 = self.layer1(self.stem(x))
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        return [c2, c3, c4, self.layer4(c4)]
+
+
+class ResNet(StagedBackbone):
+    """torchvision ResNet (or ResNeXt) without its classifier.
 
     Args:
         depth: 18, 34, 50 or 101.
@@ -62,7 +105,9 @@ class ResNet(nn.Module):
         dcn_stages: per stage ``layer1``..``layer4``, replace the 3x3 ``conv2`` of every block by a DCNv2
             (``(False, True, True, True)`` for the "-DCN" models). At initialisation its offsets are 0 and its
             modulation is sigmoid(0) = 0.5, so each replaced conv outputs half the plain conv's response (as
-            mmcv's ``ModulatedDeformConv2dPack`` and CenterNet's DCNv2 do).
+            mmcv's ``ModulatedDeformConv2dPack`` and CenterNet's DCNv2 do). A grouped conv stays grouped.
+        groups, width_per_group: ResNeXt's cardinality and channels per group in the bottlenecks' 3x3 convs
+            (torchvision's arguments; 1 and 64 = ResNet).
 
     Shapes:
         (B, 3, H, W) -> [C2, C3, C4, C5] at strides 4, 8, 16, 32.
@@ -77,6 +122,8 @@ class ResNet(nn.Module):
         norm: Literal["bn", "frozen_bn"] = "bn",
         dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False),
         stride_in_1x1: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
         if depth not in _BUILDERS:
@@ -88,9 +135,12 @@ class ResNet(nn.Module):
         if len(dcn_stages) != 4:
             raise ValueError(f"dcn_stages needs one flag per stage layer1..layer4, got {dcn_stages}")
         norm_layer = FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d
-        net = cache_frozen_norms(_BUILDERS[depth](weights=None, norm_layer=norm_layer))
+        net = cache_frozen_norms(
+            _BUILDERS[depth](weights=None, norm_layer=norm_layer, groups=groups, width_per_group=width_per_group)
+        )
         if weights == IMAGENET:
-            weights = imagenet_weights_file(f"resnet{depth}")
+            name = f"resnet{depth}" if groups == 1 else f"resnext{depth}_{groups}x{width_per_group}d"
+            weights = imagenet_weights_file(name)
         if weights is not None:
             # Loaded before the DCN swap, so the file's conv2 weights land in the DCN weights; a frozen_bn
             # model has no num_batches_tracked buffers, so those keys of the file are not read.
@@ -106,31 +156,9 @@ class ResNet(nn.Module):
             if deformable:
                 for block in stage:
                     block.conv2 = _deformable_like(block.conv2)
-        self.frozen_stages = frozen_stages
-        for module in self._frozen_modules():
-            module.requires_grad_(False)
-        self.train()
+        self._freeze(frozen_stages)
         width = 64 * (1 if depth < 50 else 4)
         self.feature_shapes = tuple(
             FeatureShape(f"c{level}", width * 2 ** (level - 2), 2**level) for level in range(2, 6)
         )
         self.size_divisor = 32
-
-    def _stages(self) -> list[nn.Module]:
-        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
-
-    def _frozen_modules(self) -> list[nn.Module]:
-        return self._stages()[: self.frozen_stages + 1] if self.frozen_stages > 0 else []
-
-    def train(self, mode: bool = True) -> ResNet:
-        """Set train/eval mode, keeping the frozen stages in eval mode (their batch-norm statistics fixed)."""
-        super().train(mode)
-        for module in self._frozen_modules():
-            module.eval()
-        return self
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        c2 = self.layer1(self.stem(x))
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        return [c2, c3, c4, self.layer4(c4)]

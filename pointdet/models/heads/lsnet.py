@@ -41,15 +41,18 @@ the point assigner, refine positives and labels by ATSS (k = 9) on the boxes of 
 Facts derived from Duankaiwen/LSNet code/mmdet/models/dense_heads/lsnet_head.py (``_init_layers``,
 ``init_weights``, ``forward_single1/2``, ``get_pred_reg``, ``extreme_points2bbox``, ``loss_single``) and
 configs/lsnet/lsnet_bbox_r50_fpn_1x_coco.py, as summarised in METHODS.md CARD 4; no code of theirs was copied.
-One deliberate difference: the code rescales the pyramid offsets in place on a shared view, so the third level it
-reads (l+1) gets the offsets scaled by 2 x 0.5 = 1 instead of 0.5; here every level gets its own size ratio (the
-card's and the paper's pyramid DCN).
+One deliberate difference, an option: the code rescales the pyramid offsets in place on a shared view, so the third
+level it reads gets the offsets scaled by the product of the two other levels' ratios (a middle level's l+1: 2 x 0.5
+= 1 instead of 0.5); by default every level gets its own size ratio (``pyramid_scaling="paper"``, the card's and the
+paper's pyramid DCN), and ``pyramid_scaling="code"`` computes what the official network computes (the models
+``pointdet convert --from lsnet`` writes use it, so that the official weights see the features they were trained on).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
@@ -65,6 +68,7 @@ from pointdet.models.heads.lsnet_layers import (
     BoxBranch,
     LandmarkFeatureConv,
     LandmarkFeatures,
+    PyramidScaling,
     dcn_tower,
     init_convs,
     init_landmarks,
@@ -171,6 +175,7 @@ class LSNetHead(nn.Module):
         tower: ``dcn`` (DCNv2 towers, LSNet) or ``conv`` (plain 3x3 convs, the faster option).
         channels: width of the towers and of the landmark-feature convs (a multiple of 32, GroupNorm 32).
         landmark_features: ``pyramid`` DCN (levels l-1, l, l+1), ``single``-level landmark DCN or ``none``.
+        pyramid_scaling: ``paper`` or ``code`` rescaling of the pyramid DCN's offsets (module docstring).
         stacked_convs: layers per tower.
         box_penalty: add the code's CIoU-style box penalty to the cross-IoU loss (METHODS.md App. A #12).
         gradient_mul: share of the DCN-offset gradient that reaches the init vectors.
@@ -196,6 +201,7 @@ class LSNetHead(nn.Module):
         tower: Tower = "dcn",
         channels: int = 256,
         landmark_features: LandmarkFeatures = "pyramid",
+        pyramid_scaling: PyramidScaling = "paper",
         stacked_convs: int = 3,
         box_penalty: bool = True,
         gradient_mul: float = 0.1,
@@ -242,10 +248,13 @@ class LSNetHead(nn.Module):
         self.init_conv, self.init_out = init_convs(channels, 4 * self.num_main_vectors + 2 * self.task.free_points)
         prior_bias = -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR)
         fused = channels + (VERIFICATION_CHANNELS if corner_verification else 0)  # the corner maps join the towers
-        self.cls_refine = LandmarkFeatureConv(channels, num_classes, landmark_features, prior_bias, fused)
-        self.reg_refine = LandmarkFeatureConv(channels, 4 * self.num_main_vectors, landmark_features, 0.0, fused)
+        refine = partial(
+            LandmarkFeatureConv, mode=landmark_features, in_channels=fused, pyramid_scaling=pyramid_scaling
+        )
+        self.cls_refine = refine(channels, num_classes, out_bias=prior_bias)
+        self.reg_refine = refine(channels, 4 * self.num_main_vectors)
         if len(towers) == 3:
-            self.box_branch = BoxBranch(towers[2], channels, landmark_features, gradient_mul)
+            self.box_branch = BoxBranch(towers[2], channels, landmark_features, gradient_mul, pyramid_scaling)
         self.register_buffer("dcn_base_offset", dcn_base_offset(KERNEL).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("dcn_vectors", torch.tensor(self.task.dcn_vectors), persistent=False)
         self.shared, self.foreground, self.corners = verification_branches(

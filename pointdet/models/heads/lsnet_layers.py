@@ -19,14 +19,17 @@ from pointdet.targets.lsnet_tasks import BOX_BRANCH_FREE_POINTS, BOX_BRANCH_VECT
 
 LandmarkFeatures = Literal["pyramid", "single", "none"]
 LANDMARK_FEATURES: tuple[str, ...] = ("pyramid", "single", "none")
+PyramidScaling = Literal["paper", "code"]
+PYRAMID_SCALINGS: tuple[str, ...] = ("paper", "code")
 KERNEL = 3  # the landmark DCN is 3 x 3
 
 
 def dcn_tower(in_channels: int, channels: int, depth: int) -> nn.Sequential:
-    """``depth`` x (DCNv2 3x3 without bias -> GN(32) -> ReLU), the LSNet towers (``DCNConvModule``)."""
+    """``depth`` x (DCNv2 3x3 with a bias -> GN(32) -> ReLU), the LSNet towers (``DCNConvModule``: its
+    ``ModulatedDeformConvPack`` keeps mmdetection's default ``bias=True``; the bias starts at zero)."""
     layers: list[nn.Module] = []
     for i in range(depth):
-        dcn = ModulatedDeformConv2d(in_channels if i == 0 else channels, channels, bias=False)
+        dcn = ModulatedDeformConv2d(in_channels if i == 0 else channels, channels, bias=True)
         layers += [dcn, nn.GroupNorm(GROUPS, channels), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
@@ -63,6 +66,11 @@ class LandmarkFeatureConv(nn.Module):
             conv of the level alone): the paper's Table 3 ablation.
         out_bias: initial bias of the output conv.
         in_channels: channels of the maps read, when not D (LSNet-CPV: D + the 6 corner-verification maps).
+        pyramid_scaling: how the pyramid DCN's offsets reach the other levels: ``paper`` (each level's sampling
+            positions, kernel grid and offsets alike, scaled by that level's size ratio) or ``code`` (the official
+            ``forward_single2``: the kernel grid by the level's ratio, the offsets by the product of the ratios of
+            the levels read so far, because the code rescales them in place on a shared tensor; the third level
+            read gets its offsets scaled by ``r_2 * r_3`` instead of ``r_3``, e.g. 2 x 0.5 = 1 for a middle level).
     """
 
     def __init__(
@@ -72,11 +80,14 @@ class LandmarkFeatureConv(nn.Module):
         mode: LandmarkFeatures = "pyramid",
         out_bias: float = 0.0,
         in_channels: int | None = None,
+        pyramid_scaling: PyramidScaling = "paper",
     ) -> None:
         super().__init__()
         if mode not in LANDMARK_FEATURES:
             raise ValueError(f"landmark features must be one of {LANDMARK_FEATURES}, got {mode!r}")
-        self.mode = mode
+        if pyramid_scaling not in PYRAMID_SCALINGS:
+            raise ValueError(f"pyramid_scaling must be one of {PYRAMID_SCALINGS}, got {pyramid_scaling!r}")
+        self.mode, self.pyramid_scaling = mode, pyramid_scaling
         in_channels = channels if in_channels is None else in_channels
         self.level_conv = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.norm = nn.GroupNorm(GROUPS, channels)
@@ -99,12 +110,22 @@ class LandmarkFeatureConv(nn.Module):
         if self.mode != "none":
             height, width = features[level].shape[-2:]
             levels = pyramid_levels(level, len(features)) if self.mode == "pyramid" else [level]
-            sampled = []
+            sampled, carried = [], (1.0, 1.0)  # ``code``: the ratios the offsets have already been scaled by
             for other in levels:
                 scale = (features[other].shape[-2] / height, features[other].shape[-1] / width)
-                sampled.append(deform_conv(features[other], offset_yx, self.dcn_weight, None, padding=1, scale=scale))
+                # deform_conv scales kernel grid + offsets by ``scale``; the code's offsets carry ``carried`` more
+                offsets = offset_yx if carried == (1.0, 1.0) else offset_yx * _per_axis(carried, offset_yx)
+                sampled.append(deform_conv(features[other], offsets, self.dcn_weight, None, padding=1, scale=scale))
+                if self.pyramid_scaling == "code":
+                    carried = (carried[0] * scale[0], carried[1] * scale[1])
             hidden = hidden + F.relu(self.fuse(torch.cat(sampled, dim=1)))
         return self.out(F.relu(self.norm(hidden)))
+
+
+def _per_axis(scale: tuple[float, float], offset_yx: Tensor) -> Tensor:
+    """(1, 2K, 1, 1) factors ``(scale_y, scale_x)`` repeated over the K kernel points of (B, 2K, H, W) offsets."""
+    factors = offset_yx.new_tensor(scale).repeat(offset_yx.shape[1] // 2)
+    return factors.view(1, -1, 1, 1)
 
 
 def init_landmarks(
@@ -142,14 +163,21 @@ class BoxBranch(nn.Module):
     Args:
         tower: the branch's tower (as the head's).
         channels: D.
-        mode, gradient_mul: as ``LSNetHead``'s landmark features and gradient_mul.
+        mode, gradient_mul, pyramid_scaling: as ``LSNetHead``'s landmark features, gradient_mul and pyramid scaling.
     """
 
-    def __init__(self, tower: nn.Sequential, channels: int, mode: LandmarkFeatures, gradient_mul: float) -> None:
+    def __init__(
+        self,
+        tower: nn.Sequential,
+        channels: int,
+        mode: LandmarkFeatures,
+        gradient_mul: float,
+        pyramid_scaling: PyramidScaling = "paper",
+    ) -> None:
         super().__init__()
         self.tower, self.gradient_mul = tower, gradient_mul
         self.init_conv, self.init_out = init_convs(channels, 4 * BOX_BRANCH_VECTORS + 2 * BOX_BRANCH_FREE_POINTS)
-        self.refine = LandmarkFeatureConv(channels, 4 * BOX_BRANCH_VECTORS, mode)
+        self.refine = LandmarkFeatureConv(channels, 4 * BOX_BRANCH_VECTORS, mode, pyramid_scaling=pyramid_scaling)
         self.register_buffer("dcn_base_offset", dcn_base_offset(KERNEL).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("dcn_vectors", torch.arange(BOX_BRANCH_VECTORS), persistent=False)
 
