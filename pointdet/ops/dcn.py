@@ -61,10 +61,10 @@ def deform_conv2d_sampled(
         key, lambda: _kernel_grid(kernel_h, kernel_w, out_h, out_w, stride, padding, dilation, x)
     )
     offset = offset.view(batch, points, 2, out_h, out_w)
-    sample_y = grid_y + offset[:, :, 0]  # (B, k*k, H', W') pixel coordinates of x
-    sample_x = grid_x + offset[:, :, 1]
-    if scale != (1.0, 1.0):
-        sample_y, sample_x = sample_y * scale[0], sample_x * scale[1]
+    # Scaled unconditionally: a trace (the ONNX export) at a size where the scale is 1 (two 1 x 1 levels) must still
+    # record the product, which other input sizes need.
+    sample_y = (grid_y + offset[:, :, 0]) * scale[0]  # (B, k*k, H', W') pixel coordinates of x
+    sample_x = (grid_x + offset[:, :, 1]) * scale[1]
     # Pixel index u maps to normalised (2u + 1) / size - 1 with align_corners=False; zero padding outside,
     # exactly torchvision's bilinear rule.
     grid = torch.stack([(2 * sample_x + 1) / width - 1, (2 * sample_y + 1) / height - 1], dim=-1)
