@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pointdet.configs import CONFIG_VERSION, ExperimentConfig, config_to_dict
-from pointdet.convert.classes import ClassList, KeypointLayout
+from pointdet.convert.classes import ClassList, KeypointLayout, class_list
 from pointdet.engine.checkpoint import save_checkpoint
 from pointdet.errors import PointdetError
 from pointdet.models.backbones.weights import read_state_dict
@@ -186,3 +186,21 @@ def write_checkpoint(
     }
     save_checkpoint(checkpoint, target)
     return target
+
+
+def checkpoint_classes(
+    path: Path, num_classes: int, classes: str | None, default: str = "coco", branch: str = "classifier"
+) -> ClassList:
+    """The class names of a checkpoint whose ``branch`` has ``num_classes`` outputs: ``--classes`` when given, else
+    ``default`` (``coco``, ``person``...) when its count matches.
+
+    Raises:
+        ConversionError: no ``--classes`` for a count the default does not have, or names of another count.
+    """
+    if classes is None and len(class_list(default).names) != num_classes:
+        raise ConversionError(f"{path}: {num_classes} classes: name them with --classes (a file, one name a line)")
+    names = class_list(classes or default)
+    if len(names.names) != num_classes:
+        raise ConversionError(f"{path}: the {branch} has {num_classes} classes, --classes {classes} names "
+                              f"{len(names.names)}")  # fmt: skip
+    return names

@@ -27,13 +27,14 @@ import torch
 
 from pointdet.configs import CornerConfig, ExperimentConfig, get_preset
 from pointdet.convert import common
-from pointdet.convert.classes import class_list, keypoint_layout
+from pointdet.convert.classes import keypoint_layout
 from pointdet.convert.common import (
     HOURGLASS_LEVEL,
     IMAGENET_RGB,
     RESIDUAL_BODY,
     Architecture,
     ConversionError,
+    checkpoint_classes,
     convert_into,
     cornernet_hourglass_rules,
     read_official,
@@ -218,13 +219,7 @@ def convert_corners(
     if heat not in official:
         raise ConversionError(f"{path}: no top-left heatmap branch ({heat})")
     num_classes = len(official[heat])
-    if classes is None and num_classes != 80:
-        raise ConversionError(f"{path}: {num_classes} classes: name them with --classes (a file, one name a line)")
-    names = class_list(classes or "coco")
-    if len(names.names) != num_classes:
-        raise ConversionError(
-            f"{path}: the heatmap has {num_classes} classes, --classes {classes} names {len(names.names)}"
-        )
+    names = checkpoint_classes(path, num_classes, classes, branch="heatmap")
     config = converted_corner_config(framework, method, backbone)
     converted_from = {"file": str(path), "framework": framework, "arch": backbone, "task": "det"}
     architecture = architecture_for(framework, backbone)

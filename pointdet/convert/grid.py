@@ -29,8 +29,16 @@ from pathlib import Path
 import torch
 
 from pointdet.configs import ExperimentConfig, get_preset
-from pointdet.convert.classes import class_list, keypoint_layout
-from pointdet.convert.common import COUNTER, IMAGENET_RGB, Architecture, ConversionError, convert_into, read_official
+from pointdet.convert.classes import keypoint_layout
+from pointdet.convert.common import (
+    COUNTER,
+    IMAGENET_RGB,
+    Architecture,
+    ConversionError,
+    checkpoint_classes,
+    convert_into,
+    read_official,
+)
 from pointdet.models.roi_heads.grid import grid_neighbours
 
 FRAMEWORKS = ("cpm", "mmdet")
@@ -218,12 +226,7 @@ def convert_grid(path: str | Path, out: str | Path, framework: str, classes: str
     if scores not in official:
         raise ConversionError(f"{path}: no classifier ({scores})")
     num_classes = len(official[scores]) - 1  # + background
-    if classes is None and num_classes != 80:
-        raise ConversionError(f"{path}: {num_classes} classes: name them with --classes (a file, one name a line)")
-    names = class_list(classes or "coco")
-    if len(names.names) != num_classes:
-        raise ConversionError(f"{path}: the classifier has {num_classes} classes, --classes {classes} names "
-                              f"{len(names.names)}")  # fmt: skip
+    names = checkpoint_classes(path, num_classes, classes)
     config = converted_grid_config(framework, official, depth)
     architecture = CPM_RELEASE if framework == "cpm" else MMDET_GRID_RCNN
     converted_from = {"file": str(path), "framework": framework, "arch": f"resnet{depth}", "task": "det"}

@@ -32,13 +32,14 @@ from typing import NamedTuple
 import torch
 
 from pointdet.configs import ExperimentConfig, get_preset
-from pointdet.convert.classes import ClassList, KeypointLayout, class_list, keypoint_layout
+from pointdet.convert.classes import ClassList, KeypointLayout, keypoint_layout
 from pointdet.convert.common import (
     COUNTER,
     IMAGENET_RGB,
     Architecture,
     ConversionError,
     Rule,
+    checkpoint_classes,
     convert_into,
     read_official,
 )
@@ -267,12 +268,7 @@ def plan_conversion(
         raise ConversionError(f"{path}: --arch {arch}, but the file holds a {backbone} backbone")
     num_classes = len(official[f"{HEAD}pts_cls_out.weight"])
     pose = TASKS[official_task][0] == "pose"
-    if classes is None and (num_classes, pose) not in ((80, False), (1, True)):
-        raise ConversionError(f"{path}: {num_classes} classes: name them with --classes (a file, one name a line)")
-    names = class_list(classes or ("person" if pose else "coco"))
-    if len(names.names) != num_classes:
-        raise ConversionError(f"{path}: the classifier has {num_classes} classes, --classes {classes} names "
-                              f"{len(names.names)}")  # fmt: skip
+    names = checkpoint_classes(path, num_classes, classes, "person" if pose else "coco")
     converted_from = {
         "file": str(path),
         "framework": "lsnet",

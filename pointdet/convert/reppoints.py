@@ -25,8 +25,16 @@ from pathlib import Path
 import torch
 
 from pointdet.configs import DenseRepPointsV2Config, ExperimentConfig, RepPointsV2Config, get_preset
-from pointdet.convert.classes import class_list, keypoint_layout
-from pointdet.convert.common import COUNTER, IMAGENET_RGB, Architecture, ConversionError, Rule, convert_into
+from pointdet.convert.classes import keypoint_layout
+from pointdet.convert.common import (
+    COUNTER,
+    IMAGENET_RGB,
+    Architecture,
+    ConversionError,
+    Rule,
+    checkpoint_classes,
+    convert_into,
+)
 from pointdet.convert.common import read_official as read_file
 
 HEAD = "bbox_head."
@@ -236,12 +244,7 @@ def convert_reppoints(path: str | Path, out: str | Path, arch: str | None = None
         if needed not in official:
             raise ConversionError(f"{path}: no '{needed}': not a {method} network of Scalsol/RepPointsV2")
     num_classes = len(official[f"{HEAD}reppoints_cls_out.weight"])
-    if classes is None and num_classes != 80:
-        raise ConversionError(f"{path}: {num_classes} classes: name them with --classes (a file, one name a line)")
-    names = class_list(classes or "coco")
-    if len(names.names) != num_classes:
-        raise ConversionError(f"{path}: the classifier has {num_classes} classes, --classes {classes} names "
-                              f"{len(names.names)}")  # fmt: skip
+    names = checkpoint_classes(path, num_classes, classes)
     config = converted_reppoints_config(method, official, backbone, dcn)
     if method == "dense_reppoints_v2":
         official = points_y_first(official)
