@@ -204,6 +204,31 @@ def test_loss_is_finite_and_reaches_every_parameter(transform, box_loss, refine_
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
 
 
+def test_cls_norm_gn_normalises_the_class_dcn_and_none_keeps_the_official_parameters():
+    official = RepPointsHead(32, 3, channels=32)
+    assert not any("cls_dcn_norm" in name for name in official.state_dict())  # converters map the official keys
+    head = RepPointsHead(32, 3, channels=32, cls_norm="gn")
+    assert [name for name in head.state_dict() if "cls_dcn_norm" in name] == ["cls_dcn_norm.weight", "cls_dcn_norm.bias"]
+    # Same weights otherwise: the GN head's logits are the official head's with the class DCN's output group-normed.
+    head.load_state_dict(official.state_dict(), strict=False)
+    features = _features(2, 32)
+    hidden: dict[str, list[torch.Tensor]] = {"gn": [], "none": []}
+    for name, model in (("gn", head), ("none", official)):
+        handle = model.cls_out.register_forward_hook(lambda _, inputs, __, name=name: hidden[name].append(inputs[0]))
+        model(features)
+        handle.remove()
+    # the finest level (8 x 12); the coarse 1 x 1 maps hold one value per group
+    hidden_gn, hidden_none = hidden["gn"][0], hidden["none"][0]
+    assert not torch.allclose(hidden_gn, hidden_none)
+    # Per group of one image, the GN hidden before the ReLU has mean 0 and variance 1: its positive part is about half.
+    assert 0.3 < (hidden_gn > 0).float().mean() < 0.7
+    instances = [_instances([[10, 6, 42, 40], [50, 20, 90, 60]], [0, 2]), Instances.empty()]
+    sum(head.loss(head(features), instances).values()).backward()
+    assert head.cls_dcn_norm.weight.grad is not None and torch.isfinite(head.cls_dcn_norm.weight.grad).all()
+    with pytest.raises(ValueError, match="cls_norm"):
+        RepPointsHead(32, 3, channels=32, cls_norm="bn")
+
+
 def test_loss_of_an_all_empty_batch_is_connected_and_box_terms_are_zero():
     head = RepPointsHead(32, 3, channels=32)
     losses = head.loss(head(_features(2, 32)), [Instances.empty(), Instances.empty()])

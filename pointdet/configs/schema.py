@@ -219,6 +219,10 @@ class RepPointsConfig(FPNBackboneConfig):
         gradient_mul: share of the DCN-offset gradient that reaches the init points (0.1).
         use_grid_points: regress a box per stage instead of free points, the points being the regular grid on it
             (mmdetection's ``use_grid_points``; false, the papers' points, is the default); use it with ``minmax``.
+        cls_norm: ``none`` (the official head, the default: converted models keep their parameters) or ``gn``
+            (GroupNorm between the class DCN and its ReLU, as LSNet's class branch; the real-photo presets use it:
+            without it RepPoints calls the rare classes of a small multi-class set by the frequent one,
+            docs/real_photos.md).
         score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
@@ -245,6 +249,7 @@ class RepPointsConfig(FPNBackboneConfig):
     refine_assigner: Literal["max_iou", "atss"] = "max_iou"
     gradient_mul: float = 0.1
     use_grid_points: bool = False
+    cls_norm: Literal["none", "gn"] = "none"
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000

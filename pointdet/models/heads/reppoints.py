@@ -116,6 +116,9 @@ class RepPointsHead(nn.Module):
         init_weight, refine_weight: box loss weights; None gives 0.5 / 1.0 (smooth_l1) or 1.0 / 2.0 (giou).
         guide_channels: extra input channels of both point-guided DCNs, concatenated to the towers' features by the
             caller of ``point_stage`` (RepPoints v2's 6 verification channels); 0 for v1.
+        cls_norm: ``none`` (the official head: the class DCN feeds its ReLU directly) or ``gn`` (GroupNorm(32) between
+            the class DCN and its ReLU, as LSNet's class branch has; a pointdet departure that keeps the classes
+            apart on small multi-class sets, docs/real_photos.md). ``none`` keeps the official parameter names.
         use_grid_points: regress boxes instead of points (mmdetection's ``use_grid_points``): the init branch moves
             and scales the box ±``point_base_scale / 2`` strides around the location, the refine branch the init
             box (detached), and the points are the regular grid on each box (``grid_from_regression``); pair it with
@@ -140,6 +143,7 @@ class RepPointsHead(nn.Module):
         refine_weight: float | None = None,
         guide_channels: int = 0,
         use_grid_points: bool = False,
+        cls_norm: Literal["none", "gn"] = "none",
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -147,6 +151,8 @@ class RepPointsHead(nn.Module):
             raise ValueError(f"num_points must be an odd square (the DCN kernel), got {num_points}")
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        if cls_norm not in ("none", "gn"):
+            raise ValueError(f"cls_norm must be 'none' or 'gn', got {cls_norm!r}")
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         self.num_classes, self.strides, self.num_points = num_classes, tuple(strides), num_points
@@ -163,6 +169,7 @@ class RepPointsHead(nn.Module):
         outputs = 4 if use_grid_points else 2 * num_points
         self.init_out = nn.Conv2d(channels, outputs, 1)
         self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
+        self.cls_dcn_norm = nn.GroupNorm(GROUPS, channels) if cls_norm == "gn" else nn.Identity()
         self.cls_out = nn.Conv2d(channels, num_classes, 1)
         self.refine_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
         self.refine_out = nn.Conv2d(channels, outputs, 1)
@@ -208,7 +215,8 @@ class RepPointsHead(nn.Module):
         if guide is not None:
             cls_features, reg_features = torch.cat([cls_features, guide], 1), torch.cat([reg_features, guide], 1)
         padding = (self.cls_dcn_weight.shape[-1] - 1) // 2
-        cls_hidden = F.relu(deform_conv(cls_features, offset_yx, self.cls_dcn_weight, None, padding=padding))
+        cls_hidden = deform_conv(cls_features, offset_yx, self.cls_dcn_weight, None, padding=padding)
+        cls_hidden = F.relu(self.cls_dcn_norm(cls_hidden))
         reg_hidden = F.relu(deform_conv(reg_features, offset_yx, self.refine_dcn_weight, None, padding=padding))
         refine = self.refine_out(reg_hidden)
         if self.use_grid_points:
