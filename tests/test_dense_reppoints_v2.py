@@ -245,6 +245,9 @@ def test_presets_config_family_and_switches():
     ablation = apply_overrides(cpu, ["model.contour_verification=false", "model.joint_inference=false"])
     head = build_model(ablation.model, 3, with_backbone_weights=False).head
     assert isinstance(head, DenseRepPointsV2Head) and head.contour is None
+    normed = build_model(apply_overrides(cpu, ["model.cls_norm=gn"]).model, 3, with_backbone_weights=False).head
+    assert isinstance(normed.cls_norm, torch.nn.GroupNorm) and normed.cls_norm.num_channels == 64
+    assert not any("cls_norm" in name for name in build_model(cpu.model, 3, with_backbone_weights=False).state_dict())
     with pytest.raises(ConfigError, match="num_groups"):
         DenseRepPointsV2Config(num_points=25)
 

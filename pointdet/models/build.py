@@ -283,7 +283,7 @@ def _build_dense_reppoints_v2(config: DenseRepPointsV2Config, num_classes: int, 
         contour_heatmap_weight=config.contour_heatmap_weight, contour_offset_weight=config.contour_offset_weight,
         foreground_weight=config.foreground_weight, point_targets=config.point_targets,
         band_distance=config.band_distance, mask_fusion=config.mask_fusion, score_sampling=config.score_sampling,
-        point_grid=config.point_grid,
+        point_grid=config.point_grid, cls_norm=config.cls_norm,
     )  # fmt: skip
     return Detector(
         backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)

@@ -62,6 +62,7 @@ from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.models.heads.reppoints import (
     FOCAL_ALPHA,
     FOCAL_GAMMA,
+    GROUPS,
     SMOOTH_L1_BETA,
     conv_tower,
     dcn_base_offset,
@@ -259,6 +260,8 @@ class DenseRepPointsV2Head(nn.Module):
         point_grid: the order of the regular init grid's points: ``row_major`` (point k in row k // sqrt(N),
             column k % sqrt(N)) or ``column_major`` (the transpose: the official head's, which lays points x first
             and adds the grid laid y first; used by converted models).
+        cls_norm: ``none`` (the official head) or ``gn``: GroupNorm between the group-pooling conv of the class
+            branch and its ReLU, as ``RepPointsHead``'s ``cls_norm``.
     """
 
     def __init__(
@@ -288,6 +291,7 @@ class DenseRepPointsV2Head(nn.Module):
         mask_fusion: MaskFusion = "every_level",
         score_sampling: ScoreSampling = "image",
         point_grid: PointGrid = "row_major",
+        cls_norm: Literal["none", "gn"] = "none",
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -299,6 +303,8 @@ class DenseRepPointsV2Head(nn.Module):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         if point_grid not in ("row_major", "column_major"):
             raise ValueError(f"point_grid must be 'row_major' or 'column_major', got {point_grid!r}")
+        if cls_norm not in ("none", "gn"):
+            raise ValueError(f"cls_norm must be 'none' or 'gn', got {cls_norm!r}")
         if point_targets not in ("band", "contour"):
             raise ValueError(f"point_targets must be 'band' or 'contour', got {point_targets!r}")
         self.num_classes, self.strides, self.num_points, self.num_groups = (
@@ -324,6 +330,7 @@ class DenseRepPointsV2Head(nn.Module):
         self.init_conv = output_conv(channels, channels, 3)
         self.init_out = output_conv(channels, 2 * num_points, 1)
         self.cls_conv = output_conv(fused * num_groups, channels, 1)
+        self.cls_norm = nn.GroupNorm(GROUPS, channels) if cls_norm == "gn" else nn.Identity()
         self.cls_out = output_conv(channels, num_classes, 1, PRIOR_BIAS)
         self.refine_conv = output_conv(fused, channels, 3)
         self.refine_out = output_conv(channels, 2 * num_points, 1)
@@ -361,7 +368,7 @@ class DenseRepPointsV2Head(nn.Module):
         firsts = guided_yx.view(batch, self.num_groups, -1, 2, height, width)[:, :, 0].flatten(0, 1)
         repeated = cls_features[:, None].expand(-1, self.num_groups, -1, -1, -1).flatten(0, 1)
         pooled = warp(repeated, firsts).view(batch, -1, height, width)  # (B, G * D', H, W)
-        logits = self.cls_out(F.relu(self.cls_conv(pooled)))
+        logits = self.cls_out(F.relu(self.cls_norm(self.cls_conv(pooled))))
         field = self.refine_out(F.relu(self.refine_conv(pts_features)))
         moved = warp(field.view(-1, 2, height, width), guided_yx.view(-1, 2, height, width))
         refine_yx = moved.view(batch, -1, height, width) + guided_yx
