@@ -229,6 +229,19 @@ def test_cls_norm_gn_normalises_the_class_dcn_and_none_keeps_the_official_parame
         RepPointsHead(32, 3, channels=32, cls_norm="bn")
 
 
+def test_cls_norm_is_official_in_the_coco_presets_and_on_in_the_real_photo_v1_preset():
+    from pointdet.configs import apply_overrides, get_preset
+    from pointdet.errors import ConfigError
+
+    for name in ("reppoints_r50_fpn", "reppoints_v2_r50_fpn", "reppoints_v2_effl0_raccoon"):
+        assert get_preset(name).model.cls_norm == "none", name
+    v1 = get_preset("reppoints_effl0_raccoon")
+    assert (v1.model.cls_norm, v1.model.refine_assigner, v1.optim.lr, v1.optim.epochs) == ("gn", "atss", 1e-3, 16)
+    assert apply_overrides(v1, ["model.cls_norm=none"]).model.cls_norm == "none"
+    with pytest.raises(ConfigError, match="model.cls_norm"):
+        apply_overrides(v1, ["model.cls_norm=bn"])
+
+
 def test_loss_of_an_all_empty_batch_is_connected_and_box_terms_are_zero():
     head = RepPointsHead(32, 3, channels=32)
     losses = head.loss(head(_features(2, 32)), [Instances.empty(), Instances.empty()])
