@@ -62,8 +62,8 @@ from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.models.heads.reppoints import (
     FOCAL_ALPHA,
     FOCAL_GAMMA,
-    GROUPS,
     SMOOTH_L1_BETA,
+    class_norm,
     conv_tower,
     dcn_base_offset,
     offsets_to_points,
@@ -303,8 +303,6 @@ class DenseRepPointsV2Head(nn.Module):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         if point_grid not in ("row_major", "column_major"):
             raise ValueError(f"point_grid must be 'row_major' or 'column_major', got {point_grid!r}")
-        if cls_norm not in ("none", "gn"):
-            raise ValueError(f"cls_norm must be 'none' or 'gn', got {cls_norm!r}")
         if point_targets not in ("band", "contour"):
             raise ValueError(f"point_targets must be 'band' or 'contour', got {point_targets!r}")
         self.num_classes, self.strides, self.num_points, self.num_groups = (
@@ -330,7 +328,7 @@ class DenseRepPointsV2Head(nn.Module):
         self.init_conv = output_conv(channels, channels, 3)
         self.init_out = output_conv(channels, 2 * num_points, 1)
         self.cls_conv = output_conv(fused * num_groups, channels, 1)
-        self.cls_norm = nn.GroupNorm(GROUPS, channels) if cls_norm == "gn" else nn.Identity()
+        self.cls_norm = class_norm(cls_norm, channels)
         self.cls_out = output_conv(channels, num_classes, 1, PRIOR_BIAS)
         self.refine_conv = output_conv(fused, channels, 3)
         self.refine_out = output_conv(channels, 2 * num_points, 1)

@@ -54,6 +54,14 @@ def conv_tower(in_channels: int, channels: int, depth: int, norm: Literal["gn", 
     return nn.Sequential(*layers)
 
 
+def class_norm(kind: Literal["none", "gn"], channels: int) -> nn.Module:
+    """The layer between a class branch's hidden conv and its ReLU: GroupNorm(32) for ``gn``, nothing for ``none``
+    (the official heads, whose parameter names it leaves as they are)."""
+    if kind not in ("none", "gn"):
+        raise ValueError(f"cls_norm must be 'none' or 'gn', got {kind!r}")
+    return nn.GroupNorm(GROUPS, channels) if kind == "gn" else nn.Identity()
+
+
 def dcn_base_offset(kernel: int) -> Tensor:
     """(2 * kernel², ) the regular kernel grid as (dy, dx) pairs, row-major: y repeats, x tiles (METHODS.md §1.9).
 
@@ -151,8 +159,6 @@ class RepPointsHead(nn.Module):
             raise ValueError(f"num_points must be an odd square (the DCN kernel), got {num_points}")
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
-        if cls_norm not in ("none", "gn"):
-            raise ValueError(f"cls_norm must be 'none' or 'gn', got {cls_norm!r}")
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         self.num_classes, self.strides, self.num_points = num_classes, tuple(strides), num_points
@@ -169,7 +175,7 @@ class RepPointsHead(nn.Module):
         outputs = 4 if use_grid_points else 2 * num_points
         self.init_out = nn.Conv2d(channels, outputs, 1)
         self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
-        self.cls_dcn_norm = nn.GroupNorm(GROUPS, channels) if cls_norm == "gn" else nn.Identity()
+        self.cls_dcn_norm = class_norm(cls_norm, channels)
         self.cls_out = nn.Conv2d(channels, num_classes, 1)
         self.refine_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
         self.refine_out = nn.Conv2d(channels, outputs, 1)
