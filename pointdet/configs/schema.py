@@ -161,6 +161,9 @@ class FPNBackboneConfig:
         backbone, backbone_weights, frozen_stages, frozen_bn, backbone_dcn: the backbone, as ``RepPointsConfig``.
         norm: ``gn`` (GroupNorm 32 in the FPN, and in RepPoints' towers) or ``none``.
         channels: FPN channels (256).
+        fpn_levels: the pyramid the head runs on: ``p3-p7`` (strides 8-128, the papers' one-stage detectors; P6 a
+            stride-2 conv on C5) or ``p2-p6`` (strides 4-64, the two-stage detectors'; P6 max-pooled P5), whose
+            stride-4 level keeps objects of a few pixels on more than one location at four times the head's cost.
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
 
@@ -171,6 +174,7 @@ class FPNBackboneConfig:
     backbone_dcn: bool = False
     norm: Literal["gn", "none"] = "gn"
     channels: int = 256
+    fpn_levels: Literal["p3-p7", "p2-p6"] = "p3-p7"
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -597,7 +601,8 @@ class CPMRCNNConfig(FPNBackboneConfig):
     of Grid R-CNN Plus grid branches (CMM), IoU scoring (ISM) and re-scoring (RSM). With ``cascade_mapping``,
     ``iou_scoring`` and ``rescoring`` false it is Grid R-CNN Plus.
 
-    Every ``FPNBackboneConfig`` key applies, the FPN without norm by default (Faster R-CNN's). The other attributes:
+    Every ``FPNBackboneConfig`` key applies, the FPN without norm by default (Faster R-CNN's) and always on P2-P6.
+    The other attributes:
 
     Attributes:
         method: ``cpm_rcnn``; selects this family.
@@ -669,6 +674,7 @@ class CPMRCNNConfig(FPNBackboneConfig):
     method: Literal["cpm_rcnn"] = "cpm_rcnn"
     task: Literal["detection"] = "detection"
     norm: Literal["gn", "none"] = "none"
+    fpn_levels: Literal["p2-p6"] = "p2-p6"
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     rpn_train_rois: int = 2000
     rpn_test_rois: int = 1000

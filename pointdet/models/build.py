@@ -238,11 +238,11 @@ def _build_corner_model(config: CornerConfig, num_classes: int) -> Detector:
 def _fpn_backbone(
     config: RepPointsConfig | LSNetConfig | CPMRCNNConfig | FCOSConfig,
     weights: str | None,
-    levels: tuple[int, int] = (3, 7),
     stride_in_1x1: bool = False,
 ) -> tuple[nn.Module, FPN]:
     """ResNet (frozen stem + stage 1, frozen BN, optional DCN in c3-c5) or a timm model, and an FPN on its maps:
-    P3-P7 on strides 8/16/32 (the RepPoints and LSNet backbone) or P2-P6 on strides 4-32 (two-stage detectors)."""
+    ``config.fpn_levels``, P3-P7 on strides 8/16/32 (the one-stage detectors' default) or P2-P6 on strides 4-32 (the
+    two-stage detectors')."""
     norm = "frozen_bn" if config.frozen_bn else "bn"
     if config.backbone.startswith(TIMM_PREFIX):
         if config.backbone_dcn:
@@ -264,7 +264,7 @@ def _fpn_backbone(
             norm=norm,
             dcn_stages=(False, True, True, True) if config.backbone_dcn else (False, False, False, False),
         )
-    extra_from = "c5" if levels == (3, 7) else "p5"
+    levels, extra_from = ((3, 7), "c5") if config.fpn_levels == "p3-p7" else ((2, 6), "p5")
     return backbone, FPN(
         backbone.feature_shapes, config.channels, levels=levels, norm=config.norm, extra_from=extra_from
     )
@@ -367,7 +367,7 @@ def _lsnet_task(config: LSNetConfig, num_joints: int, flip_pairs: Sequence[tuple
 def _build_cpm_rcnn(config: CPMRCNNConfig, num_classes: int, weights: str | None) -> TwoStageDetector:
     """CPM R-CNN (or Grid R-CNN Plus with its three modules off): ``_fpn_backbone`` with P2-P6, torchvision's RPN,
     the CPM RoI heads."""
-    backbone, neck = _fpn_backbone(config, weights, levels=(2, 6), stride_in_1x1=config.stride_in_1x1)
+    backbone, neck = _fpn_backbone(config, weights, stride_in_1x1=config.stride_in_1x1)
     anchors = AnchorGenerator(tuple((size,) for size in config.anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
     rpn = RegionProposalNetwork(
         anchors, RPNHead(config.channels, anchors.num_anchors_per_location()[0]),
