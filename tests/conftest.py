@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,30 @@ from pointdet.data.shapes import generate_shapes
 from pointdet.models.backbones.weights import imagenet_url
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+MAX_WORKERS = 4  # each worker holds its own models and data: the cap keeps a many-core small machine out of swap
+
+
+def _cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most ``MAX_WORKERS``."""
+    return min(_cores(), MAX_WORKERS)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n auto``, the default suite) each worker takes its share of the cores, for torch and
+    for the processes the tests start (CLI runs, DDP workers): N workers of N threads each on N cores spend the run
+    fighting over them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = str(max(1, _cores() // int(workers)))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(scope="session")

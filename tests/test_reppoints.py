@@ -208,7 +208,8 @@ def test_cls_norm_gn_normalises_the_class_dcn_and_none_keeps_the_official_parame
     official = RepPointsHead(32, 3, channels=32)
     assert not any("cls_dcn_norm" in name for name in official.state_dict())  # converters map the official keys
     head = RepPointsHead(32, 3, channels=32, cls_norm="gn")
-    assert [name for name in head.state_dict() if "cls_dcn_norm" in name] == ["cls_dcn_norm.weight", "cls_dcn_norm.bias"]
+    norm_keys = [name for name in head.state_dict() if "cls_dcn_norm" in name]
+    assert norm_keys == ["cls_dcn_norm.weight", "cls_dcn_norm.bias"]
     # Same weights otherwise: the GN head's logits are the official head's with the class DCN's output group-normed.
     head.load_state_dict(official.state_dict(), strict=False)
     features = _features(2, 32)

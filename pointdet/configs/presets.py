@@ -379,9 +379,7 @@ def reppoints_effl0_raccoon() -> ExperimentConfig:
     frequent one, and max-IoU on the init boxes gives small objects too few positives (BCCD val AP 17.7 -> 36.5 ->
     42.9; docs/real_photos.md).
     """
-    base = _on_raccoon(
-        "reppoints_effl0_raccoon", RepPointsConfig(**_LITE0_FPN, cls_norm="gn", refine_assigner="atss")
-    )
+    base = _on_raccoon("reppoints_effl0_raccoon", RepPointsConfig(**_LITE0_FPN, cls_norm="gn", refine_assigner="atss"))
     return replace(base, optim=replace(base.optim, epochs=16, lr=1e-3), eval=replace(base.eval, every=16))
 
 
