@@ -105,6 +105,6 @@ summary = json.load(open(sys.argv[1]))
 print(json.dumps({'kind': 'main_job', 'train_seconds': summary['train_seconds'], 'final': summary['final']}))" \
     "$WORK/main_job/metrics.json"
 
-stage gpu_tests "$TESTS_LIMIT" python -m pytest -q -m gpu -p no:cacheprovider tests/test_compiled_predict.py \
+stage gpu_tests "$TESTS_LIMIT" python -m pytest -q -n 0 -m gpu -p no:cacheprovider tests/test_compiled_predict.py \
     tests/test_device_decode.py
 echo "$(grep -c . "$JSONL") lines in $JSONL after $((SECONDS - START)) s" >> "$LOG"
