@@ -432,7 +432,7 @@ def cmd_presets(_: argparse.Namespace) -> None:
     columns = max(shutil.get_terminal_size((120, 24)).columns, width + 40)
     for name, fn in PRESETS.items():
         text = _first_sentence(fn.__doc__ or "") + (" (default)" if name == DEFAULT_PRESET else "")
-        lines = textwrap.wrap(text, columns - width) or [""]
+        lines = textwrap.wrap(text, columns - width, break_on_hyphens=False, break_long_words=False) or [""]
         print(f"{name:<{width}}{lines[0]}", *(" " * width + line for line in lines[1:]), sep="\n")
 
 

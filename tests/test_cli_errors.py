@@ -224,7 +224,9 @@ def test_read_only_numpy_images_are_copied_writable_ones_shared():
 
 
 # ------------------------------------------------------------------------------------------------ listings
-def test_presets_are_aligned_with_whole_first_sentences(capsys):
+@pytest.mark.parametrize("columns", ["60", "200"])  # hyphens and long paths stay whole on a narrow terminal too
+def test_presets_are_aligned_with_whole_first_sentences(capsys, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", columns)
     main(["presets"])
     lines = capsys.readouterr().out.splitlines()
     column = max(len(name) for name in PRESETS) + 2

@@ -21,7 +21,8 @@ def test_centernet_overfits_four_shapes_images(tmp_path):
     coco = CocoDataset(shapes.train_json, shapes.train_images)
     batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
     model = build_model(CenterNetConfig(backbone="resnet18"), num_classes=3)
-    history = fit(model, batch, steps=120)
+    # AP 0.90 with one thread, 0.92 with two at 150 steps; 120 gave 0.83 with one (a pytest-xdist worker's share)
+    history = fit(model, batch, steps=150)
     assert history[-1] < 0.05 * history[0], history[::10]
     model.eval()
     detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
