@@ -161,13 +161,14 @@ def test_a_run_folder_holds_the_plots_and_per_class_tables(tiny_shapes, tmp_path
     config = tiny_config(tiny_shapes, tmp_path / "run", epochs=1)
     Trainer(config).train()
     out = capsys.readouterr().out
-    assert "box AP per class" in out and "triangle" in out
+    assert "box AP per class" in out and "triangle" in out and "class-agnostic box AP" in out
     plots = tmp_path / "run" / "plots"
     names = {p.name for p in plots.iterdir()}
     assert {"training_curves.png", "pr_curves_iou50.png", "confusion_matrix.png"} <= names, names
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics["per_class"]["boxes"]) == {"circle", "triangle", "square"}
     assert set(metrics["history"][-1]["per_class"]["boxes"]["circle"]) == {"AP", "AP50"}
+    assert metrics["history"][-1]["class_agnostic"]["AP"] >= 0
 
     main(
         [

@@ -436,12 +436,18 @@ class Trainer:
         metrics = evaluation.metrics
         self.eval_due = False
         entry = {"epoch": self.epoch, "step": self.global_step, "metrics": metrics}
-        self.history.append({**entry, "per_class": evaluation.per_class} if evaluation.per_class else entry)
+        if evaluation.per_class:
+            entry["per_class"] = evaluation.per_class
+        if evaluation.class_agnostic is not None:
+            entry["class_agnostic"] = evaluation.class_agnostic
+        self.history.append(entry)
         if is_main_process():
             where = f"epoch {self.epoch} step {self.global_step} — {self.val_set.annotation_file.name}"
             tqdm.write(f"{where}\n{evaluation.describe()}")
             for name, value in metrics.items():
                 self.writer.add_scalar(f"val/{name}", value, self.global_step)
+            if evaluation.class_agnostic is not None:
+                self.writer.add_scalar("val/class_agnostic_AP", evaluation.class_agnostic["AP"], self.global_step)
             if self.config.eval.plots:
                 self._write_plots(evaluation)
         score = metrics[primary_metric(metrics)]

@@ -219,6 +219,20 @@ def run_coco_evaluation(
     return CocoEvaluation(metrics, precision, category_names, category_ids, ground_truth)
 
 
+def merge_classes(ground_truth: dict, results: list[dict]) -> tuple[dict, list[dict]]:
+    """``ground_truth`` (a COCO dict) and box ``results`` with every category merged into one: the input of a
+    class-agnostic evaluation, which scores the boxes as if every class were right. Neither input is changed.
+
+    A merged category keeps the first category's id and is named ``object``. Detections of several classes on one
+    object become duplicates of it, so the merged AP is what the boxes score with the classes ignored, not an upper
+    bound of what perfect classification would give.
+    """
+    category = {"id": ground_truth["categories"][0]["id"], "name": "object"}
+    annotations = [{**annotation, "category_id": category["id"]} for annotation in ground_truth["annotations"]]
+    merged_results = [{**record, "category_id": category["id"]} for record in results]
+    return {**ground_truth, "categories": [category], "annotations": annotations}, merged_results
+
+
 def evaluate_coco(*args, **kwargs) -> dict[str, float]:
     """COCOeval's standard numbers in [0, 1] (``-1`` where a range has no ground truth); the arguments of
     ``run_coco_evaluation``."""
