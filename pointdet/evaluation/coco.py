@@ -221,7 +221,7 @@ def run_coco_evaluation(
 
 def merge_classes(ground_truth: dict, results: list[dict]) -> tuple[dict, list[dict]]:
     """``ground_truth`` (a COCO dict) and box ``results`` with every category merged into one: the input of a
-    class-agnostic evaluation, which scores the boxes as if every class were right. Neither input is changed.
+    class-agnostic evaluation, which scores the boxes with the classes ignored. Neither input is changed.
 
     A merged category keeps the first category's id and is named ``object``. Detections of several classes on one
     object become duplicates of it, so the merged AP is what the boxes score with the classes ignored, not an upper
