@@ -227,6 +227,10 @@ class RepPointsConfig(FPNBackboneConfig):
             (GroupNorm between the class DCN and its ReLU, as LSNet's class branch; the real-photo presets use it:
             without it RepPoints calls the rare classes of a small multi-class set by the frequent one,
             docs/real_photos.md).
+        corner_start: strides by which the init points 0 and 1 start up-left and down-right of their location (the
+            init output's bias; 0, the official, leaves it zero). With ``exact_minmax`` / ``corner_minmax`` boxes it
+            gives the init and refine stages the same corners: left free, each picks which point is which corner at
+            random, and where they differ the refine boxes end no better than the init ones (docs/real_photos.md).
         score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
@@ -241,6 +245,7 @@ class RepPointsConfig(FPNBackboneConfig):
             lambda n: n >= 9 and math.isqrt(n) ** 2 == n and n % 2 == 1, "an odd square >= 9 (9, 25, ...)"
         ),
         "gradient_mul": fraction(),
+        "corner_start": at_least(0),
         **DENSE_DECODE_RANGES,
     }
 
@@ -254,9 +259,18 @@ class RepPointsConfig(FPNBackboneConfig):
     gradient_mul: float = 0.1
     use_grid_points: bool = False
     cls_norm: Literal["none", "gn"] = "none"
+    corner_start: float = 0.0
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.corner_start and (self.transform not in ("exact_minmax", "corner_minmax") or self.use_grid_points):
+            raise ConfigError(
+                f"model.corner_start={self.corner_start} places the corner points of the exact_minmax / corner_minmax "
+                f"boxes (points, not use_grid_points); model.transform is {self.transform}"
+            )
 
     @property
     def needs_masks(self) -> bool:
@@ -428,6 +442,8 @@ class DenseRepPointsV2Config(RepPointsV2Config):
         super().__post_init__()
         if self.use_grid_points:
             raise ConfigError("model.use_grid_points=true: the dense head regresses its points; set it to false")
+        if self.corner_start:
+            raise ConfigError("model.corner_start: Dense RepPoints v2's boxes are not two corner points; leave it 0")
         if self.num_points % self.num_groups:
             raise ConfigError(
                 f"model.num_points={self.num_points}: must be divisible by model.num_groups={self.num_groups}"

@@ -310,6 +310,7 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
         guide_channels=VERIFICATION_CHANNELS if v2 and config.corner_verification else 0,
         use_grid_points=config.use_grid_points,
         cls_norm=config.cls_norm,
+        corner_start=config.corner_start,
     )
     if v2:
         head = RepPointsV2Head(

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from pointdet.decoders.point_sets import TRANSFORMS, RepPointsOutputs, Transform, points_to_boxes
+from pointdet.decoders.point_sets import CORNER_POINTS, TRANSFORMS, RepPointsOutputs, Transform, points_to_boxes
 from pointdet.distributed import mean_over_processes
 from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.ops.dcn import deform_conv
@@ -42,6 +42,7 @@ MOMENT_MUL = 0.01  # gradient multiplier of the moment transfer (mmdetection's m
 GROUPS = 32  # GroupNorm groups of the towers
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 SMOOTH_L1_BETA = 0.11
+CORNER_TRANSFORMS = ("exact_minmax", "corner_minmax")  # the box is the extent of points 0 and 1
 
 
 def conv_tower(in_channels: int, channels: int, depth: int, norm: Literal["gn", "none"]) -> nn.Sequential:
@@ -127,6 +128,12 @@ class RepPointsHead(nn.Module):
         cls_norm: ``none`` (the official head: the class DCN feeds its ReLU directly) or ``gn`` (GroupNorm(32) between
             the class DCN and its ReLU, as LSNet's class branch has; a pointdet departure that keeps the classes
             apart on small multi-class sets, docs/real_photos.md). ``none`` keeps the official parameter names.
+        corner_start: strides by which the init points 0 and 1 start up-left and down-right of their location, the
+            bias of the init output (0: the official zero bias). With the corner transforms (``exact_minmax``,
+            ``corner_minmax``) the box is the extent of points 0 and 1, which point takes which corner is free, and
+            the init and refine stages each pick it at random early in training; where they pick differently, the
+            refine stage has to move its points across the whole box and its boxes end no better than the init ones
+            (docs/real_photos.md). A start of 0.5 gives both stages the same corners from the first step.
         use_grid_points: regress boxes instead of points (mmdetection's ``use_grid_points``): the init branch moves
             and scales the box ±``point_base_scale / 2`` strides around the location, the refine branch the init
             box (detached), and the points are the regular grid on each box (``grid_from_regression``); pair it with
@@ -152,6 +159,7 @@ class RepPointsHead(nn.Module):
         guide_channels: int = 0,
         use_grid_points: bool = False,
         cls_norm: Literal["none", "gn"] = "none",
+        corner_start: float = 0.0,
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -159,6 +167,8 @@ class RepPointsHead(nn.Module):
             raise ValueError(f"num_points must be an odd square (the DCN kernel), got {num_points}")
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        if corner_start and (transform not in CORNER_TRANSFORMS or use_grid_points):
+            raise ValueError(f"corner_start places the corner points of {CORNER_TRANSFORMS}, not {transform!r} ones")
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         self.num_classes, self.strides, self.num_points = num_classes, tuple(strides), num_points
@@ -171,7 +181,7 @@ class RepPointsHead(nn.Module):
         self.cls_tower = conv_tower(in_channels, channels, stacked_convs, norm)
         self.reg_tower = conv_tower(in_channels, channels, stacked_convs, norm)
         self.init_conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.kernel, self.use_grid_points = kernel, use_grid_points
+        self.kernel, self.use_grid_points, self.corner_start = kernel, use_grid_points, corner_start
         outputs = 4 if use_grid_points else 2 * num_points
         self.init_out = nn.Conv2d(channels, outputs, 1)
         self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
@@ -194,6 +204,8 @@ class RepPointsHead(nn.Module):
         nn.init.normal_(self.cls_dcn_weight, std=0.01)
         nn.init.normal_(self.refine_dcn_weight, std=0.01)
         nn.init.constant_(self.cls_out.bias, -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR))
+        with torch.no_grad():  # (dy, dx) of point 0, then of point 1
+            self.init_out.bias[: 2 * CORNER_POINTS] = torch.tensor([-1.0, -1.0, 1.0, 1.0]) * self.corner_start
 
     def forward_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One level (B, D, H, W) -> class logits (B, C, H, W), init and refine (dy, dx) offsets (B, 2N, H, W)
