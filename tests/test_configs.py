@@ -65,6 +65,7 @@ REPPOINTS_RANGES = [
     ("reppoints_shapes", "model.stacked_convs", 0, ">= 1"),
     ("reppoints_shapes", "model.num_points", 8, "an odd square >= 9"),
     ("reppoints_shapes", "model.gradient_mul", 1.5, "in [0, 1]"),
+    ("reppoints_shapes", "model.corner_start", -1, ">= 0"),
     ("reppoints_shapes", "model.score_threshold", 1.0, "in [0, 1)"),
     ("reppoints_shapes", "model.nms_iou", 0, "in (0, 1]"),
     ("reppoints_shapes", "model.pre_nms", 0, ">= 1"),
