@@ -17,6 +17,7 @@ from torch import Tensor
 Transform = Literal["minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax"]
 TRANSFORMS: tuple[str, ...] = ("minmax", "partial_minmax", "moment", "exact_minmax", "corner_minmax")
 CORNER_POINTS = 2  # exact_minmax / corner_minmax: points 0 and 1 are the box corners
+CORNER_TRANSFORMS: tuple[str, ...] = ("exact_minmax", "corner_minmax")  # the box is the extent of points 0, 1
 
 
 def points_to_boxes(points: Tensor, transform: Transform, moment_transfer: Tensor | None = None) -> Tensor:

@@ -29,7 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from pointdet.decoders.point_sets import CORNER_POINTS, TRANSFORMS, RepPointsOutputs, Transform, points_to_boxes
+from pointdet.decoders.point_sets import (
+    CORNER_POINTS,
+    CORNER_TRANSFORMS,
+    TRANSFORMS,
+    RepPointsOutputs,
+    Transform,
+    points_to_boxes,
+)
 from pointdet.distributed import mean_over_processes
 from pointdet.losses.box import giou_box_loss, smooth_l1_box_loss
 from pointdet.ops.dcn import deform_conv
@@ -42,7 +49,6 @@ MOMENT_MUL = 0.01  # gradient multiplier of the moment transfer (mmdetection's m
 GROUPS = 32  # GroupNorm groups of the towers
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 SMOOTH_L1_BETA = 0.11
-CORNER_TRANSFORMS = ("exact_minmax", "corner_minmax")  # the box is the extent of points 0 and 1
 
 
 def conv_tower(in_channels: int, channels: int, depth: int, norm: Literal["gn", "none"]) -> nn.Sequential:
