@@ -231,6 +231,10 @@ class RepPointsConfig(FPNBackboneConfig):
             init output's bias; 0, the official, leaves it zero). With ``exact_minmax`` / ``corner_minmax`` boxes it
             gives the init and refine stages the same corners: left free, each picks which point is which corner at
             random, and where they differ the refine boxes end no better than the init ones (docs/real_photos.md).
+        cls_branch: ``points`` (the official head, the default: the class logits from the point-guided DCN) or
+            ``dense`` (the class tower one GN conv deeper and a 3x3 conv at the location, as FCOS's; it reads neither
+            the points nor v2's verification maps; keeps the rare classes of a small multi-class set apart where
+            ``points`` calls them by the frequent one, docs/real_photos.md). ``cls_norm`` is for ``points`` only.
         score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
@@ -260,6 +264,7 @@ class RepPointsConfig(FPNBackboneConfig):
     use_grid_points: bool = False
     cls_norm: Literal["none", "gn"] = "none"
     corner_start: float = 0.0
+    cls_branch: Literal["points", "dense"] = "points"
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
@@ -270,6 +275,11 @@ class RepPointsConfig(FPNBackboneConfig):
             raise ConfigError(
                 f"model.corner_start={self.corner_start} places the corner points of the exact_minmax / corner_minmax "
                 f"boxes (points, not use_grid_points); model.transform is {self.transform}"
+            )
+        if self.cls_branch == "dense" and self.cls_norm != "none":
+            raise ConfigError(
+                f"model.cls_norm={self.cls_norm} normalises the points class branch; model.cls_branch=dense has "
+                "none: set model.cls_norm=none"
             )
 
     @property
@@ -444,6 +454,8 @@ class DenseRepPointsV2Config(RepPointsV2Config):
             raise ConfigError("model.use_grid_points=true: the dense head regresses its points; set it to false")
         if self.corner_start:
             raise ConfigError("model.corner_start: Dense RepPoints v2's boxes are not two corner points; leave it 0")
+        if self.cls_branch != "points":
+            raise ConfigError(f"model.cls_branch={self.cls_branch}: Dense RepPoints v2 has its own class branch")
         if self.num_points % self.num_groups:
             raise ConfigError(
                 f"model.num_points={self.num_points}: must be divisible by model.num_groups={self.num_groups}"

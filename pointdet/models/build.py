@@ -311,6 +311,7 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
         use_grid_points=config.use_grid_points,
         cls_norm=config.cls_norm,
         corner_start=config.corner_start,
+        cls_branch=config.cls_branch,
     )
     if v2:
         head = RepPointsV2Head(

@@ -140,6 +140,12 @@ class RepPointsHead(nn.Module):
             the init and refine stages each pick it at random early in training; where they pick differently, the
             refine stage has to move its points across the whole box and its boxes end no better than the init ones
             (docs/real_photos.md). A start of 0.5 gives both stages the same corners from the first step.
+        cls_branch: ``points`` (the official head: the class DCN samples the class tower at the init points, then
+            a ReLU and a 1x1 conv) or ``dense`` (a pointdet departure: the class tower one conv deeper, GN and ReLU
+            like the others, read by a 3x3 conv at the location, as FCOS's and RetinaNet's class heads; it reads
+            neither the points nor RepPoints v2's verification maps). On small multi-class sets ``points`` calls
+            the rare classes by the frequent one and ``dense`` keeps them apart (docs/real_photos.md). ``cls_norm``
+            applies to ``points`` only; ``points`` keeps the official parameter names.
         use_grid_points: regress boxes instead of points (mmdetection's ``use_grid_points``): the init branch moves
             and scales the box ±``point_base_scale / 2`` strides around the location, the refine branch the init
             box (detached), and the points are the regular grid on each box (``grid_from_regression``); pair it with
@@ -166,6 +172,7 @@ class RepPointsHead(nn.Module):
         use_grid_points: bool = False,
         cls_norm: Literal["none", "gn"] = "none",
         corner_start: float = 0.0,
+        cls_branch: Literal["points", "dense"] = "points",
     ) -> None:
         super().__init__()
         kernel = math.isqrt(num_points)
@@ -175,6 +182,10 @@ class RepPointsHead(nn.Module):
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         if corner_start and (transform not in CORNER_TRANSFORMS or use_grid_points):
             raise ValueError(f"corner_start places the corner points of {CORNER_TRANSFORMS}, not {transform!r} ones")
+        if cls_branch not in ("points", "dense"):
+            raise ValueError(f"cls_branch must be 'points' or 'dense', got {cls_branch!r}")
+        if cls_branch == "dense" and cls_norm != "none":
+            raise ValueError(f"cls_norm={cls_norm!r} normalises the points class branch; cls_branch='dense' has none")
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         self.num_classes, self.strides, self.num_points = num_classes, tuple(strides), num_points
@@ -184,15 +195,20 @@ class RepPointsHead(nn.Module):
         self.init_weight = default_weights[0] if init_weight is None else init_weight
         self.refine_weight = default_weights[1] if refine_weight is None else refine_weight
 
-        self.cls_tower = conv_tower(in_channels, channels, stacked_convs, norm)
+        self.cls_branch = cls_branch
+        class_depth = stacked_convs + (cls_branch == "dense")
+        self.cls_tower = conv_tower(in_channels, channels, class_depth, norm)
         self.reg_tower = conv_tower(in_channels, channels, stacked_convs, norm)
         self.init_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.kernel, self.use_grid_points, self.corner_start = kernel, use_grid_points, corner_start
         outputs = 4 if use_grid_points else 2 * num_points
         self.init_out = nn.Conv2d(channels, outputs, 1)
-        self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
-        self.cls_dcn_norm = class_norm(cls_norm, channels)
-        self.cls_out = nn.Conv2d(channels, num_classes, 1)
+        if cls_branch == "points":
+            self.cls_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
+            self.cls_dcn_norm = class_norm(cls_norm, channels)
+            self.cls_out = nn.Conv2d(channels, num_classes, 1)
+        else:
+            self.cls_out = nn.Conv2d(channels, num_classes, 3, padding=1)
         self.refine_dcn_weight = nn.Parameter(torch.empty(channels, channels + guide_channels, kernel, kernel))
         self.refine_out = nn.Conv2d(channels, outputs, 1)
         if transform == "moment":
@@ -207,7 +223,8 @@ class RepPointsHead(nn.Module):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        nn.init.normal_(self.cls_dcn_weight, std=0.01)
+        if self.cls_branch == "points":
+            nn.init.normal_(self.cls_dcn_weight, std=0.01)
         nn.init.normal_(self.refine_dcn_weight, std=0.01)
         nn.init.constant_(self.cls_out.bias, -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR))
         with torch.no_grad():  # (dy, dx) of point 0, then of point 1
@@ -226,7 +243,7 @@ class RepPointsHead(nn.Module):
         Args:
             cls_features, reg_features: (B, D, H, W) tower outputs.
             guide: (B, ``guide_channels``, H, W) maps concatenated to both DCN inputs (not to the init branch), or
-                None when ``guide_channels`` is 0.
+                None when ``guide_channels`` is 0; the ``dense`` class branch does not read it.
         """
         init_yx = self.init_out(F.relu(self.init_conv(reg_features)))
         if self.use_grid_points:
@@ -237,15 +254,19 @@ class RepPointsHead(nn.Module):
         guided_yx = (1 - self.gradient_mul) * init_yx.detach() + self.gradient_mul * init_yx
         offset_yx = guided_yx - self.dcn_base_offset.to(guided_yx.dtype)
         if guide is not None:
-            cls_features, reg_features = torch.cat([cls_features, guide], 1), torch.cat([reg_features, guide], 1)
-        padding = (self.cls_dcn_weight.shape[-1] - 1) // 2
-        cls_hidden = deform_conv(cls_features, offset_yx, self.cls_dcn_weight, None, padding=padding)
-        cls_hidden = F.relu(self.cls_dcn_norm(cls_hidden))
+            reg_features = torch.cat([reg_features, guide], 1)
+        padding = (self.refine_dcn_weight.shape[-1] - 1) // 2
+        if self.cls_branch == "points":
+            cls_input = cls_features if guide is None else torch.cat([cls_features, guide], 1)
+            cls_hidden = deform_conv(cls_input, offset_yx, self.cls_dcn_weight, None, padding=padding)
+            logits = self.cls_out(F.relu(self.cls_dcn_norm(cls_hidden)))
+        else:
+            logits = self.cls_out(cls_features)
         reg_hidden = F.relu(deform_conv(reg_features, offset_yx, self.refine_dcn_weight, None, padding=padding))
         refine = self.refine_out(reg_hidden)
         if self.use_grid_points:
-            return self.cls_out(cls_hidden), init_yx, grid_from_regression(refine, init_box.detach(), self.kernel)[0]
-        return self.cls_out(cls_hidden), init_yx, refine + init_yx.detach()
+            return logits, init_yx, grid_from_regression(refine, init_box.detach(), self.kernel)[0]
+        return logits, init_yx, refine + init_yx.detach()
 
     def forward(self, features: list[Tensor]) -> RepPointsOutputs:
         """FPN levels [(B, D, H_l, W_l)], finest first -> ``RepPointsOutputs`` (see its fields)."""

@@ -293,10 +293,10 @@ class RepPointsV2Head(nn.Module):
     ) -> None:
         super().__init__()
         guide_channels = VERIFICATION_CHANNELS if corner_verification else 0
-        if points.cls_dcn_weight.shape[1] != channels + guide_channels:
+        if points.refine_dcn_weight.shape[1] != channels + guide_channels:
             raise ValueError(
                 f"the RepPoints part must read {channels} + {guide_channels} channels in its DCNs "
-                f"(guide_channels={guide_channels}), got {points.cls_dcn_weight.shape[1]}"
+                f"(guide_channels={guide_channels}), got {points.refine_dcn_weight.shape[1]}"
             )
         self.points, self.num_classes = points, points.num_classes
         self.verification_loss = VerificationLoss(
@@ -313,7 +313,9 @@ class RepPointsV2Head(nn.Module):
         ``hm_offset`` (B, 4, H, W), ``sem_score`` (B, C, H, W)); a branch switched off gives 0-channel maps."""
         cls_features, reg_features = self.points.cls_tower(x), self.points.reg_tower(x)
         maps = verify(reg_features, self.shared, self.foreground, self.corners)
-        points = self.points.point_stage(maps.embed(cls_features), maps.embed(reg_features), maps.guide)
+        if self.points.cls_branch == "points":  # the dense class branch reads its tower alone (RepPointsHead)
+            cls_features = maps.embed(cls_features)
+        points = self.points.point_stage(cls_features, maps.embed(reg_features), maps.guide)
         return points, (maps.corner_scores, maps.corner_offsets, maps.foreground)
 
     def forward(self, features: list[Tensor]) -> RepPointsV2Outputs:
