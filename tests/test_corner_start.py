@@ -50,7 +50,8 @@ def test_corner_start_is_refused_where_points_0_and_1_are_not_the_box_corners():
     with pytest.raises(ValueError, match="corner_start"):
         RepPointsHead(32, 3, channels=32, transform="corner_minmax", use_grid_points=True, corner_start=0.5)
     main_job = get_preset("reppoints_v2_effl0_raccoon")
-    assert apply_overrides(main_job, ["model.corner_start=0.5"]).model.corner_start == 0.5
+    assert main_job.model.corner_start == 0.5 and get_preset("reppoints_v2_r50_fpn").model.corner_start == 0
+    assert apply_overrides(main_job, ["model.corner_start=0"]).model.corner_start == 0
     with pytest.raises(ConfigError, match="model.corner_start"):
         apply_overrides(main_job, ["model.corner_start=-1"])
     with pytest.raises(ConfigError, match="model.corner_start"):
