@@ -14,6 +14,15 @@ import torch
 
 from pointdet.configs import DataConfig, EvalConfig, ExperimentConfig, OptimConfig, get_preset
 
+# FPN P3-P7 of a 64 x 96 input: strides 8..128 -> 8x12, 4x6, 2x3, 1x2, 1x1 = 129 locations.
+P3_P7_SIZES = [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]
+
+
+def p3_p7_features(batch: int, channels: int, seed: int = 0) -> list[torch.Tensor]:
+    """Random FPN levels [(batch, channels, H_l, W_l)] of ``P3_P7_SIZES``, reproducible by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, channels, h, w, generator=generator) for h, w in P3_P7_SIZES]
+
 
 def tiny_config(shapes, run_dir, **optim) -> ExperimentConfig:
     """ResNet-18 CenterNet from scratch on the tiny 64 px shapes fixture, 2 images per step, no workers."""

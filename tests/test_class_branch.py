@@ -7,24 +7,11 @@ import pytest
 import torch
 
 from pointdet.configs import ConfigError, RepPointsV2Config, apply_overrides, get_preset
-from pointdet.data.coco import CocoDataset
-from pointdet.data.dataset import TransformedDataset, collate
-from pointdet.data.shapes import generate_shapes
-from pointdet.data.transforms import eval_transforms
-from pointdet.engine.inference import predict_images, to_original_pixels
-from pointdet.evaluation import detections_to_coco, evaluate_coco
 from pointdet.models.build import build_model
 from pointdet.models.heads import RepPointsHead
 from pointdet.structures import Instances
 
-from .helpers import fit
-
-SIZES = [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]  # FPN P3-P7 of a 64 x 96 input
-
-
-def _features(channels: int, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(2, channels, h, w, generator=generator) for h, w in SIZES]
+from .helpers import overfit_four_shapes, p3_p7_features
 
 
 def _dense_logits(head: RepPointsHead, features: list[torch.Tensor]) -> torch.Tensor:
@@ -55,7 +42,7 @@ def test_dense_branch_is_a_deeper_tower_and_a_3x3_output_and_points_keeps_the_of
 
 def test_dense_logits_read_the_location_alone_and_the_point_logits_follow_the_points():
     torch.manual_seed(0)
-    features = _features(32)
+    features = p3_p7_features(2, 32)
     for cls_branch in ("points", "dense"):
         head = RepPointsHead(32, 3, channels=32, cls_branch=cls_branch)
         before = head(features).scores
@@ -72,7 +59,7 @@ def test_dense_logits_read_the_location_alone_and_the_point_logits_follow_the_po
 def test_v2_dense_branch_skips_the_verification_fusion_and_trains_every_parameter():
     config = RepPointsV2Config(backbone="resnet18", channels=32, cls_branch="dense")
     head = build_model(config, num_classes=3, with_backbone_weights=False).head
-    features = _features(32)
+    features = p3_p7_features(2, 32)
     outputs = head(features)
     # the foreground embedding and the corner guide reach the points and the refine stage, not the classes
     torch.testing.assert_close(outputs.scores, _dense_logits(head.points, features))
@@ -103,15 +90,7 @@ def test_cls_branch_config_key_and_its_refusals():
 
 @pytest.mark.slow  # 300 steps: about 1.5 minutes on an idle 2-core CPU
 def test_reppoints_v2_with_the_dense_class_branch_overfits_four_shapes_images(tmp_path):
-    torch.manual_seed(0)
-    shapes = generate_shapes(tmp_path, num_train=4, num_val=1, image_size=128, seed=0)
-    coco = CocoDataset(shapes.train_json, shapes.train_images)
-    batch = collate([TransformedDataset(coco, eval_transforms(128))[i] for i in range(4)])
     config = RepPointsV2Config(backbone="resnet18", channels=64, frozen_stages=0, frozen_bn=False, cls_branch="dense")
-    model = build_model(config, num_classes=3)
-    history = fit(model, batch, steps=300, lr=1e-3, drop_after=250)
+    history, metrics = overfit_four_shapes(config, tmp_path, steps=300)
     assert history[-1] < 0.2 * history[0], history[::10]
-    model.eval()
-    detections = to_original_pixels(predict_images(model, batch.images), batch.scales, batch.orig_sizes)
-    metrics = evaluate_coco(shapes.train_json, detections_to_coco(detections, batch.image_ids, coco.category_ids))
     assert metrics["AP"] >= 0.95, metrics  # three classes: the boxes and the classes right

@@ -15,9 +15,7 @@ from pointdet.models.build import build_model
 from pointdet.models.heads import RepPointsHead
 from pointdet.targets.reppoints import build_reppoints_targets
 
-from .helpers import fit
-
-SIZES = [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]  # FPN P3-P7 of a 64 x 96 input
+from .helpers import fit, p3_p7_features
 
 
 def _corner_pairs(points: torch.Tensor, priors: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
@@ -26,8 +24,7 @@ def _corner_pairs(points: torch.Tensor, priors: torch.Tensor, strides: torch.Ten
 
 
 def test_corner_start_places_points_0_and_1_up_left_and_down_right_in_both_stages():
-    generator = torch.Generator().manual_seed(0)
-    features = [torch.randn(2, 32, h, w, generator=generator) for h, w in SIZES]
+    features = p3_p7_features(2, 32)
     for start in (0.0, 0.5):
         head = RepPointsHead(32, 3, channels=32, transform="corner_minmax", corner_start=start)
         outputs = head(features)

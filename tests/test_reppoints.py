@@ -18,15 +18,11 @@ from pointdet.ops.priors import level_points
 from pointdet.structures import Instances
 from pointdet.targets.reppoints import build_reppoints_targets
 
-# FPN levels of a 64x96 input: strides 8..128 -> 8x12, 4x6, 2x3, 1x2, 1x1 = 96 + 24 + 6 + 2 + 1 = 129 priors.
-SIZES = [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]
+from .helpers import P3_P7_SIZES, p3_p7_features
+
+SIZES = P3_P7_SIZES  # strides 8..128: 96 + 24 + 6 + 2 + 1 = 129 priors
 STRIDES = (8, 16, 32, 64, 128)
 NUM_PRIORS = 129
-
-
-def _features(batch: int, channels: int, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, channels, h, w, generator=generator) for h, w in SIZES]
 
 
 def _instances(boxes, labels) -> Instances:
@@ -36,7 +32,7 @@ def _instances(boxes, labels) -> Instances:
 
 def test_forward_shapes_priors_and_point_convention():
     head = RepPointsHead(256, num_classes=3)
-    features = _features(2, 256)
+    features = p3_p7_features(2, 256)
     outputs = head(features)
     assert isinstance(outputs, RepPointsOutputs)
     assert outputs.scores.shape == (2, NUM_PRIORS, 3)
@@ -96,7 +92,7 @@ def test_point_set_transforms_on_hand_made_points():
 
 def test_moment_transfer_gradient_is_scaled_by_moment_mul():
     head = RepPointsHead(32, 2, channels=32)
-    head(_features(2, 32)).moment_transfer.sum().backward()
+    head(p3_p7_features(2, 32)).moment_transfer.sum().backward()
     assert torch.allclose(head.moment_transfer.grad, torch.full((2,), 2 * 0.01))
 
 
@@ -196,7 +192,7 @@ def test_a_crossed_corner_pair_is_a_dead_end_for_exact_minmax_and_learns_with_co
 def test_loss_is_finite_and_reaches_every_parameter(transform, box_loss, refine_assigner):
     head = RepPointsHead(32, 3, channels=32, transform=transform, box_loss=box_loss, refine_assigner=refine_assigner)
     instances = [_instances([[10, 6, 42, 40], [50, 20, 90, 60]], [0, 2]), Instances.empty()]
-    losses = head.loss(head(_features(2, 32)), instances)
+    losses = head.loss(head(p3_p7_features(2, 32)), instances)
     assert set(losses) == {"loss_cls", "loss_box_init", "loss_box_refine"}
     assert all(torch.isfinite(value) and value.dtype == torch.float32 for value in losses.values())
     sum(losses.values()).backward()
@@ -212,7 +208,7 @@ def test_cls_norm_gn_normalises_the_class_dcn_and_none_keeps_the_official_parame
     assert norm_keys == ["cls_dcn_norm.weight", "cls_dcn_norm.bias"]
     # Same weights otherwise: the GN head's logits are the official head's with the class DCN's output group-normed.
     head.load_state_dict(official.state_dict(), strict=False)
-    features = _features(2, 32)
+    features = p3_p7_features(2, 32)
     hidden: dict[str, list[torch.Tensor]] = {"gn": [], "none": []}
     for name, model in (("gn", head), ("none", official)):
         handle = model.cls_out.register_forward_hook(lambda _, inputs, __, name=name: hidden[name].append(inputs[0]))
@@ -245,7 +241,7 @@ def test_cls_norm_is_official_in_the_coco_presets_and_on_in_the_real_photo_v1_pr
 
 def test_loss_of_an_all_empty_batch_is_connected_and_box_terms_are_zero():
     head = RepPointsHead(32, 3, channels=32)
-    losses = head.loss(head(_features(2, 32)), [Instances.empty(), Instances.empty()])
+    losses = head.loss(head(p3_p7_features(2, 32)), [Instances.empty(), Instances.empty()])
     assert losses["loss_box_init"] == 0 and losses["loss_box_refine"] == 0 and losses["loss_cls"] > 0
     sum(losses.values()).backward()
     assert all(parameter.grad is not None for parameter in head.parameters())
@@ -253,7 +249,7 @@ def test_loss_of_an_all_empty_batch_is_connected_and_box_terms_are_zero():
 
 def test_loss_runs_in_float32_on_bfloat16_outputs():
     head = RepPointsHead(32, 3, channels=32)
-    outputs = head(_features(2, 32))
+    outputs = head(p3_p7_features(2, 32))
     low = outputs._replace(**{name: getattr(outputs, name).bfloat16() for name in ("scores", "points_init")})
     losses = head.loss(low, [_instances([[10, 6, 42, 40]], [1]), Instances.empty()])
     assert all(value.dtype == torch.float32 and torch.isfinite(value) for value in losses.values())
@@ -347,7 +343,7 @@ def test_decoder_flip_merges_a_mirrored_pass():
 
 def test_decoder_takes_a_batch_run_with_its_mirror_split_in_two():
     head = RepPointsHead(32, 3, channels=32).eval()
-    features = _features(1, 32)
+    features = p3_p7_features(1, 32)
     with torch.no_grad():
         both = head([torch.cat([x, x.flip(-1)]) for x in features])
     plain = RepPointsOutputs(*(field[:1] for field in both))
@@ -360,7 +356,7 @@ def test_overfit_two_images():
     """The head alone on fixed random FPN features learns its GT boxes and classes."""
     torch.manual_seed(0)
     head = RepPointsHead(32, 3, channels=32)
-    features = _features(2, 32, seed=1)
+    features = p3_p7_features(2, 32, seed=1)
     gt_boxes = [[[12, 8, 44, 40], [50, 20, 90, 60]], [[20, 16, 60, 56]]]
     instances = [_instances(gt_boxes[0], [1, 2]), _instances(gt_boxes[1], [0])]
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
