@@ -226,15 +226,17 @@ def test_cls_norm_gn_normalises_the_class_dcn_and_none_keeps_the_official_parame
         RepPointsHead(32, 3, channels=32, cls_norm="bn")
 
 
-def test_cls_norm_is_official_in_the_coco_presets_and_on_in_the_real_photo_v1_preset():
+def test_cls_norm_is_off_in_every_preset_and_the_real_photo_v1_preset_takes_the_main_jobs_branch_and_atss():
     from pointdet.configs import apply_overrides, get_preset
     from pointdet.errors import ConfigError
 
-    for name in ("reppoints_r50_fpn", "reppoints_v2_r50_fpn", "reppoints_v2_effl0_raccoon"):
+    names = ("reppoints_r50_fpn", "reppoints_v2_r50_fpn", "reppoints_v2_effl0_raccoon", "reppoints_effl0_raccoon")
+    for name in names:
         assert get_preset(name).model.cls_norm == "none", name
     v1 = get_preset("reppoints_effl0_raccoon")
-    assert (v1.model.cls_norm, v1.model.refine_assigner, v1.optim.lr, v1.optim.epochs) == ("gn", "atss", 1e-3, 16)
-    assert apply_overrides(v1, ["model.cls_norm=none"]).model.cls_norm == "none"
+    assert (v1.model.cls_branch, v1.model.refine_assigner, v1.optim.lr, v1.optim.epochs) == ("dense", "atss", 1e-3, 16)
+    official_branch = apply_overrides(v1, ["model.cls_branch=points", "model.cls_norm=gn"]).model
+    assert (official_branch.cls_branch, official_branch.cls_norm) == ("points", "gn")  # the previous preset
     with pytest.raises(ConfigError, match="model.cls_norm"):
         apply_overrides(v1, ["model.cls_norm=bn"])
 
