@@ -76,6 +76,7 @@ OUT_OF_RANGE = [
     ("centernet_r18", "model.head_conv", 0, ">= 1"),
     ("centernet_r18", "model.frozen_stages", -1, "in [0, 4]"),
     ("centernet_r18", "model.min_overlap", 1.0, "in (0, 1)"),
+    ("centernet_effl0_raccoon", "model.upsampler_skip_init", -1.0, ">= 0"),
     ("centernet_r18", "model.size_weight", -0.1, ">= 0"),
     ("centernet_r18", "model.offset_weight", float("nan"), ">= 0"),
     ("cornernet_hg52", "model.head_conv", -1, ">= 1"),

@@ -52,6 +52,21 @@ def test_onnx_matches_pytorch_with_dynamic_batch_and_size(tmp_path, task, extra)
             assert_same_detections({name: value[b] for name, value in outputs.items()}, dets, ["boxes", *extra])
 
 
+def test_onnx_matches_pytorch_with_upsampler_skips(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(CenterNetConfig(backbone="resnet18", upsampler_conv="plain", upsampler_skips=True), 3)
+    for lateral in model.neck.skips:  # as after training: the skips' BN scales start at zero
+        torch.nn.init.uniform_(lateral[1].weight, 0.5, 1.5)
+    model = distinct_scores(model)
+    path = tmp_path / "model.onnx"
+    names = export_onnx(model, path, 128, 128)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.randint(0, 256, (2, 3, 160, 96), dtype=torch.uint8)
+    outputs = dict(zip(names, session.run(None, {"images": images.numpy()}), strict=True))
+    for b, dets in enumerate(model.predict(images)):
+        assert_same_detections({name: value[b] for name, value in outputs.items()}, dets, ["boxes"])
+
+
 def reppoints_model(pre_nms: int = 1000):
     """RepPoints (ResNet-18, 64 channels, 3 classes) with random output convs wide enough that scores spread over
     (0, 1) without ties and boxes span several strides, so that the threshold and NMS both have work to do."""

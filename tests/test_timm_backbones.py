@@ -21,8 +21,8 @@ from pointdet.models.backbones.efficientnet_lite import (
     lukemelas_to_timm_names,
 )
 from pointdet.models.backbones.weights import WeightsError
-from pointdet.models.build import build_model
-from pointdet.models.detector import PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from pointdet.models.build import _skip_channels, build_model
+from pointdet.models.detector import PIXEL_MEAN_RGB, PIXEL_STD_RGB, Detector
 from pointdet.ops.dcn import ModulatedDeformConv2d
 from pointdet.structures import FeatureShape, Instances
 from tests.conftest import shared_data
@@ -174,6 +174,63 @@ def test_plain_upsampler_has_the_dcn_layout_with_ordinary_convs_and_trains():
 def test_plain_upsampler_is_refused_where_there_is_no_resnet_upsampler():
     with pytest.raises(ValueError, match="model.upsampler_conv=dcn"):
         build_model(CenterNetConfig(backbone="dla34", upsampler_conv="plain"), num_classes=1)
+
+
+def _lite0_centernet(skips: bool) -> Detector:
+    config = CenterNetConfig(backbone="timm:efficientnet_lite0", upsampler_conv="plain", upsampler_skips=skips)
+    return build_model(config, num_classes=2)
+
+
+def test_upsampler_skips_add_a_lateral_conv_per_stage_from_the_map_at_its_stride():
+    plain, skipped = _lite0_centernet(skips=False), _lite0_centernet(skips=True)
+    # Lite0's maps at strides 16, 8, 4 have 112, 40 and 24 channels; the stages put out 256, 128, 64.
+    assert [(s[0].in_channels, s[0].out_channels) for s in skipped.neck.skips] == [(112, 256), (40, 128), (24, 64)]
+    # The official stages keep their names: an official-layout checkpoint loads into them.
+    assert set(plain.neck.state_dict()) <= set(skipped.neck.state_dict())
+    _train_one_step(skipped)
+
+
+def test_upsampler_skips_start_as_the_official_upsampler():
+    torch.manual_seed(0)
+    plain, skipped = _lite0_centernet(skips=False).eval(), _lite0_centernet(skips=True).eval()
+    skipped.load_state_dict(plain.state_dict(), strict=False)
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(skipped(skipped.preprocess(images)).heatmap, plain(plain.preprocess(images)).heatmap)
+
+
+def test_upsampler_skip_init_sets_the_skips_bn_scale():
+    config = apply_overrides(get_preset("centernet_effl0_raccoon"), ["model.upsampler_skip_init=1"])
+    model = build_model(config.model, num_classes=2, with_backbone_weights=False)
+    assert all(torch.equal(lateral[1].weight, torch.ones_like(lateral[1].weight)) for lateral in model.neck.skips)
+    with pytest.raises(ConfigError, match="model.upsampler_skips=true"):
+        CenterNetConfig(backbone="resnet18", upsampler_skip_init=1.0)
+
+
+def test_upsampler_skips_let_the_stride_4_map_reach_the_heatmap():
+    """Without skips the heatmap sees C5 alone: a change in the stride-4 backbone map cannot move it. With them it
+    does once the skips' BN scales have left zero (as training moves them)."""
+    for skips in (False, True):
+        model = _lite0_centernet(skips).eval()
+        for lateral in model.neck.skips or []:
+            torch.nn.init.ones_(lateral[1].weight)
+        shapes = model.backbone.feature_shapes
+        features = [torch.randn(1, shape.channels, 64 // shape.stride, 64 // shape.stride) for shape in shapes]
+        assert shapes[1].stride == 4
+        stride4 = features[1].clone().requires_grad_(True)
+        model.neck([features[0], stride4, *features[2:]])[0].sum().backward()
+        assert (stride4.grad is not None and stride4.grad.abs().sum() > 0) == skips
+
+
+def test_upsampler_skips_are_refused_where_there_is_no_resnet_upsampler():
+    with pytest.raises(ValueError, match="model.upsampler_skips=false"):
+        build_model(CenterNetConfig(backbone="dla34", upsampler_skips=True), num_classes=1)
+
+
+def test_upsampler_skips_need_maps_at_strides_4_to_32():
+    shapes = [FeatureShape(f"c{level}", 8 * level, 2**level) for level in (3, 4, 5)]  # no stride-4 map
+    with pytest.raises(ConfigError, match="strides 4, 8, 16 and 32 as its last four, got \\[8, 16, 32\\]"):
+        _skip_channels(shapes)
 
 
 def test_reppoints_on_efficientnet_lite0_trains_one_step():

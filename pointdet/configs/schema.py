@@ -54,6 +54,10 @@ class CenterNetConfig:
         upsampler_conv: the 3x3 convs of the ResNet / timm up-sampler: ``dcn`` (DCNv2, the official network) or
             ``plain`` (ordinary convs, ours: the same layout at about a third of the up-sampler's CPU time, for
             fine-tuning pretrained features on a CPU).
+        upsampler_skips: the ResNet / timm up-sampler adds a lateral 3x3 conv + BN of the backbone map at each
+            stage's output stride (16, 8, 4; ours, after TTFNet's shortcuts); false = C5 alone, the official network.
+        upsampler_skip_init: the skips' initial BN scale: 0 (the default) starts as the official up-sampler, which
+            keeps large objects as good; 1 learns small objects faster and costs large ones (docs/real_photos.md).
         radius_mode: Gaussian radius formula, ``centernet`` (official code) or ``cornernet`` (METHODS.md §1.1).
         min_overlap: IoU ``t`` of the Gaussian radius.
         size_weight, offset_weight: loss weights of the size and offset terms.
@@ -72,6 +76,7 @@ class CenterNetConfig:
         "head_conv": at_least(1),
         "frozen_stages": within(0, 4),
         "min_overlap": fraction(low_open=True, high_open=True),
+        "upsampler_skip_init": at_least(0),
         "size_weight": at_least(0),
         "offset_weight": at_least(0),
     }
@@ -86,6 +91,8 @@ class CenterNetConfig:
     frozen_stages: int = 0
     frozen_bn: bool = False
     upsampler_conv: Literal["dcn", "plain"] = "dcn"
+    upsampler_skips: bool = False
+    upsampler_skip_init: float = 0.0
     radius_mode: Literal["centernet", "cornernet"] = "centernet"
     min_overlap: float = 0.7
     size_weight: float = 0.1
@@ -97,6 +104,11 @@ class CenterNetConfig:
     def __post_init__(self) -> None:
         check_backbone_name(self)
         check_ranges(self)
+        if self.upsampler_skip_init and not self.upsampler_skips:
+            raise ConfigError(
+                f"model.upsampler_skip_init={self.upsampler_skip_init} sets the skips' start; they are off: set "
+                "model.upsampler_skips=true"
+            )
 
     @property
     def needs_masks(self) -> bool:

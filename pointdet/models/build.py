@@ -152,6 +152,17 @@ def build_postprocess(
     raise TypeError(f"no post-processor for {type(config).__name__}")
 
 
+def _skip_channels(shapes: Sequence[FeatureShape]) -> list[int]:
+    """Channels of the backbone maps at strides 16, 8 and 4, the up-sampler's skips: the three maps before the
+    stride-32 one, which must be at exactly those strides."""
+    strides = [shape.stride for shape in shapes[-4:]]
+    if strides != [4, 8, 16, 32]:
+        raise ConfigError(
+            f"model.upsampler_skips needs backbone maps at strides 4, 8, 16 and 32 as its last four, got {strides}"
+        )
+    return [shape.channels for shape in shapes[-2:-5:-1]]
+
+
 def _build_centernet(
     config: CenterNetConfig,
     num_classes: int,
@@ -166,6 +177,11 @@ def _build_centernet(
         raise ConfigError(
             f"model.backbone={config.backbone}: upsampler_conv applies to the ResNet and timm up-sampler; "
             "set model.upsampler_conv=dcn"
+        )
+    if config.upsampler_skips and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
+        raise ConfigError(
+            f"model.backbone={config.backbone}: upsampler_skips applies to the ResNet and timm up-sampler (DLA-up "
+            "already fuses every level); set model.upsampler_skips=false"
         )
     if (config.frozen_stages or config.frozen_bn) and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
         raise ConfigError(
@@ -191,7 +207,12 @@ def _build_centernet(
             backbone = TimmBackbone(config.backbone.removeprefix(TIMM_PREFIX), weights=weights, **frozen)
         else:
             backbone = ResNet(int(config.backbone.removeprefix("resnet")), weights=weights, **frozen)
-        neck = DeconvUpsampler(backbone.feature_shapes[-1].channels, deformable=config.upsampler_conv == "dcn")
+        neck = DeconvUpsampler(
+            backbone.feature_shapes[-1].channels,
+            deformable=config.upsampler_conv == "dcn",
+            skip_channels=_skip_channels(backbone.feature_shapes) if config.upsampler_skips else None,
+            skip_init=config.upsampler_skip_init,
+        )
         default_head_conv = 64
     shapes = (neck or backbone).feature_shapes
     feature = shapes[-1]
