@@ -82,8 +82,9 @@ def test_data_dataset_raccoon_resolves_to_the_shipped_files_unless_files_are_giv
 
 
 # Measured with this test's settings on the 2-core CPU (2026-12-06, torch 2.14.1, fp32, seed 0, 2 min 50 s, the
-# preset with its up-sampler skips): test AP50 0.537, AP 0.252 (flip test; 0.555 / 0.243 without the skips). The floor sits well under that and far above what an untrained or broken
-# detector gives on these photos (AP50 ~0), so a regression in targets, loss or decoding on real photos fails CI.
+# preset with its up-sampler skips): test AP50 0.537, AP 0.252 (flip test; 0.555 / 0.243 without the skips). The
+# floor sits well under that and far above what an untrained or broken detector gives on these photos (AP50 ~0),
+# so a regression in targets, loss or decoding on real photos fails CI.
 REAL_PHOTO_AP50_FLOOR = 0.3
 
 

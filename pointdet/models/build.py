@@ -173,17 +173,18 @@ def _build_centernet(
     """CenterNet: ResNet or a timm model + DCN up-sampler, DLA-34 + deformable DLA-up, or an hourglass with a head
     per stack (no neck), and the head of ``config.task``."""
     neck = None
-    if config.upsampler_conv != "dcn" and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
+    own_neck = config.backbone in HOURGLASSES or config.backbone == "dla34"  # not the ResNet / timm up-sampler
+    if config.upsampler_conv != "dcn" and own_neck:
         raise ConfigError(
             f"model.backbone={config.backbone}: upsampler_conv applies to the ResNet and timm up-sampler; "
             "set model.upsampler_conv=dcn"
         )
-    if config.upsampler_skips and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
+    if config.upsampler_skips and own_neck:
         raise ConfigError(
             f"model.backbone={config.backbone}: upsampler_skips applies to the ResNet and timm up-sampler (DLA-up "
             "already fuses every level); set model.upsampler_skips=false"
         )
-    if (config.frozen_stages or config.frozen_bn) and (config.backbone in HOURGLASSES or config.backbone == "dla34"):
+    if (config.frozen_stages or config.frozen_bn) and own_neck:
         raise ConfigError(
             f"model.backbone={config.backbone}: frozen_stages and frozen_bn apply to ResNet and timm backbones; "
             "set model.frozen_stages=0 model.frozen_bn=false"

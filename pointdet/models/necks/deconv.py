@@ -50,8 +50,6 @@ class DeconvUpsampler(nn.Module):
         skip_init: float = 0.0,
     ) -> None:
         super().__init__()
-        if skip_channels is not None and len(skip_channels) != len(channels):
-            raise ValueError(f"{len(channels)} up-sampling stages need as many skip maps, got {len(skip_channels)}")
         stages: list[nn.Module] = []
         for out_channels in channels:
             up = nn.ConvTranspose2d(out_channels, out_channels, 4, stride=2, padding=1, bias=False)
