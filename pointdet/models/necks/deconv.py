@@ -84,7 +84,7 @@ class DeconvUpsampler(nn.Module):
 
 
 def _lateral(in_channels: int, out_channels: int, scale: float) -> nn.Sequential:
-    """A skip's 3x3 conv + BN, the BN scale starting at ``scale``."""
-    norm = nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM)
+    """A skip's 3x3 conv + BN, the BN scale starting at ``scale`` (the ReLU is the stage's, after the sum)."""
+    conv, norm, _ = conv_bn_relu(in_channels, out_channels)
     nn.init.constant_(norm.weight, scale)
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), norm)
+    return nn.Sequential(conv, norm)
