@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from pointdet.api import load
 from pointdet.configs.schema import CenterNetConfig, FCOSConfig, RepPointsConfig, RepPointsV2Config
+from pointdet.data.coco import CocoDataset
 from pointdet.models.build import build_model
 from tests.helpers import untrained_checkpoint
 
@@ -70,22 +72,29 @@ def test_level_of_follows_fcos_ranges():
     assert class_probe.level_of(boxes[1], 4, 5) == 2  # a P2-P6 pyramid: 32, 64, 128, ...
 
 
-@pytest.mark.parametrize("read", ["head", "neck", "backbone:2"])
-def test_script_reads_one_vector_per_object(tiny_shapes, tmp_path, read):
+def test_script_reads_one_vector_per_object(tiny_shapes, tmp_path):
     checkpoint = untrained_checkpoint(tiny_shapes, tmp_path / "untrained.pt")
     data = [
         "--train-json", str(tiny_shapes.train_json), "--train-images", str(tiny_shapes.train_images),
         "--val-json", str(tiny_shapes.val_json), "--val-images", str(tiny_shapes.val_images),
     ]  # fmt: skip
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(checkpoint), *data, "--read", read],
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, str(SCRIPT), str(checkpoint), *data], check=True, capture_output=True, text=True
     )
     line = json.loads(done.stdout.strip().splitlines()[-1])
     counts = [
         len(json.loads(Path(f).read_text())["annotations"]) for f in (tiny_shapes.train_json, tiny_shapes.val_json)
     ]
-    assert line["objects"] == counts and line["read"] == read
+    assert line["objects"] == counts and line["read"] == "head"
     assert 0.0 <= line["balanced_accuracy"] <= 1.0 and set(line["recall"]) == {"circle", "triangle", "square"}
+
+
+@pytest.mark.parametrize("read", ["neck", "backbone:2"])
+def test_neck_and_backbone_reads(tiny_shapes, tmp_path, read):
+    predictor = load(untrained_checkpoint(tiny_shapes, tmp_path / "untrained.pt"), device="cpu", compile=False)
+    model = predictor.model
+    channels = (model.feature_shapes[0] if read == "neck" else model.backbone.feature_shapes[2]).channels
+    coco = CocoDataset(tiny_shapes.val_json, tiny_shapes.val_images)
+    features, labels = class_probe.centre_features(predictor, coco, read)
+    assert features.shape == (coco.num_objects, channels) and len(labels) == coco.num_objects
+    assert torch.isfinite(features).all()
