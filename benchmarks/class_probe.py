@@ -40,9 +40,8 @@ def class_output_layer(head: nn.Module) -> nn.Module:
     raise ValueError(f"{type(head).__name__}: no known class output layer (RepPoints v1 / v2, FCOS, CenterNet)")
 
 
-def feature_maps(predictor: Predictor, images: Tensor, read: str) -> list[Tensor]:
-    """(1, 3, H, W) uint8 -> the maps ``read`` names, each (1, D, H_l, W_l)."""
-    model = predictor.model
+def feature_maps(model: nn.Module, images: Tensor, read: str) -> list[Tensor]:
+    """(1, 3, H, W) uint8 -> the maps of a ``Detector`` that ``read`` names, each (1, D, H_l, W_l)."""
     x = model.preprocess(images)
     if read == "neck":
         return model.features(x)
@@ -73,13 +72,12 @@ def centre_features(predictor: Predictor, coco: CocoDataset, read: str) -> tuple
     for index in range(len(dataset)):
         sample = dataset[index]
         images = sample.image[None]
-        maps = feature_maps(predictor, images, read)
-        first_stride = images.shape[-1] / maps[0].shape[-1]
+        maps = feature_maps(predictor.model, images, read)
+        strides = [images.shape[-1] / fmap.shape[-1] for fmap in maps]
         for box, label in zip(sample.instances.boxes, sample.instances.labels, strict=True):
-            level = level_of(box, first_stride, len(maps)) if len(maps) > 1 else 0
+            level = level_of(box, strides[0], len(maps))  # 0 on a single map
             fmap = maps[level]
-            stride = images.shape[-1] / fmap.shape[-1]
-            centre = (box[:2] + box[2:]) / 2 / stride - 0.5  # in cells
+            centre = (box[:2] + box[2:]) / 2 / strides[level] - 0.5  # in cells
             size = fmap.new_tensor([fmap.shape[-1] - 1, fmap.shape[-2] - 1]).clamp(min=1)
             grid = (centre / size * 2 - 1).view(1, 1, 1, 2).to(fmap.dtype)
             features.append(F.grid_sample(fmap, grid, align_corners=True)[0, :, 0, 0])
