@@ -247,6 +247,9 @@ class RepPointsConfig(FPNBackboneConfig):
             ``dense`` (the class tower one GN conv deeper and a 3x3 conv at the location, as FCOS's; it reads neither
             the points nor v2's verification maps; keeps the rare classes of a small multi-class set apart where
             ``points`` calls them by the frequent one, docs/real_photos.md). ``cls_norm`` is for ``points`` only.
+        cls_weight: weight of the focal class loss against the box terms (1, the papers' and the official code's,
+            the default; a pointdet option: on small multi-class sets the classes, not the boxes, are what the FPN
+            heads lose, docs/real_photos.md).
         score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
@@ -262,6 +265,7 @@ class RepPointsConfig(FPNBackboneConfig):
         ),
         "gradient_mul": fraction(),
         "corner_start": at_least(0),
+        "cls_weight": above(0),
         **DENSE_DECODE_RANGES,
     }
 
@@ -277,6 +281,7 @@ class RepPointsConfig(FPNBackboneConfig):
     cls_norm: Literal["none", "gn"] = "none"
     corner_start: float = 0.0
     cls_branch: Literal["points", "dense"] = "points"
+    cls_weight: float = 1.0
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
@@ -774,6 +779,8 @@ class FCOSConfig(FPNBackboneConfig):
         method: ``fcos``; selects this family.
         num_convs: convs per tower (4, GroupNorm 32).
         center_sampling_radius: positives lie within this many strides of a box centre (1.5).
+        cls_weight: weight of the focal class loss (1, torchvision's), as ``RepPointsConfig.cls_weight``: a peer
+            measured against a recipe that weighs its classes more gets the same weight.
         score_threshold, nms_iou, pre_nms: test time (0.05, 0.6, 1000 per level); torchvision's score default is
             0.2, pointdet scores every family at 0.05; decode options.
     """
@@ -785,6 +792,7 @@ class FCOSConfig(FPNBackboneConfig):
         "channels": at_least(1),
         "num_convs": at_least(1),
         "center_sampling_radius": above(0),
+        "cls_weight": above(0),
         **DENSE_DECODE_RANGES,
     }
 
@@ -792,6 +800,7 @@ class FCOSConfig(FPNBackboneConfig):
     task: Literal["detection"] = "detection"
     num_convs: int = 4
     center_sampling_radius: float = 1.5
+    cls_weight: float = 1.0
     score_threshold: float = 0.05
     nms_iou: float = 0.6
     pre_nms: int = 1000

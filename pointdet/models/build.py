@@ -305,7 +305,7 @@ def _build_dense_reppoints_v2(config: DenseRepPointsV2Config, num_classes: int, 
         contour_heatmap_weight=config.contour_heatmap_weight, contour_offset_weight=config.contour_offset_weight,
         foreground_weight=config.foreground_weight, point_targets=config.point_targets,
         band_distance=config.band_distance, mask_fusion=config.mask_fusion, score_sampling=config.score_sampling,
-        point_grid=config.point_grid, cls_norm=config.cls_norm,
+        point_grid=config.point_grid, cls_norm=config.cls_norm, cls_weight=config.cls_weight,
     )  # fmt: skip
     return Detector(
         backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)
@@ -334,6 +334,7 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
         cls_norm=config.cls_norm,
         corner_start=config.corner_start,
         cls_branch=config.cls_branch,
+        cls_weight=config.cls_weight,
     )
     if v2:
         head = RepPointsV2Head(
@@ -418,7 +419,9 @@ def _build_fcos(config: FCOSConfig, num_classes: int, weights: str | None) -> De
     """The FCOS peer: ``_fpn_backbone`` (P3-P7) + torchvision's FCOS head, loss and decoding."""
     backbone, neck = _fpn_backbone(config, weights)
     strides = [shape.stride for shape in neck.feature_shapes]
-    head = FCOSPeerHead(config.channels, num_classes, strides, config.num_convs, config.center_sampling_radius)
+    head = FCOSPeerHead(
+        config.channels, num_classes, strides, config.num_convs, config.center_sampling_radius, config.cls_weight
+    )
     postprocess = build_postprocess(config, neck.feature_shapes)
     return Detector(backbone, neck, head, postprocess, **_normalisation(config, backbone))
 

@@ -252,6 +252,7 @@ class DenseRepPointsV2Head(nn.Module):
         contour_verification: the contour branch, its loss and its fusion (false: the ablation).
         chamfer_init_weight, chamfer_refine_weight, mask_score_weight, contour_heatmap_weight, contour_offset_weight,
             foreground_weight: loss weights (0.5, 1, 1, 1, 1, 1).
+        cls_weight: weight of the focal class loss (1.0, the official).
         point_targets: the Chamfer loss's GT points, ``contour`` (on the contour, for the hull masks) or ``band``
             (random in the contour band, the code's, for its triangulation masks); ``targets.dense_reppoints_v2``.
         band_distance: the band's half-width beyond the contour, in cells of the 56 grid (2).
@@ -286,6 +287,7 @@ class DenseRepPointsV2Head(nn.Module):
         contour_heatmap_weight: float = 1.0,
         contour_offset_weight: float = 1.0,
         foreground_weight: float = 1.0,
+        cls_weight: float = 1.0,
         point_targets: Literal["band", "contour"] = "contour",
         band_distance: float = 2.0,
         mask_fusion: MaskFusion = "every_level",
@@ -315,6 +317,7 @@ class DenseRepPointsV2Head(nn.Module):
         self.init_weight, self.refine_weight = (0.5, 1.0) if box_loss == "smooth_l1" else (1.0, 2.0)
         self.chamfer_weights = (chamfer_init_weight, chamfer_refine_weight)
         self.mask_score_weight, self.foreground_weight = mask_score_weight, foreground_weight
+        self.cls_weight = cls_weight
         self.contour_heatmap_weight, self.contour_offset_weight = contour_heatmap_weight, contour_offset_weight
         self.point_targets, self.band_distance = point_targets, band_distance
 
@@ -422,7 +425,8 @@ class DenseRepPointsV2Head(nn.Module):
         scores = outputs.scores.float()
         one_hot = F.one_hot(targets.labels, self.num_classes + 1)[..., : self.num_classes].to(scores.dtype)
         focal = sigmoid_focal_loss(scores, one_hot, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, reduction="none")
-        losses = {"loss_cls": torch.where(targets.label_valid[..., None], focal, 0.0).sum() / num_refine}
+        loss_cls = torch.where(targets.label_valid[..., None], focal, 0.0).sum() / num_refine
+        losses = {"loss_cls": self.cls_weight * loss_cls}
         scale = (self.point_base_scale * strides).expand(batch, -1)  # (B, P)
         stages = (
             ("init", boxes_init, points_init, targets.init_boxes, targets.init_positive, targets.init_assigned,

@@ -70,6 +70,7 @@ class FCOSPeerHead(nn.Module):
         strides: stride of each level (8, 16, 32, 64, 128 for P3-P7).
         num_convs: convs per tower (4, GroupNorm 32).
         center_sampling_radius: positives lie within this many strides of a box centre (1.5).
+        cls_weight: weight of torchvision's focal classification loss (1.0, torchvision's).
     """
 
     def __init__(
@@ -79,12 +80,14 @@ class FCOSPeerHead(nn.Module):
         strides: list[int],
         num_convs: int = 4,
         center_sampling_radius: float = 1.5,
+        cls_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.head = TorchvisionFCOSHead(in_channels, 1, num_classes, num_convs)
         self.anchor_generator = fcos_anchor_generator(list(strides))
         self.strides = list(strides)
         self.center_sampling_radius = center_sampling_radius  # read by FCOS.compute_loss
+        self.cls_weight = cls_weight
 
     def forward(self, features: list[Tensor]) -> FCOSOutputs:
         """L maps (B, D, H_l, W_l) -> ``FCOSOutputs``."""
@@ -108,7 +111,7 @@ class FCOSPeerHead(nn.Module):
         }
         losses = FCOS.compute_loss(self, targets, head_outputs, anchors, per_level)
         return {
-            "loss_cls": losses["classification"],
+            "loss_cls": self.cls_weight * losses["classification"],
             "loss_box": losses["bbox_regression"],
             "loss_centerness": losses["bbox_ctrness"],
         }

@@ -129,6 +129,7 @@ class RepPointsHead(nn.Module):
         gradient_mul: share of the DCN-offset gradient that reaches the init points.
         point_base_scale: the point assigner's scale and the smooth-L1 normaliser (x stride).
         init_weight, refine_weight: box loss weights; None gives 0.5 / 1.0 (smooth_l1) or 1.0 / 2.0 (giou).
+        cls_weight: weight of the focal class loss (1.0, the official).
         guide_channels: extra input channels of both point-guided DCNs, concatenated to the towers' features by the
             caller of ``point_stage`` (RepPoints v2's 6 verification channels); 0 for v1.
         cls_norm: ``none`` (the official head: the class DCN feeds its ReLU directly) or ``gn`` (GroupNorm(32) between
@@ -168,6 +169,7 @@ class RepPointsHead(nn.Module):
         point_base_scale: int = 4,
         init_weight: float | None = None,
         refine_weight: float | None = None,
+        cls_weight: float = 1.0,
         guide_channels: int = 0,
         use_grid_points: bool = False,
         cls_norm: Literal["none", "gn"] = "none",
@@ -194,6 +196,7 @@ class RepPointsHead(nn.Module):
         default_weights = (0.5, 1.0) if box_loss == "smooth_l1" else (1.0, 2.0)
         self.init_weight = default_weights[0] if init_weight is None else init_weight
         self.refine_weight = default_weights[1] if refine_weight is None else refine_weight
+        self.cls_weight = cls_weight
 
         self.cls_branch = cls_branch
         class_depth = stacked_convs + (cls_branch == "dense")
@@ -343,7 +346,7 @@ class RepPointsHead(nn.Module):
             loss_init = giou_box_loss(boxes_init, targets.init_boxes, targets.init_positive, num_init)
             loss_refine = giou_box_loss(boxes_refine, targets.refine_boxes, targets.refine_positive, num_refine)
         return {
-            "loss_cls": loss_cls,
+            "loss_cls": self.cls_weight * loss_cls,
             "loss_box_init": self.init_weight * loss_init,
             "loss_box_refine": self.refine_weight * loss_refine,
         }
