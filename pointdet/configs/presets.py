@@ -397,9 +397,15 @@ def reppoints_v2_effl0_raccoon() -> ExperimentConfig:
     official head, chosen on the validation splits of BCCD, Aquarium and the raccoon photos over several seeds: the
     dense class branch (``cls_branch=dense``: the official point-guided one calls the rare classes of a multi-class
     set the frequent one) and ``corner_start=0.5`` (both stages take the same corner points from the first step;
-    left free, some seeds cross them and lose most of their AP); docs/real_photos.md.
+    left free, some seeds cross them and lose most of their AP); docs/real_photos.md. On data of two classes or more
+    a region classifier re-scores the classes (``roi_classifier=multi_class``, CPM R-CNN's CPU-sized RoI keys: 64
+    RoIs per image, 256-wide FC layers, one RoIAlign sample per bin): the dense heads find the objects of a small
+    multi-class set but call the rare classes by the frequent one.
     """
-    model = RepPointsV2Config(**_LITE0_FPN, cls_branch="dense", corner_start=0.5)
+    model = RepPointsV2Config(
+        **_LITE0_FPN, cls_branch="dense", corner_start=0.5, roi_classifier="multi_class", roi_batch=64, roi_hidden=256,
+        roi_sampling_ratio=1,
+    )  # fmt: skip
     base = _on_raccoon("reppoints_v2_effl0_raccoon", model)
     return replace(base, optim=replace(base.optim, epochs=16, lr=1e-3), eval=replace(base.eval, every=16))
 

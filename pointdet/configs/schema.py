@@ -250,6 +250,13 @@ class RepPointsConfig(FPNBackboneConfig):
         cls_weight: weight of the focal class loss against the box terms (1, the papers' and the official code's,
             the default; a pointdet option: on small multi-class sets the classes, not the boxes, are what the FPN
             heads lose, docs/real_photos.md).
+        roi_classifier: re-score the classes of the detections with a region classifier (RoIAlign 7 x 7, two FC
+            layers, softmax over the classes and background; ``models.roi_heads.reclassify``), trained with the rest
+            on the head's top boxes: ``true``, ``false`` (the papers', the default) or ``multi_class`` (on when the
+            data has two classes or more: the real-photo presets; on one class it has no classes to tell apart and
+            cost the raccoon boxes); a pointdet option (docs/real_photos.md).
+        roi_batch, roi_hidden, roi_sampling_ratio: the region classifier's training RoIs per image (512, a quarter
+            at most foreground), FC width (1024) and RoIAlign samples per bin and axis (2), as CPM R-CNN's keys.
         score_threshold, nms_iou, pre_nms, max_detections: test-time post-processing (0.05, 0.5, 1000 per level, 100).
         init_from: start from another run's weights, as ``CenterNetConfig.init_from``.
     """
@@ -266,6 +273,9 @@ class RepPointsConfig(FPNBackboneConfig):
         "gradient_mul": fraction(),
         "corner_start": at_least(0),
         "cls_weight": above(0),
+        "roi_batch": at_least(1),
+        "roi_hidden": at_least(1),
+        "roi_sampling_ratio": at_least(0),
         **DENSE_DECODE_RANGES,
     }
 
@@ -282,6 +292,10 @@ class RepPointsConfig(FPNBackboneConfig):
     corner_start: float = 0.0
     cls_branch: Literal["points", "dense"] = "points"
     cls_weight: float = 1.0
+    roi_classifier: bool | Literal["multi_class"] = False
+    roi_batch: int = 512
+    roi_hidden: int = 1024
+    roi_sampling_ratio: int = 2
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     pre_nms: int = 1000
@@ -473,6 +487,8 @@ class DenseRepPointsV2Config(RepPointsV2Config):
             raise ConfigError("model.corner_start: Dense RepPoints v2's boxes are not two corner points; leave it 0")
         if self.cls_branch != "points":
             raise ConfigError(f"model.cls_branch={self.cls_branch}: Dense RepPoints v2 has its own class branch")
+        if self.roi_classifier:
+            raise ConfigError("model.roi_classifier=true: Dense RepPoints v2 has no region classifier; set it to false")
         if self.num_points % self.num_groups:
             raise ConfigError(
                 f"model.num_points={self.num_points}: must be divisible by model.num_groups={self.num_groups}"

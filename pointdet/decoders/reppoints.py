@@ -51,6 +51,7 @@ from pointdet.ops.priors import prior_levels, rank_within_levels
 from pointdet.structures import Detections
 
 NMS_ITERATIONS = 10  # fixed_size_nms iterations before its fixed-point check
+TRAIN_PROPOSALS = 256  # boxes per image offered to an RoI stage in training (``proposals``)
 
 
 class TopDetections(NamedTuple):
@@ -239,6 +240,15 @@ class RepPointsPostprocess:
         rows = torch.div(index, num_classes, rounding_mode="floor")
         boxes = torch.gather(boxes, 1, rows[..., None].expand(-1, -1, 4))
         return Detections(boxes, top, index % num_classes)
+
+    @torch.no_grad()
+    def proposals(self, outputs: RepPointsOutputs, num_proposals: int = TRAIN_PROPOSALS) -> list[Tensor]:
+        """Training proposals for an RoI stage: per image the (N, 4) boxes of the ``num_proposals`` priors of
+        highest max class probability, no threshold and no NMS (the RoI stage samples them)."""
+        boxes = self.boxes(outputs, image_frames(outputs.priors, outputs.strides))
+        scores = self.probabilities(outputs).amax(dim=-1)  # (B, P)
+        top = scores.topk(min(num_proposals, scores.shape[1])).indices
+        return list(boxes[..., :4].gather(1, top[..., None].expand(-1, -1, 4)).unbind(0))
 
     def merged_candidates(
         self, outputs: RepPointsOutputs, flipped: RepPointsOutputs | None, frame: Tensor

@@ -55,6 +55,7 @@ from pointdet.models.init_from import initialise_from
 from pointdet.models.necks import FPN, DeconvUpsampler, DLAUpsampler
 from pointdet.models.roi_heads.cpm import PLAIN_GRID_MAPPING, CPMRoIHeads
 from pointdet.models.roi_heads.mask import MaskHead
+from pointdet.models.roi_heads.reclassify import RoIReclassifier
 from pointdet.models.two_stage import TwoStageDetector
 from pointdet.structures import FeatureShape
 from pointdet.targets.lsnet_tasks import LandmarkTask, landmark_task
@@ -347,8 +348,20 @@ def _build_reppoints(config: RepPointsConfig, num_classes: int, weights: str | N
             corner_verification=config.corner_verification,
             foreground_verification=config.foreground_verification,
         )
+    reclassifier = None
+    if config.roi_classifier is True or (config.roi_classifier == "multi_class" and num_classes > 1):
+        reclassifier = RoIReclassifier(
+            [shape.name for shape in neck.feature_shapes], config.channels, num_classes, hidden=config.roi_hidden,
+            roi_batch=config.roi_batch, sampling_ratio=config.roi_sampling_ratio,
+            nms_iou=config.nms_iou,
+        )  # fmt: skip
     return Detector(
-        backbone, neck, head, build_postprocess(config, neck.feature_shapes), **_normalisation(config, backbone)
+        backbone,
+        neck,
+        head,
+        build_postprocess(config, neck.feature_shapes),
+        roi_heads=reclassifier,
+        **_normalisation(config, backbone),
     )
 
 
