@@ -75,3 +75,16 @@ def sample_rois(
     positive, negative = sampler([labels])
     chosen = torch.where(positive[0] | negative[0])[0]
     return chosen, labels[chosen], matched[chosen]
+
+
+def sample_batch_rois(
+    candidates: list[Tensor], instances: list, matcher: Matcher, sampler: BalancedPositiveNegativeSampler
+) -> tuple[list[Tensor], list[Tensor]]:
+    """``sample_rois`` image by image: B lists of (R_b, 4) candidate boxes and B ground truths (``Instances``) -> the
+    B (S_b, 4) sampled RoIs and their B (S_b,) labels (``1 + class``, 0 = background)."""
+    rois, labels = [], []
+    for boxes, inst in zip(candidates, instances, strict=True):
+        index, roi_labels, _ = sample_rois(boxes, inst.boxes, inst.labels, matcher, sampler)
+        rois.append(boxes[index])
+        labels.append(roi_labels)
+    return rois, labels

@@ -23,7 +23,7 @@ from pointdet.models.roi_heads.grid import GridBranch
 from pointdet.models.roi_heads.pooling import SAMPLING_RATIO, LevelRule, MLPClassifier, RoIPooler
 from pointdet.structures import Detections, Instances
 from pointdet.targets.grid import build_grid_targets, iou_targets
-from pointdet.targets.roi_sampling import sample_rois, select_matched_rois, threshold_matcher
+from pointdet.targets.roi_sampling import sample_batch_rois, select_matched_rois, threshold_matcher
 
 CLASSIFIER_ROI = 7
 GRID_ROI = 14
@@ -118,13 +118,9 @@ class CPMRoIHeads(nn.Module):
             image_sizes: B (H, W) of the images (boxes are clipped to them).
             instances: B ground truths.
         """
-        sampled, labels, negatives = [], [], []
-        for boxes, inst in zip(proposals, instances, strict=True):
-            candidates = torch.cat([boxes.detach(), inst.boxes])
-            index, roi_labels, _ = sample_rois(candidates, inst.boxes, inst.labels, self.matcher, self.sampler)
-            sampled.append(candidates[index])
-            labels.append(roi_labels)
-            negatives.append(candidates[index[roi_labels == 0]])
+        candidates = [torch.cat([boxes.detach(), inst.boxes]) for boxes, inst in zip(proposals, instances, strict=True)]
+        sampled, labels = sample_batch_rois(candidates, instances, self.matcher, self.sampler)
+        negatives = [rois[roi_labels == 0] for rois, roi_labels in zip(sampled, labels, strict=True)]
         logits = self._classify(self.classifier, features, sampled, image_sizes)
         losses = {"loss_cls": F.cross_entropy(logits, torch.cat(labels))}
         stage_rois = [rois[roi_labels > 0] for rois, roi_labels in zip(sampled, labels, strict=True)]
@@ -178,12 +174,8 @@ class CPMRoIHeads(nn.Module):
     ) -> Tensor:
         """RSM: the final-stage RoIs as positives and the classifier's sampled negatives, re-matched (0.5) and
         re-sampled (``roi_batch``, ``positive_fraction``), softmax CE."""
-        rois, labels = [], []
-        for positive, negative, inst in zip(final_rois, negatives, instances, strict=True):
-            candidates = torch.cat([positive, negative])
-            index, roi_labels, _ = sample_rois(candidates, inst.boxes, inst.labels, self.matcher, self.sampler)
-            rois.append(candidates[index])
-            labels.append(roi_labels)
+        candidates = [torch.cat([positive, negative]) for positive, negative in zip(final_rois, negatives, strict=True)]
+        rois, labels = sample_batch_rois(candidates, instances, self.matcher, self.sampler)
         logits = self._classify(self.rescorer, features, rois, image_sizes)
         if sum(len(r) for r in rois) == 0:
             return logits.sum() * 0.0

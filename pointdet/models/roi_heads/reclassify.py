@@ -26,7 +26,7 @@ from torchvision.ops import batched_nms
 
 from pointdet.models.roi_heads.pooling import SAMPLING_RATIO, MLPClassifier, RoIPooler
 from pointdet.structures import Detections, Instances
-from pointdet.targets.roi_sampling import sample_rois, threshold_matcher
+from pointdet.targets.roi_sampling import sample_batch_rois, threshold_matcher
 
 ROI_SIZE = 7
 FOREGROUND_IOU = 0.5
@@ -84,12 +84,11 @@ class RoIReclassifier(nn.Module):
             proposals: B (P_b, 4) boxes of the dense head (detached).
             instances: B ground truths.
         """
-        rois, labels = [], []
-        for boxes, inst in zip(proposals, instances, strict=True):
-            candidates = torch.cat([boxes.detach().to(inst.boxes), inst.boxes])
-            index, roi_labels, _ = sample_rois(candidates, inst.boxes, inst.labels, self.matcher, self.sampler)
-            rois.append(candidates[index])
-            labels.append(roi_labels)
+        candidates = [
+            torch.cat([boxes.detach().to(inst.boxes), inst.boxes])
+            for boxes, inst in zip(proposals, instances, strict=True)
+        ]
+        rois, labels = sample_batch_rois(candidates, instances, self.matcher, self.sampler)
         logits = self(features, rois)
         if len(logits) == 0:  # no proposals and no objects: a zero loss still connected to every parameter (DDP)
             return {"loss_roi_cls": logits.sum() * 0.0}
